@@ -1,0 +1,73 @@
+//! Per-socket state: what each connection is waiting for, and the socket operations it needs.
+//!
+//! A worker's slab holds three kinds of entry ([`Conn`]): its listener, the clients it accepted, and the
+//! upstream connections it opened. The types here own their sockets and know how to read, write and frame
+//! bytes on them; deciding *what* to do (route a request, tie a client to an upstream) is the relay's job
+//! (`crate::relay`), so these types never touch another connection.
+
+pub mod client;
+pub mod upstream;
+
+use std::io::{self, Read};
+
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+
+pub use client::ClientConn;
+pub use upstream::UpstreamConn;
+
+/// One entry of a worker's slab.
+pub enum Conn {
+    Listener(TcpListener),
+    Client(ClientConn),
+    Upstream(UpstreamConn),
+}
+
+/// Readiness as `mio` last reported it, remembered between events.
+///
+/// `mio` is edge-triggered: it reports a socket readable once, when data arrives, not again while data
+/// remains. So we remember the edge in a flag, and clear the flag only when the socket itself says
+/// `WouldBlock`. A connection that stops reading for a while (backpressure) consults the flag when it
+/// resumes; without it, the socket would wait forever for an edge that already came.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    pub readable: bool,
+    pub writable: bool,
+}
+
+impl Readiness {
+    /// Folds an event in. Errors and hang-ups count as both: the next read or write reports them.
+    pub fn absorb(&mut self, event: &Event) {
+        let trouble = event.is_error();
+        self.readable |= event.is_readable() || event.is_read_closed() || trouble;
+        self.writable |= event.is_writable() || event.is_write_closed() || trouble;
+    }
+}
+
+/// What one `read` on a socket came to.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    /// `n > 0` bytes are at the front of the buffer.
+    Data(usize),
+    /// Nothing to read now; the readable flag has been cleared.
+    Drained,
+    /// The peer closed its side.
+    Eof,
+    Failed(io::Error),
+}
+
+/// Reads once into `buf`, retrying on `EINTR` and clearing `ready.readable` on `WouldBlock`.
+pub fn read_once(sock: &mut TcpStream, ready: &mut Readiness, buf: &mut [u8]) -> ReadOutcome {
+    loop {
+        return match sock.read(buf) {
+            Ok(0) => ReadOutcome::Eof,
+            Ok(n) => ReadOutcome::Data(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready.readable = false;
+                ReadOutcome::Drained
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => ReadOutcome::Failed(e),
+        };
+    }
+}

@@ -1,0 +1,423 @@
+//! Reading requests on the server side: head, framing rules, body, limits.
+//!
+//! [`RequestReader`] turns a connection's incoming bytes into [`Request`]s, one at a time, for as many
+//! pipelined requests as arrive. It is *resumable*: the reactor calls [`RequestReader::advance`] after
+//! every read with whatever is buffered, however small, and the reader continues where it stopped.
+//!
+//! # The buffer contract
+//!
+//! The caller owns the input buffer. `advance(buf)` returns how many bytes of `buf` it consumed; the caller
+//! drops exactly those and passes the rest, plus anything newly read, next time. While the head is
+//! incomplete the reader consumes nothing (the head is parsed in one piece, from the caller's buffer), so the
+//! caller holds at most [`Limits::max_head_bytes`] of it. Once the head is parsed, every body byte is
+//! consumed as soon as it is seen, and the payload is accumulated in the request (at most
+//! [`Limits::max_body_bytes`]). So a connection's memory is bounded whatever its peer sends.
+//!
+//! # Why it is cheap for tiny reads
+//!
+//! A slow or hostile client may send one byte per packet. The reader remembers how far it already searched
+//! for the blank line that ends the head (`scanned`), so each call looks only at new bytes; httparse runs
+//! once, on the complete head. Body bytes are decoded exactly once, because they are consumed when decoded.
+//!
+//! # Framing rules (RFC 9112 §6.3), and why each one rejects
+//!
+//! Request smuggling needs two parsers that disagree about where a request ends. So whenever the framing
+//! could be read two ways, the request is refused with `close: true`: after a framing error we cannot know
+//! where the next request starts, so the connection must not be reused.
+//!
+//! | Input                                              | Answer                    |
+//! |----------------------------------------------------|---------------------------|
+//! | head longer than `max_head_bytes`, too many fields | 431 `header_too_large`    |
+//! | malformed head (httparse error), bad Host          | 400 `bad_request`         |
+//! | Transfer-Encoding with Content-Length              | 400 `bad_framing`         |
+//! | Transfer-Encoding in HTTP/1.0                      | 400 `bad_framing`         |
+//! | final coding not `chunked`, `chunked` twice        | 400 `bad_framing`         |
+//! | another coding before `chunked` (`gzip, chunked`)  | 501 `not_implemented`     |
+//! | Content-Length not digits, or differing values     | 400 `bad_framing`         |
+//! | Content-Length above `max_body_bytes`              | 413 `body_too_large`      |
+//! | malformed chunked body                             | 400 `bad_chunk`           |
+//! | chunked body growing above `max_body_bytes`        | 413 `body_too_large`      |
+
+use std::fmt;
+use std::ops::Range;
+
+use super::body::{self, BodyDecoder, ContentLengthError, Framing};
+use super::{header_values, keep_alive, trim_ows};
+
+/// Bounds on what one request may make us hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest request head (request line + header fields + blank line), in bytes.
+    pub max_head_bytes: usize,
+    /// Largest request body (the payload, after removing chunk framing), in bytes.
+    pub max_body_bytes: usize,
+    /// Most header fields in one head.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_head_bytes: 16 * 1024, max_body_bytes: 1024 * 1024, max_headers: 64 }
+    }
+}
+
+/// A complete request, as the relay needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// The request target without its query (`/v1/generate` for `/v1/generate?alt=sse`).
+    pub path: String,
+    /// The query without its `?`, if the target had one.
+    pub query: Option<String>,
+    /// Whether the connection may carry another request after this one's response.
+    pub keep_alive: bool,
+    /// The body payload (chunk framing removed).
+    pub body: Vec<u8>,
+}
+
+/// A request we refuse, with everything needed to answer it (see `response::error_response`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    /// The HTTP status to answer with.
+    pub status: u16,
+    /// A short machine-readable reason, e.g. `"body_too_large"`.
+    pub code: &'static str,
+    /// A human-readable explanation.
+    pub message: String,
+    /// The connection must be closed after the answer: framing is in doubt, or the rest of the input
+    /// cannot be trusted.
+    pub close: bool,
+}
+
+impl HttpError {
+    /// An error after which the connection is closed (every error this reader produces today).
+    fn closing(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        HttpError { status, code, message: message.into(), close: true }
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.message)
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// What [`RequestReader::advance`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Everything given was used (or must be kept, for an incomplete head): read more, then call again.
+    NeedMore,
+    /// The head asked for `Expect: 100-continue` and a body follows: reply `100 Continue` now, then call
+    /// `advance` again (body bytes may already be buffered). Reported exactly once per request.
+    SendContinue,
+    /// A whole request. The reader is ready for the next one; call `advance` again with the rest of the
+    /// buffer, since a pipelined request may already be in it.
+    Complete(Request),
+}
+
+/// Reads requests from one connection. See the module docs for the buffer contract.
+#[derive(Debug)]
+pub struct RequestReader {
+    limits: Limits,
+    state: ReadState,
+    /// Payload ranges from the body decoder; kept across calls only to reuse its allocation.
+    ranges: Vec<Range<usize>>,
+}
+
+/// ```text
+///   AwaitingHead --head parsed--> ReadingBody --body done--> AwaitingHead (next request)
+///        |                            |
+///        +-------- any error ---------+-----> Failed (terminal: the connection must close)
+/// ```
+#[derive(Debug)]
+enum ReadState {
+    /// Looking for the end of the head in the caller's buffer. Invariant: no head ends before
+    /// `buf[scanned]`, so the search resumes there; the caller re-presents those bytes, unconsumed.
+    AwaitingHead { scanned: usize },
+    /// The head is parsed and consumed; reading its body.
+    ReadingBody(PendingRequest),
+    /// An error was reported. The same error is returned on every further call.
+    Failed(HttpError),
+}
+
+/// A request whose head is parsed and whose body is still arriving.
+#[derive(Debug)]
+struct PendingRequest {
+    /// The request so far. Invariant: `request.body.len() <= max_body_bytes`.
+    request: Request,
+    decoder: BodyDecoder,
+}
+
+impl RequestReader {
+    /// A reader waiting for the first request head.
+    pub fn new(limits: Limits) -> Self {
+        RequestReader { limits, state: ReadState::AwaitingHead { scanned: 0 }, ranges: Vec::new() }
+    }
+
+    /// Read from `buf`: the connection's unconsumed input, starting where the previous call's consumed
+    /// count left off (the caller drops consumed bytes, keeps the rest, and appends new ones).
+    ///
+    /// Returns `(consumed, progress)`. The count comes first and outside the `Result` because it is
+    /// meaningful even on `NeedMore` (body bytes are consumed as they are decoded). After an error the
+    /// reader stays failed and the count is irrelevant: every error closes the connection.
+    pub fn advance(&mut self, buf: &[u8]) -> (usize, Result<Progress, HttpError>) {
+        let mut consumed = 0;
+        let result = self.step(buf, &mut consumed);
+        if let Err(error) = &result {
+            self.state = ReadState::Failed(error.clone());
+        }
+        (consumed, result)
+    }
+
+    /// True when no request is partly read by the reader: no body is outstanding and no error happened.
+    /// At EOF, the client closed cleanly if this holds and the caller's buffer holds no request bytes.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, ReadState::AwaitingHead { .. })
+    }
+
+    /// Body bytes held by the reader for the request being read (never more than `max_body_bytes`).
+    pub fn body_bytes_held(&self) -> usize {
+        match &self.state {
+            ReadState::ReadingBody(pending) => pending.request.body.len(),
+            _ => 0,
+        }
+    }
+
+    fn step(&mut self, buf: &[u8], consumed: &mut usize) -> Result<Progress, HttpError> {
+        loop {
+            match &mut self.state {
+                ReadState::Failed(error) => return Err(error.clone()),
+                ReadState::AwaitingHead { scanned } => {
+                    if *scanned == 0 {
+                        // RFC 9112 §2.2: ignore empty lines before a request line (some clients send
+                        // an extra CRLF after a body). They are consumed so they cost no memory.
+                        *consumed += leading_empty_lines(buf);
+                    }
+                    let rest = &buf[*consumed..];
+                    let head_len = match find_head_end(rest, scanned, self.limits.max_head_bytes) {
+                        HeadSearch::Found(len) => len,
+                        HeadSearch::NotYet => return Ok(Progress::NeedMore),
+                        HeadSearch::TooLong => {
+                            return Err(HttpError::closing(
+                                431,
+                                "header_too_large",
+                                format!(
+                                    "request head exceeds {} bytes",
+                                    self.limits.max_head_bytes
+                                ),
+                            ));
+                        }
+                    };
+                    let head = parse_head(&rest[..head_len], &self.limits)?;
+                    *consumed += head_len;
+                    let expect_continue = head.expect_continue;
+                    self.state = ReadState::ReadingBody(PendingRequest {
+                        request: head.request,
+                        decoder: BodyDecoder::new(head.framing),
+                    });
+                    if expect_continue {
+                        return Ok(Progress::SendContinue);
+                    }
+                }
+                ReadState::ReadingBody(pending) => {
+                    let rest = &buf[*consumed..];
+                    self.ranges.clear();
+                    let decoded = pending.decoder.decode(rest, &mut self.ranges).map_err(|e| {
+                        HttpError::closing(400, "bad_chunk", format!("malformed chunked body: {e}"))
+                    })?;
+                    for range in self.ranges.drain(..) {
+                        // Invariant: the decoder only reports ranges within `rest`.
+                        let payload = &rest[range];
+                        if pending.request.body.len() + payload.len() > self.limits.max_body_bytes {
+                            return Err(HttpError::closing(
+                                413,
+                                "body_too_large",
+                                format!(
+                                    "request body exceeds {} bytes",
+                                    self.limits.max_body_bytes
+                                ),
+                            ));
+                        }
+                        pending.request.body.extend_from_slice(payload);
+                    }
+                    *consumed += decoded.consumed;
+                    if !decoded.done {
+                        return Ok(Progress::NeedMore);
+                    }
+                    let request = std::mem::take(&mut pending.request);
+                    self.state = ReadState::AwaitingHead { scanned: 0 };
+                    return Ok(Progress::Complete(request));
+                }
+            }
+        }
+    }
+}
+
+/// How many bytes of empty lines (`\r\n` or `\n`) start `buf`.
+fn leading_empty_lines(buf: &[u8]) -> usize {
+    let mut skipped = 0;
+    loop {
+        match &buf[skipped..] {
+            [b'\r', b'\n', ..] => skipped += 2,
+            [b'\n', ..] => skipped += 1,
+            _ => return skipped,
+        }
+    }
+}
+
+enum HeadSearch {
+    /// The head is `buf[..len]`, blank line included.
+    Found(usize),
+    /// No end yet; `scanned` was advanced past what is settled.
+    NotYet,
+    /// No end within `max_head_bytes`.
+    TooLong,
+}
+
+/// Find the blank line ending the head, resuming at `*scanned` and never looking past `max_head_bytes`.
+///
+/// A line ends with LF (httparse accepts a bare LF in heads, RFC 9112 §2.2 allows it, so we agree), so the
+/// head ends at an LF followed by either LF or CRLF. `*scanned` only ever moves to a position before which
+/// no head end can start: past an LF whose following bytes have not all arrived, it stays *on* that LF.
+fn find_head_end(buf: &[u8], scanned: &mut usize, max_head_bytes: usize) -> HeadSearch {
+    let window = &buf[..buf.len().min(max_head_bytes)];
+    let mut at = (*scanned).min(window.len());
+    loop {
+        let Some(offset) = window[at..].iter().position(|&b| b == b'\n') else {
+            at = window.len(); // no LF left: everything up to here is settled
+            break;
+        };
+        let lf = at + offset;
+        match &window[lf + 1..] {
+            [b'\n', ..] => return HeadSearch::Found(lf + 2),
+            [b'\r', b'\n', ..] => return HeadSearch::Found(lf + 3),
+            [] | [b'\r'] => {
+                at = lf; // undecided until more bytes arrive: resume on this LF
+                break;
+            }
+            _ => at = lf + 1,
+        }
+    }
+    // A lone CR at the very start may yet become an empty line to skip (see `leading_empty_lines`),
+    // which only happens while nothing is scanned; so it does not count as scanned.
+    *scanned = if buf == b"\r" { 0 } else { at };
+    if !buf.is_empty() && buf.len() >= max_head_bytes {
+        HeadSearch::TooLong
+    } else {
+        HeadSearch::NotYet
+    }
+}
+
+/// A parsed head: the request without its body, how the body is framed, and whether to send `100`.
+struct ParsedHead {
+    request: Request,
+    framing: Framing,
+    expect_continue: bool,
+}
+
+/// Parse a complete head (`bytes` ends with its blank line) and apply the framing rules.
+fn parse_head(bytes: &[u8], limits: &Limits) -> Result<ParsedHead, HttpError> {
+    // One allocation per request head; httparse needs somewhere to put the field slices.
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(bytes) {
+        // Both parsers must agree on where the head ends; a disagreement is exactly what smuggling exploits.
+        Ok(httparse::Status::Complete(len)) if len == bytes.len() => {}
+        Ok(_) => return Err(bad_request("request head is malformed")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HttpError::closing(
+                431,
+                "header_too_large",
+                format!("request has more than {} header fields", limits.max_headers),
+            ));
+        }
+        Err(error) => return Err(bad_request(format!("malformed request head: {error}"))),
+    }
+    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(bad_request("request head is malformed"));
+    };
+    let headers = parsed.headers;
+
+    // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; any request has at most one.
+    match header_values(headers, "host").count() {
+        0 if version >= 1 => return Err(bad_request("HTTP/1.1 request without Host")),
+        0 | 1 => {}
+        _ => return Err(bad_request("several Host header fields")),
+    }
+
+    let framing = request_framing(version, headers, limits)?;
+    let has_body = matches!(framing, Framing::Chunked | Framing::Length(1..));
+    // RFC 9110 §10.1.1: a server must ignore 100-continue from HTTP/1.0 clients.
+    let expect_continue = has_body
+        && version >= 1
+        && header_values(headers, "expect").any(|v| trim_ows(v).eq_ignore_ascii_case(b"100-continue"));
+
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
+        None => (target.to_owned(), None),
+    };
+    let request = Request {
+        method: method.to_owned(),
+        path,
+        query,
+        keep_alive: keep_alive(version, headers),
+        body: Vec::new(), // grows as bytes arrive, never from a length the client merely claims
+    };
+    Ok(ParsedHead { request, framing, expect_continue })
+}
+
+/// Decide how the request body is delimited (RFC 9112 §6.3), refusing anything ambiguous.
+fn request_framing(
+    version: u8,
+    headers: &[httparse::Header<'_>],
+    limits: &Limits,
+) -> Result<Framing, HttpError> {
+    let codings = body::transfer_codings(headers);
+    let length = body::content_length(headers);
+    if codings.present {
+        if !matches!(length, Ok(None)) {
+            return Err(bad_framing("both Transfer-Encoding and Content-Length"));
+        }
+        if version == 0 {
+            return Err(bad_framing("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if !codings.last_is_chunked {
+            return Err(bad_framing("final transfer coding is not chunked"));
+        }
+        if codings.others > 0 {
+            return Err(HttpError::closing(
+                501,
+                "not_implemented",
+                "only the chunked transfer coding is supported",
+            ));
+        }
+        if codings.chunked > 1 {
+            return Err(bad_framing("chunked applied more than once"));
+        }
+        return Ok(Framing::Chunked);
+    }
+    match length {
+        Ok(None) => Ok(Framing::None),
+        Ok(Some(n)) if n > u64::try_from(limits.max_body_bytes).unwrap_or(u64::MAX) => {
+            Err(HttpError::closing(
+                413,
+                "body_too_large",
+                format!("request body exceeds {} bytes", limits.max_body_bytes),
+            ))
+        }
+        Ok(Some(n)) => Ok(Framing::Length(n)),
+        Err(ContentLengthError::Invalid) => Err(bad_framing("invalid Content-Length")),
+        Err(ContentLengthError::Conflicting) => Err(bad_framing("conflicting Content-Length values")),
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> HttpError {
+    HttpError::closing(400, "bad_request", message)
+}
+
+fn bad_framing(message: impl Into<String>) -> HttpError {
+    HttpError::closing(400, "bad_framing", message)
+}

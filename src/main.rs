@@ -1,0 +1,131 @@
+//! The `tokenpipe` binary: command line -> plan -> workers. Everything else lives in the library.
+
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use tokenpipe::config::{Cli, Command, CommonArgs, MockArgs, ServeArgs, UpstreamPlan};
+use tokenpipe::mock::script::MockFormat;
+use tokenpipe::mock::{MockService, MockStats};
+use tokenpipe::reactor::{Service, fdlimit};
+use tokenpipe::relay::RelayService;
+use tokenpipe::relay::pool::Pool;
+use tokenpipe::relay::providers::{Origin, Provider};
+use tokenpipe::server::{self, Started};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::MockUpstream(args)) => run_mock(args),
+        Some(Command::Serve(args)) => run_relay(args),
+        None => run_relay(cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tokenpipe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_mock(args: MockArgs) -> Result<(), String> {
+    raise_fd_limit(&args.common);
+    let workers = args.common.workers.unwrap_or(1);
+    let started = start_mock(&args.common, workers, args.format.into(), args.tokens, args.interval_ms)?;
+    announce(started.addr);
+    started.join().map_err(|e| e.to_string())
+}
+
+fn run_relay(args: ServeArgs) -> Result<(), String> {
+    raise_fd_limit(&args.common);
+    let (provider, origin, key, _mock) = match args.plan(|k| std::env::var(k).ok())? {
+        UpstreamPlan::Remote { provider, origin, key } => (provider, origin, key, None),
+        UpstreamPlan::EmbeddedMock { provider } => {
+            let mut common = args.common.clone();
+            common.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            let format = match provider {
+                Provider::OpenAi => MockFormat::OpenAi,
+                Provider::Gemini => MockFormat::Gemini,
+            };
+            let mock = start_mock(&common, 1, format, args.mock_tokens, args.mock_interval_ms)?;
+            let origin = Origin {
+                host: "127.0.0.1".into(),
+                port: mock.addr.port(),
+                base_path: String::new(),
+            };
+            println!(
+                "no API key and no --upstream configured: relaying to the built-in mock upstream at http://{}",
+                mock.addr
+            );
+            (provider, origin, None, Some(mock))
+        }
+    };
+    // Resolved once, at start; DNS on a helper thread comes with HTTPS upstreams.
+    let addr = (origin.host.as_str(), origin.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve upstream host {}: {e}", origin.host))?
+        .next()
+        .ok_or_else(|| format!("upstream host {} has no address", origin.host))?;
+    let key = key.map(Arc::new);
+    let model = args.model.clone().unwrap_or_else(|| provider.default_model().to_string());
+    log::info!("relaying to {provider:?} upstream at http://{}{} ({addr})", origin.host_header(), origin.base_path);
+    let started = server::start(
+        "relay",
+        args.common.listen,
+        args.common.worker_count(),
+        args.common.settings(),
+        |_| {
+            Service::Relay(RelayService {
+                provider,
+                origin: origin.clone(),
+                addr,
+                key: key.clone(),
+                default_model: model.clone(),
+                pool: Pool::new(args.upstream_max_conns),
+                idle_timeout: Duration::from_secs(args.upstream_idle_timeout),
+            })
+        },
+    )
+    .map_err(|e| format!("cannot listen on {}: {e}", args.common.listen))?;
+    announce(started.addr);
+    started.join().map_err(|e| e.to_string())
+}
+
+fn start_mock(
+    common: &CommonArgs,
+    workers: usize,
+    format: MockFormat,
+    tokens: u32,
+    interval_ms: u64,
+) -> Result<Started, String> {
+    let stats = Arc::new(MockStats::default());
+    server::start("mock", common.listen, workers, common.settings(), |_| {
+        Service::Mock(MockService {
+            format,
+            tokens,
+            interval: Duration::from_millis(interval_ms),
+            stats: stats.clone(),
+        })
+    })
+    .map_err(|e| format!("mock upstream cannot listen on {}: {e}", common.listen))
+}
+
+fn raise_fd_limit(common: &CommonArgs) {
+    if let Err(e) = fdlimit::raise(common.max_fds) {
+        log::warn!("could not raise the file descriptor limit: {e}");
+    }
+}
+
+/// The line scripts and tests wait for: the listener is bound and connections will be accepted.
+fn announce(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    // Nothing useful can be done if stdout is gone; the server runs on.
+    let _ = writeln!(out, "listening on http://{addr}");
+    let _ = out.flush();
+}

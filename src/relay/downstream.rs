@@ -1,0 +1,286 @@
+//! The client side of every exchange: read a request, route it, answer it, keep the connection alive.
+//!
+//! [`Worker::drive_client`] is the one entry point, called whenever something may have changed for a client:
+//! its socket became readable or writable, its upstream produced bytes, a mock token fell due. It is a loop
+//! that asks the connection's state what to do next ([`Step`]), does it, and stops when the answer is "wait".
+//! Everything a readiness change can unblock is tried in a fixed order: write what is queued; if the queue
+//! drained, finish the reply or resume the paused stream; then read.
+//!
+//! Reading depends on the state. `AwaitingRequest` parses. While a response is in progress the connection
+//! still reads (up to one head's worth of pipelined bytes, kept for later) so that a client hanging up is
+//! noticed at once, and its upstream is closed at once, rather than at the next token. A client that
+//! half-closes its side after sending its request is treated as gone, as nginx does by default.
+
+use super::routes::{self, Miss, Route, Table};
+use crate::conn::client::{AfterReply, ClientConn, ClientState, Source};
+use crate::conn::{Conn, ReadOutcome, read_once};
+use crate::http::request::{HttpError, Progress, Request};
+use crate::http::response::{error_response, write_head};
+use crate::reactor::timers::TimerKind;
+use crate::reactor::token::ConnId;
+use crate::reactor::{Service, Worker};
+
+/// How long a client we are closing after an error reply may keep sending before we stop listening.
+/// Closing a socket with unread input makes the kernel send a reset, which can destroy the reply before the
+/// client reads it; so we half-close, read and discard for a moment, then close (a "lingering close").
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// What a client connection should do next.
+enum Step {
+    /// The state changed; look again.
+    Again,
+    /// Nothing to do until the next event or timer.
+    Wait,
+    /// Read request bytes into the input buffer and parse them.
+    ReadRequest,
+    /// A request is complete.
+    Request(Request),
+    /// The request could not be parsed.
+    BadRequest(HttpError),
+    /// The response is in progress: read only to notice the client leaving.
+    Watch,
+    /// The reply is out and the connection must close: half-close and linger.
+    Linger,
+    /// Lingering: read and discard until the client closes.
+    Discard,
+    /// The client drained its queue: let the paused stream produce more.
+    ResumeUpstream(ConnId),
+    ResumeMock,
+}
+
+impl Worker {
+    /// Moves a client connection forward as far as it can go now.
+    pub(crate) fn drive_client(&mut self, id: ConnId) {
+        // A stream is resumed at most once per call: if it produced nothing, looping again would spin.
+        let mut resumed = false;
+        let max_head = self.settings.limits.max_head_bytes;
+        loop {
+            let Some(Conn::Client(c)) = self.conns.get_mut(id) else {
+                return;
+            };
+            if let Err(e) = c.flush() {
+                return self.client_gone(id, &e.to_string());
+            }
+            let step = next_step(c, &mut resumed, max_head);
+            match step {
+                Step::Again => {}
+                Step::Wait => return,
+                Step::ReadRequest | Step::Watch | Step::Discard => {
+                    let keep = !matches!(step, Step::Discard);
+                    match self.read_client(id, keep) {
+                        ReadOutcome::Data(_) => {}
+                        ReadOutcome::Drained => return,
+                        ReadOutcome::Eof if matches!(step, Step::Watch) => {
+                            return self.client_gone(id, "client closed its side mid-response");
+                        }
+                        ReadOutcome::Eof => return self.close(id),
+                        ReadOutcome::Failed(e) => return self.client_gone(id, &e.to_string()),
+                    }
+                }
+                Step::Request(req) => {
+                    // A new response may resume its stream once more in this call.
+                    resumed = false;
+                    self.handle_request(id, req);
+                }
+                Step::BadRequest(e) => {
+                    log::debug!("bad request: {} {}", e.status, e.message);
+                    self.reply_error(id, e.status, e.code, &e.message, &[], AfterReply::Close);
+                }
+                Step::Linger => return self.start_linger(id),
+                Step::ResumeUpstream(up) => self.pump(up),
+                Step::ResumeMock => self.mock_pump(id),
+            }
+        }
+    }
+
+    fn read_client(&mut self, id: ConnId, keep: bool) -> ReadOutcome {
+        let Some(Conn::Client(c)) = self.conns.get_mut(id) else {
+            return ReadOutcome::Drained;
+        };
+        if keep {
+            c.read_into_inbuf(&mut self.scratch)
+        } else {
+            read_once(&mut c.sock, &mut c.ready, &mut self.scratch)
+        }
+    }
+
+    /// The client hung up or its socket failed. The reap phase takes its upstream along.
+    pub(crate) fn client_gone(&mut self, id: ConnId, why: &str) {
+        log::debug!("worker {}: client {id:?} gone: {why}", self.index);
+        self.close(id);
+    }
+
+    fn handle_request(&mut self, id: ConnId, req: Request) {
+        let then = if req.keep_alive {
+            AfterReply::KeepAlive
+        } else {
+            AfterReply::Close
+        };
+        let table = match &self.service {
+            Service::Relay(_) => Table::Relay,
+            Service::Mock(m) => {
+                m.stats.on_request();
+                Table::Mock
+            }
+        };
+        match routes::resolve(table, &req.method, &req.path) {
+            Err(Miss::NotFound) => {
+                self.reply_error(id, 404, "not_found", "no such route", &[], then)
+            }
+            Err(Miss::MethodNotAllowed(allow)) => {
+                let msg = format!("method {} is not allowed here; allowed: {allow}", req.method);
+                self.reply_error(id, 405, "method_not_allowed", &msg, &[("Allow", allow)], then);
+            }
+            Ok(Route::Healthz) => self.reply_json(id, 200, &serde_json::json!({"status": "ok"}), then),
+            Ok(Route::MockStats) => {
+                let stats = match &self.service {
+                    Service::Mock(m) => m.stats.snapshot(),
+                    Service::Relay(_) => serde_json::Value::Null,
+                };
+                self.reply_json(id, 200, &stats, then);
+            }
+            Ok(Route::Generate) => self.start_relay(id, &req.body, then),
+            Ok(Route::MockGenerate) => self.start_mock(id, &req.body, then),
+        }
+    }
+
+    /// Queues a complete response and enters `Replying`. The caller's `drive_client` loop writes it.
+    pub(crate) fn reply(&mut self, id: ConnId, bytes: &[u8], then: AfterReply) {
+        if let Some(Conn::Client(c)) = self.conns.get_mut(id) {
+            c.out.push(bytes);
+            c.state = ClientState::Replying { then };
+        }
+    }
+
+    /// Replies with the project's JSON error shape: `{"error":{"code":..,"message":..}}`.
+    pub(crate) fn reply_error(
+        &mut self,
+        id: ConnId,
+        status: u16,
+        code: &str,
+        message: &str,
+        extra: &[(&str, &str)],
+        then: AfterReply,
+    ) {
+        let mut out = Vec::new();
+        error_response(&mut out, status, code, message, extra, then == AfterReply::Close);
+        self.reply(id, &out, then);
+    }
+
+    fn reply_json(&mut self, id: ConnId, status: u16, body: &serde_json::Value, then: AfterReply) {
+        let body = body.to_string();
+        let len = body.len().to_string();
+        let mut out = Vec::with_capacity(128 + body.len());
+        let mut headers = vec![("Content-Type", "application/json"), ("Content-Length", len.as_str())];
+        if then == AfterReply::Close {
+            headers.push(("Connection", "close"));
+        }
+        write_head(&mut out, status, &headers);
+        out.extend_from_slice(body.as_bytes());
+        self.reply(id, &out, then);
+    }
+
+    /// Queues the head of a streamed (chunked SSE) response and enters `Streaming`.
+    pub(crate) fn begin_stream(&mut self, id: ConnId, source: Source, then: AfterReply) {
+        if let Some(Conn::Client(c)) = self.conns.get_mut(id) {
+            c.out.push(&stream_head(then));
+            c.state = ClientState::Streaming { source, then };
+        }
+    }
+
+    fn start_linger(&mut self, id: ConnId) {
+        let deadline = self.now + LINGER;
+        let Some(Conn::Client(c)) = self.conns.get_mut(id) else {
+            return;
+        };
+        if c.sock.shutdown(std::net::Shutdown::Write).is_err() {
+            return self.close(id);
+        }
+        c.inbuf = Vec::new();
+        let key = self.timers.insert(deadline, id, TimerKind::Linger);
+        c.state = ClientState::Lingering { deadline: key };
+        // Read what is already there (and the EOF, if the client closed first).
+        self.drive_client(id);
+    }
+
+    /// Reap-phase clean-up of a client: what it was tied to goes too.
+    pub(crate) fn on_client_freed(&mut self, _id: ConnId, c: ClientConn) {
+        if let Service::Mock(m) = &self.service {
+            m.stats.on_close();
+        }
+        match c.state {
+            // Never pool a connection mid-body: its next bytes would be the rest of this body.
+            ClientState::Streaming {
+                source: Source::Upstream(up),
+                ..
+            } => self.close(up),
+            ClientState::Streaming {
+                source: Source::Mock(m),
+                ..
+            } => m.cancel(&mut self.timers),
+            ClientState::Lingering { deadline } => self.timers.cancel(deadline),
+            ClientState::AwaitingRequest | ClientState::Replying { .. } => {}
+        }
+    }
+}
+
+/// The head of every streamed response: SSE over chunked transfer coding, with the headers that stop caches
+/// and buffering proxies (nginx honours `X-Accel-Buffering: no`) from holding tokens back.
+pub(crate) fn stream_head(then: AfterReply) -> Vec<u8> {
+    let mut head = Vec::with_capacity(192);
+    let mut headers = vec![
+        ("Content-Type", "text/event-stream"),
+        ("Cache-Control", "no-cache"),
+        ("X-Accel-Buffering", "no"),
+        ("Transfer-Encoding", "chunked"),
+    ];
+    if then == AfterReply::Close {
+        headers.push(("Connection", "close"));
+    }
+    write_head(&mut head, 200, &headers);
+    head
+}
+
+/// Decides the next step from the connection's state alone.
+fn next_step(c: &mut ClientConn, resumed: &mut bool, max_head: usize) -> Step {
+    let drained = c.out.is_empty();
+    match &mut c.state {
+        ClientState::Replying { then } if drained => match then {
+            AfterReply::KeepAlive => {
+                c.state = ClientState::AwaitingRequest;
+                Step::Again
+            }
+            AfterReply::Close => Step::Linger,
+        },
+        ClientState::Streaming { source, .. } if drained && !*resumed => {
+            *resumed = true;
+            match source {
+                Source::Upstream(up) => Step::ResumeUpstream(*up),
+                Source::Mock(_) => Step::ResumeMock,
+            }
+        }
+        ClientState::AwaitingRequest => {
+            let (consumed, progress) = c.reader.advance(&c.inbuf);
+            c.consume_inbuf(consumed);
+            match progress {
+                Err(e) => Step::BadRequest(e),
+                Ok(Progress::Complete(req)) => Step::Request(req),
+                Ok(Progress::SendContinue) => {
+                    c.out.push(CONTINUE);
+                    Step::Again
+                }
+                Ok(Progress::NeedMore) if c.ready.readable => Step::ReadRequest,
+                Ok(Progress::NeedMore) => Step::Wait,
+            }
+        }
+        ClientState::Lingering { .. } if c.ready.readable => Step::Discard,
+        ClientState::Replying { .. } | ClientState::Streaming { .. }
+            if c.ready.readable && c.inbuf.len() < max_head =>
+        {
+            Step::Watch
+        }
+        _ => Step::Wait,
+    }
+}

@@ -1,0 +1,516 @@
+//! The relay: what ties a client to an upstream.
+//!
+//! ```text
+//! client request ─▶ start_relay ─▶ pool.take() or connect ─▶ [upstream Sending ─▶ AwaitingHead ─▶ Body]
+//!                                                                                        │ read ≤ room
+//!                            client ◀── writev(size line, payload, CRLF) ◀── body decoder ◀┘
+//! ```
+//!
+//! [`Worker::pump`] moves an upstream connection forward as far as it can: write the request, read the head,
+//! then read body bytes into the worker's scratch buffer, decode them (chunked, Content-Length or
+//! close-delimited) and pass the payload to the client as one chunk per read. It reads only while the
+//! client's unsent bytes are below the stream cap (`--stream-buffer-bytes`), and at most the room that is
+//! left, so a slow client costs at most the cap: when the cap is reached the upstream is simply not read,
+//! TCP flow control pushes back on the model server, and [`Worker::drive_client`] calls `pump` again once
+//! the client has drained.
+//!
+//! A stream ends in one of three ways, each in one function: the body ends ([`Worker::finish_stream`]: last
+//! chunk to the client, connection to the pool if the body ended exactly at the end of what was read); the
+//! upstream fails ([`Worker::upstream_failed`]: a 502 if the client has no head yet, otherwise an SSE error
+//! event and no last chunk, so a truncated stream can never pass for a complete one); or the client leaves
+//! (the reap phase closes the upstream: never pooled mid-body).
+
+pub mod api;
+pub mod downstream;
+pub mod pool;
+pub mod providers;
+pub mod routes;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::conn::client::{AfterReply, ClientConn, ClientState, Source};
+use crate::conn::upstream::{SendProgress, UpstreamState};
+use crate::conn::{Conn, ReadOutcome, UpstreamConn, read_once};
+use crate::http::body::BodyDecoder;
+use crate::http::chunked::{ChunkError, Decoded};
+use crate::http::response::{LAST_CHUNK, parse_response_head};
+use crate::reactor::timers::TimerKind;
+use crate::reactor::token::ConnId;
+use crate::reactor::{Service, Worker};
+use pool::Pool;
+use providers::{Origin, Provider, ProviderKey};
+
+/// Where a relay worker sends generations.
+pub struct RelayService {
+    pub provider: Provider,
+    pub origin: Origin,
+    /// The origin's address, resolved once at start.
+    pub addr: SocketAddr,
+    pub key: Option<Arc<ProviderKey>>,
+    pub default_model: String,
+    pub pool: Pool,
+    /// How long a pooled connection may idle before we close it (`--upstream-idle-timeout`).
+    pub idle_timeout: Duration,
+}
+
+/// Why an upstream exchange failed.
+#[derive(Debug)]
+enum Failure {
+    Io(io::Error),
+    ClosedBeforeHead,
+    BadHead(String),
+    Status(u16),
+    BadBody(ChunkError),
+    Truncated,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Io(e) => write!(f, "upstream connection failed: {e}"),
+            Failure::ClosedBeforeHead => f.write_str("upstream closed the connection before answering"),
+            Failure::BadHead(e) => write!(f, "upstream sent an invalid response head: {e}"),
+            Failure::Status(s) => write!(f, "upstream answered with status {s}"),
+            Failure::BadBody(e) => write!(f, "upstream sent an invalid body: {e}"),
+            Failure::Truncated => f.write_str("upstream closed the connection before the body ended"),
+        }
+    }
+}
+
+/// What went wrong while passing one read to the client.
+enum RelayError {
+    Upstream(ChunkError),
+    Client(io::Error),
+}
+
+impl Worker {
+    /// Starts relaying a generation for `client`: validate, build the upstream request, get a connection.
+    pub(crate) fn start_relay(&mut self, client: ConnId, body: &[u8], then: AfterReply) {
+        let Service::Relay(relay) = &self.service else {
+            return;
+        };
+        let request = api::parse_generate(body).and_then(|g| {
+            providers::build_request(
+                relay.provider,
+                &relay.origin,
+                relay.key.as_deref(),
+                &g,
+                &relay.default_model,
+            )
+        });
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => return self.reply_error(client, e.status, e.code, &e.message, &[], then),
+        };
+        let up = match self.upstream_for(client, request) {
+            Ok(up) => up,
+            Err(e) => {
+                let msg = format!("cannot connect to the upstream: {e}");
+                return self.reply_error(client, 502, "upstream_unavailable", &msg, &[], then);
+            }
+        };
+        if let Some(Conn::Client(c)) = self.conns.get_mut(client) {
+            // No head yet: it goes out when the upstream answers 2xx, so a failure before that is a clean 502.
+            c.state = ClientState::Streaming {
+                source: Source::Upstream(up),
+                then,
+            };
+        }
+        self.pump(up);
+    }
+
+    /// An idle pooled connection, or a new one.
+    fn upstream_for(&mut self, client: ConnId, request: Vec<u8>) -> io::Result<ConnId> {
+        let Service::Relay(relay) = &mut self.service else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        while let Some(up) = relay.pool.take() {
+            if let Some(Conn::Upstream(u)) = self.conns.get_mut(up) {
+                if let UpstreamState::Idle { expires } = u.state {
+                    self.timers.cancel(expires);
+                }
+                u.state = UpstreamState::Sending {
+                    client,
+                    request,
+                    written: 0,
+                };
+                u.reused = true;
+                return Ok(up);
+            }
+        }
+        let addr = relay.addr;
+        self.connect_upstream(addr, client, request)
+    }
+
+    fn connect_upstream(&mut self, addr: SocketAddr, client: ConnId, request: Vec<u8>) -> io::Result<ConnId> {
+        let conn = UpstreamConn::connect(addr, client, request)?;
+        let up = self.conns.insert_with(|_| Conn::Upstream(conn));
+        self.register(up);
+        Ok(up)
+    }
+
+    /// An upstream socket's readiness changed.
+    pub(crate) fn on_upstream_ready(&mut self, up: ConnId) {
+        let client = match self.conns.get(up) {
+            Some(Conn::Upstream(u)) => u.state.client(),
+            _ => None,
+        };
+        self.pump(up);
+        // If the stream ended (or failed, or moved to a retry connection), the client has work to do.
+        if let Some(client) = client
+            && !self.is_streaming_from(client, up)
+        {
+            self.drive_client(client);
+        }
+    }
+
+    fn is_streaming_from(&self, client: ConnId, up: ConnId) -> bool {
+        matches!(
+            self.conns.get(client),
+            Some(Conn::Client(ClientConn {
+                state: ClientState::Streaming { source: Source::Upstream(u), .. },
+                ..
+            })) if *u == up
+        )
+    }
+
+    /// Moves an upstream connection forward until it has to wait (for the socket, or for the client to drain).
+    pub(crate) fn pump(&mut self, up: ConnId) {
+        loop {
+            let Some(Conn::Upstream(u)) = self.conns.get_mut(up) else {
+                return;
+            };
+            let more = match &mut u.state {
+                UpstreamState::Sending { .. } => match u.write_request() {
+                    Ok(SendProgress::Blocked) => false,
+                    Ok(SendProgress::Done) => {
+                        u.request_sent();
+                        true
+                    }
+                    Err(e) => {
+                        self.upstream_failed(up, Failure::Io(e));
+                        false
+                    }
+                },
+                UpstreamState::AwaitingHead { .. } => self.read_head(up),
+                UpstreamState::Body { .. } => self.read_body(up),
+                UpstreamState::Idle { .. } => self.check_idle(up),
+            };
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Reads and parses the response head. Returns true to keep pumping.
+    fn read_head(&mut self, up: ConnId) -> bool {
+        let max_head = self.settings.limits.max_head_bytes;
+        let Some(Conn::Upstream(u)) = self.conns.get_mut(up) else {
+            return false;
+        };
+        let UpstreamState::AwaitingHead { client, head, .. } = &mut u.state else {
+            return false;
+        };
+        let client = *client;
+        match read_once(&mut u.sock, &mut u.ready, &mut self.scratch) {
+            ReadOutcome::Data(n) => head.extend_from_slice(&self.scratch[..n]),
+            ReadOutcome::Drained => return false,
+            ReadOutcome::Eof => {
+                self.upstream_failed(up, Failure::ClosedBeforeHead);
+                return false;
+            }
+            ReadOutcome::Failed(e) => {
+                self.upstream_failed(up, Failure::Io(e));
+                return false;
+            }
+        }
+        let (resp, consumed) = match parse_response_head(head, max_head) {
+            Ok(None) => return true,
+            Ok(Some(parsed)) => parsed,
+            Err(e) => {
+                self.upstream_failed(up, Failure::BadHead(e.to_string()));
+                return false;
+            }
+        };
+        if !(200..300).contains(&resp.status) {
+            self.upstream_failed(up, Failure::Status(resp.status));
+            return false;
+        }
+        let mut rest = head.split_off(consumed);
+        u.state = UpstreamState::Body {
+            client,
+            decoder: BodyDecoder::new(resp.framing),
+            keep_alive: resp.keep_alive,
+        };
+        self.send_stream_head(client);
+        // Body bytes that came with the head.
+        self.relay_input(up, client, &mut rest)
+    }
+
+    /// Reads body bytes, at most the room the client has left, and relays them. Returns true to keep pumping.
+    fn read_body(&mut self, up: ConnId) -> bool {
+        let cap = self.settings.stream_buffer;
+        let Some(Conn::Upstream(u)) = self.conns.get_mut(up) else {
+            return false;
+        };
+        let Some(client) = u.state.client() else {
+            return false;
+        };
+        let Some((Conn::Upstream(u), Conn::Client(c))) = self.conns.pair_mut(up, client) else {
+            // The client is closing; its reap closes this connection too.
+            return false;
+        };
+        let room = cap.saturating_sub(c.out.len()).min(self.scratch.len());
+        if room == 0 || !u.ready.readable {
+            // Paused by backpressure (drive_client resumes us), or nothing to read (an event will come).
+            return false;
+        }
+        let UpstreamState::Body { decoder, .. } = &mut u.state else {
+            return false;
+        };
+        match read_once(&mut u.sock, &mut u.ready, &mut self.scratch[..room]) {
+            ReadOutcome::Data(n) => {
+                let mut input = std::mem::take(&mut self.scratch);
+                let more = self.relay_input(up, client, &mut input[..n]);
+                self.scratch = input;
+                more
+            }
+            ReadOutcome::Drained => false,
+            ReadOutcome::Eof => {
+                match decoder.on_eof() {
+                    Ok(()) => self.finish_stream(up, client, false),
+                    Err(_) => self.upstream_failed(up, Failure::Truncated),
+                }
+                false
+            }
+            ReadOutcome::Failed(e) => {
+                self.upstream_failed(up, Failure::Io(e));
+                false
+            }
+        }
+    }
+
+    /// Decodes `input` (body bytes just read) and sends the payload to the client. Returns true to keep pumping.
+    fn relay_input(&mut self, up: ConnId, client: ConnId, input: &mut [u8]) -> bool {
+        let Some((Conn::Upstream(u), Conn::Client(c))) = self.conns.pair_mut(up, client) else {
+            return false;
+        };
+        let UpstreamState::Body {
+            decoder,
+            keep_alive,
+            ..
+        } = &mut u.state
+        else {
+            return false;
+        };
+        let keep_alive = *keep_alive;
+        match relay_bytes(decoder, input, &mut self.payload, c) {
+            Ok(d) if d.done => {
+                // Reusable only if the body ended exactly where our bytes did: anything after it would be a
+                // response we never asked for.
+                let reusable = keep_alive && d.consumed == input.len();
+                self.finish_stream(up, client, reusable);
+                false
+            }
+            Ok(_) => true,
+            Err(RelayError::Upstream(e)) => {
+                self.upstream_failed(up, Failure::BadBody(e));
+                false
+            }
+            Err(RelayError::Client(e)) => {
+                self.client_gone(client, &e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Queues the streamed response's head, once the upstream said 2xx.
+    fn send_stream_head(&mut self, client: ConnId) {
+        if let Some(Conn::Client(c)) = self.conns.get_mut(client)
+            && let ClientState::Streaming { then, .. } = c.state
+        {
+            c.out.push(&downstream::stream_head(then));
+        }
+    }
+
+    /// The body ended properly: last chunk to the client, the connection to the pool or closed.
+    fn finish_stream(&mut self, up: ConnId, client: ConnId, reusable: bool) {
+        if let Some(Conn::Client(c)) = self.conns.get_mut(client)
+            && let ClientState::Streaming { then, .. } = c.state
+        {
+            c.out.push(LAST_CHUNK);
+            c.state = ClientState::Replying { then };
+        }
+        let expires_at = self.now;
+        let Service::Relay(relay) = &mut self.service else {
+            return;
+        };
+        if reusable && relay.pool.put(up) {
+            let expires = self
+                .timers
+                .insert(expires_at + relay.idle_timeout, up, TimerKind::UpstreamIdle);
+            if let Some(Conn::Upstream(u)) = self.conns.get_mut(up) {
+                u.state = UpstreamState::Idle { expires };
+            }
+        } else {
+            self.close(up);
+        }
+    }
+
+    /// The exchange on `up` failed: close it and tell its client, or retry once on a new connection when a
+    /// reused one failed before the first response byte (the server closed it while it idled in our pool).
+    fn upstream_failed(&mut self, up: ConnId, failure: Failure) {
+        let Some(Conn::Upstream(u)) = self.conns.get_mut(up) else {
+            return;
+        };
+        let client = u.state.client();
+        let before_head = matches!(
+            u.state,
+            UpstreamState::Sending { .. } | UpstreamState::AwaitingHead { .. }
+        );
+        let retry = match &mut u.state {
+            UpstreamState::Sending { request, .. } if u.reused => Some(std::mem::take(request)),
+            UpstreamState::AwaitingHead { head, retry, .. } if head.is_empty() => retry.take(),
+            _ => None,
+        };
+        self.close(up);
+        let Some(client) = client else {
+            return;
+        };
+        if let Some(request) = retry
+            && let Service::Relay(relay) = &self.service
+            && !matches!(failure, Failure::Status(_))
+        {
+            log::debug!("reused upstream connection failed ({failure}); retrying on a new one");
+            let addr = relay.addr;
+            if let Ok(new) = self.connect_upstream(addr, client, request) {
+                if let Some(Conn::Client(c)) = self.conns.get_mut(client)
+                    && let ClientState::Streaming { source, .. } = &mut c.state
+                {
+                    *source = Source::Upstream(new);
+                }
+                return self.pump(new);
+            }
+        }
+        log::warn!("worker {}: {failure}", self.index);
+        let Some(Conn::Client(c)) = self.conns.get_mut(client) else {
+            return;
+        };
+        let ClientState::Streaming { then, .. } = c.state else {
+            return;
+        };
+        if before_head {
+            self.reply_error(client, 502, "upstream_failed", &failure.to_string(), &[], then);
+        } else {
+            // Mid-stream: say so in-band, then end without the last chunk, so the client sees a failed
+            // transfer rather than a short but seemingly complete stream.
+            let event = sse_error_event(&failure);
+            if c.send_chunk(&event).is_err() {
+                return self.close(client);
+            }
+            c.state = ClientState::Replying {
+                then: AfterReply::Close,
+            };
+        }
+    }
+
+    /// An idle pooled connection became readable: the server closed it (or sent bytes nobody asked for).
+    /// Either way it can no longer be used.
+    fn check_idle(&mut self, up: ConnId) -> bool {
+        let Some(Conn::Upstream(u)) = self.conns.get_mut(up) else {
+            return false;
+        };
+        match read_once(&mut u.sock, &mut u.ready, &mut self.scratch) {
+            ReadOutcome::Drained => {}
+            ReadOutcome::Data(_) | ReadOutcome::Eof | ReadOutcome::Failed(_) => self.close(up),
+        }
+        false
+    }
+
+    pub(crate) fn on_upstream_idle_timeout(&mut self, up: ConnId) {
+        if let Some(Conn::Upstream(u)) = self.conns.get(up)
+            && matches!(u.state, UpstreamState::Idle { .. })
+        {
+            self.close(up);
+        }
+    }
+
+    /// Reap-phase clean-up of an upstream connection.
+    pub(crate) fn on_upstream_freed(&mut self, id: ConnId, u: UpstreamConn) {
+        if let UpstreamState::Idle { expires } = u.state {
+            self.timers.cancel(expires);
+            if let Service::Relay(relay) = &mut self.service {
+                relay.pool.remove(id);
+            }
+        }
+    }
+}
+
+/// Decodes one read's worth of body bytes and sends the payload to the client as a single chunk.
+///
+/// The decoder reports where the payload lies inside `input` (framing is skipped, nothing is copied). When a
+/// read holds several upstream chunks, their payloads are moved together at the front of `input` (a
+/// `memmove` inside the buffer we just read into) so that one `writev` of three slices sends them all.
+fn relay_bytes(
+    decoder: &mut BodyDecoder,
+    input: &mut [u8],
+    ranges: &mut Vec<Range<usize>>,
+    client: &mut ClientConn,
+) -> Result<Decoded, RelayError> {
+    ranges.clear();
+    let decoded = decoder.decode(input, ranges).map_err(RelayError::Upstream)?;
+    let payload = gather(input, ranges);
+    client.send_chunk(payload).map_err(RelayError::Client)?;
+    Ok(decoded)
+}
+
+/// Moves the bytes of `ranges` (ascending, disjoint) to the front of `buf` and returns them as one slice.
+fn gather<'a>(buf: &'a mut [u8], ranges: &[Range<usize>]) -> &'a [u8] {
+    match ranges {
+        [] => &[],
+        [one] => &buf[one.clone()],
+        many => {
+            let mut end = 0;
+            for r in many {
+                // Ranges ascend and never overlap, so each lands at or before where it was.
+                buf.copy_within(r.clone(), end);
+                end += r.len();
+            }
+            &buf[..end]
+        }
+    }
+}
+
+/// The SSE event that tells a client its stream failed mid-way.
+fn sse_error_event(failure: &Failure) -> Vec<u8> {
+    let data = serde_json::json!({"error": {"code": "upstream_failed", "message": failure.to_string()}});
+    format!("event: error\ndata: {data}\n\n").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gather_joins_payload_ranges_in_order() {
+        let mut buf = *b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        assert_eq!(gather(&mut buf, &[3..6, 11..13]), b"abcde");
+        let mut buf = *b"xyz";
+        assert_eq!(gather(&mut buf, &[1..3]), b"yz");
+        assert_eq!(gather(&mut buf, &[]), b"");
+    }
+
+    #[test]
+    fn error_event_is_one_sse_event_with_json_data() {
+        let ev = String::from_utf8(sse_error_event(&Failure::Truncated)).unwrap();
+        assert!(ev.starts_with("event: error\ndata: {"));
+        assert!(ev.ends_with("\n\n"));
+        let json: serde_json::Value = serde_json::from_str(ev.lines().nth(1).unwrap().trim_start_matches("data: ")).unwrap();
+        assert_eq!(json["error"]["code"], "upstream_failed");
+    }
+}

@@ -1,0 +1,110 @@
+//! A client that goes away makes the relay close its upstream connection at once (never pooled mid-body).
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_millis(100);
+
+/// A fake upstream that answers every request with an endless SSE stream (one event every 20 ms, at most 500)
+/// and reports through `closed` the instant at which the relay closed its end of the connection. The second
+/// channel reports that a request was received.
+fn endless_upstream(respond: bool) -> (FakeUpstream, mpsc::Receiver<Instant>, mpsc::Receiver<()>) {
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let (req_tx, req_rx) = mpsc::channel();
+    let fake = FakeUpstream::start(4, move |_, mut conn| {
+        let Ok(Some(_)) = conn.read_request() else { return };
+        let _ = req_tx.send(());
+        // A reader thread blocks on the socket: the relay sends nothing more, so the read returns only when the
+        // relay closes (0) or resets (error) the connection.
+        let mut reader = conn.stream.try_clone().expect("clone");
+        reader.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+        let closed_tx = closed_tx.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return, // timed out: never closed
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return,
+                    Err(_) => break,
+                }
+            }
+            let _ = closed_tx.send(Instant::now());
+        });
+        if !respond {
+            // Hold the connection open without answering (the reader thread watches it).
+            thread::sleep(Duration::from_secs(12));
+            return;
+        }
+        let s = &mut conn.stream;
+        if s.write_all(SSE_CHUNKED_HEAD.as_bytes()).is_err() {
+            return;
+        }
+        for i in 0..500 {
+            let event = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"tok{i} \"}}}}]}}\n\n");
+            let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+            if s.write_all(chunk.as_bytes()).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    });
+    (fake, closed_rx, req_rx)
+}
+
+/// The client drops its connection mid-stream: the upstream connection is closed within 100 ms.
+#[test]
+fn client_disconnect_mid_stream_closes_upstream() {
+    let (fake, closed, _requests) = endless_upstream(true);
+    let relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
+
+    let mut client = Conn::connect(relay.addr);
+    client.send(&stream_request(&prompt_body("never ending", None, None)));
+    let head = client.expect_head("stream");
+    assert_stream_head(&head);
+    // Wait until events are flowing (two data chunks) before hanging up.
+    for _ in 0..2 {
+        match client.read_chunk().expect("read chunk") {
+            Chunk::Data(_) => {}
+            other => panic!("stream ended early: {other:?}"),
+        }
+    }
+    assert!(closed.try_recv().is_err(), "the relay closed the upstream connection before the client left");
+    let dropped_at = Instant::now();
+    drop(client);
+
+    let closed_at = closed
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the relay did not close the upstream connection within 5 s of the client's disconnect");
+    let took = closed_at.saturating_duration_since(dropped_at);
+    assert!(took < LIMIT, "upstream connection closed {took:?} after the client disconnected (limit {LIMIT:?})");
+    assert_healthy(relay.addr, "a client disconnect");
+}
+
+/// The client drops its connection while the relay still waits for the upstream's response head: the upstream
+/// connection is closed within 100 ms too.
+#[test]
+fn client_disconnect_before_upstream_head_closes_upstream() {
+    let (fake, closed, requests) = endless_upstream(false);
+    let relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
+
+    let mut client = Conn::connect(relay.addr);
+    client.send(&stream_request(&prompt_body("no answer yet", None, None)));
+    requests.recv_timeout(Duration::from_secs(5)).expect("the upstream never received the request");
+    assert!(closed.try_recv().is_err(), "the relay closed the upstream connection before the client left");
+    let dropped_at = Instant::now();
+    drop(client);
+
+    let closed_at = closed
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the relay did not close the upstream connection within 5 s of the client's disconnect");
+    let took = closed_at.saturating_duration_since(dropped_at);
+    assert!(took < LIMIT, "upstream connection closed {took:?} after the client disconnected (limit {LIMIT:?})");
+    assert_healthy(relay.addr, "a client disconnect before the upstream head");
+}

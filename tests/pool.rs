@@ -1,0 +1,110 @@
+//! The upstream keep-alive pool: sequential streams reuse a handful of upstream connections, and a connection
+//! goes back to the pool only once its body has been read to the end.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const TOKENS: u64 = 3;
+
+fn assert_intact(body: &ChunkedBody, what: &str) {
+    assert!(body.complete, "{what}: no final chunk; payload {:?}", lossy(&body.payload));
+    let tokens = token_texts(&body.payload);
+    assert_eq!(tokens.len() as u64, TOKENS, "{what}: tokens {tokens:?}");
+    assert_eq!(sse_data(&body.payload).last().map(String::as_str), Some("[DONE]"), "{what}");
+}
+
+/// 100 sequential streams (60 on one keep-alive client connection, 40 on fresh ones) use at most 4 upstream
+/// connections, and the mock served all of them to the end.
+#[test]
+fn sequential_streams_reuse_upstream_connections() {
+    let mock = spawn_mock(&["--tokens", "10", "--interval-ms", "1", "--format", "openai"]);
+    let relay = spawn_relay(&mock.url(), "openai", &["--model", MODEL]);
+
+    let mut keep_alive = Conn::connect(relay.addr);
+    for i in 0..60 {
+        keep_alive.send(&stream_request(&prompt_body(&format!("pool {}", i % 3), None, Some(TOKENS))));
+        let head = keep_alive.expect_head(&format!("keep-alive request {i}"));
+        assert_stream_head(&head);
+        let body = keep_alive.read_chunked_body().expect("read body");
+        assert_intact(&body, &format!("keep-alive request {i}"));
+    }
+    drop(keep_alive);
+    for i in 0..40 {
+        let mut c = Conn::connect(relay.addr);
+        c.send(&stream_request(&prompt_body(&format!("pool {}", i % 3), None, Some(TOKENS))));
+        let head = c.expect_head(&format!("fresh-connection request {i}"));
+        assert_stream_head(&head);
+        let body = c.read_chunked_body().expect("read body");
+        assert_intact(&body, &format!("fresh-connection request {i}"));
+    }
+
+    let stats = mock_stats(mock.addr);
+    // The /stats request is itself one connection and (maybe) one request.
+    let relay_connections = stat(&stats, "connections") - 1;
+    assert!(relay_connections <= 4, "100 sequential streams opened {relay_connections} upstream connections: {stats}");
+    assert!(stat(&stats, "requests") >= 100, "mock served fewer than 100 requests: {stats}");
+    assert!(stat(&stats, "streams_completed") >= 100, "mock completed fewer than 100 streams: {stats}");
+}
+
+/// A fake upstream ends every body with `[DONE]` and only a little later sends the final `0\r\n\r\n` chunk, in
+/// a separate write. A relay that pooled the connection at `[DONE]` (before the body's real end) would read that
+/// stray final chunk as the next response. The second stream must reuse the connection and be intact, and every
+/// request the fake reads on it must be well formed.
+#[test]
+fn connection_pooled_only_after_body_read_to_end() {
+    let payload = fake_sse_payload(5);
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let fake_log = Arc::clone(&log);
+    let fake_payload = payload.clone();
+    let fake = FakeUpstream::start(8, move |conn_index, mut conn| {
+        let mut n = 0;
+        loop {
+            match conn.read_request() {
+                Ok(Some(req)) => {
+                    let (method, target) = req.head.method_and_target();
+                    fake_log.lock().unwrap().push(format!("conn {conn_index} request {n}: {method} {target}"));
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    fake_log.lock().unwrap().push(format!("conn {conn_index} request {n}: MALFORMED ({e})"));
+                    return;
+                }
+            }
+            n += 1;
+            let body = chunked(&fake_payload, 40);
+            let (data, last) = body.split_at(body.len() - 5);
+            let s = &mut conn.stream;
+            if s.write_all(SSE_CHUNKED_HEAD.as_bytes()).and_then(|_| s.write_all(data)).is_err() {
+                return;
+            }
+            // A pause, so that the relay certainly sees [DONE] before the body's end.
+            std::thread::sleep(Duration::from_millis(30));
+            if s.write_all(last).is_err() {
+                return;
+            }
+        }
+    });
+    let relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
+
+    for i in 0..3 {
+        let mut c = Conn::connect(relay.addr);
+        c.send(&stream_request(&prompt_body("pool me", None, None)));
+        let head = c.expect_head(&format!("stream {i}"));
+        assert_stream_head(&head);
+        let body = c.read_chunked_body().expect("read body");
+        assert!(body.complete, "stream {i}: no final chunk; payload {:?}", lossy(&body.payload));
+        assert_eq!(lossy(&body.payload), lossy(&payload), "stream {i}: payload differs");
+    }
+
+    let log = log.lock().unwrap().clone();
+    assert!(!log.iter().any(|l| l.contains("MALFORMED")), "the fake read a malformed request: {log:?}");
+    assert_eq!(log.len(), 3, "expected 3 upstream requests: {log:?}");
+    assert!(
+        log.iter().all(|l| l.starts_with("conn 0 ")),
+        "the upstream connection was not reused for sequential streams: {log:?}"
+    );
+}

@@ -1,0 +1,226 @@
+//! Streaming correctness: tokens are relayed as they arrive, byte for byte, whatever the upstream's framing and
+//! read boundaries, and a stream that dies upstream is visibly truncated downstream.
+
+mod common;
+
+use common::*;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// (a) The first event reaches the client long before the upstream has finished, and the rest trickle in.
+#[test]
+fn tokens_arrive_incrementally() {
+    let mock = spawn_mock(&["--tokens", "10", "--interval-ms", "50", "--format", "openai"]);
+    let relay = spawn_relay(&mock.url(), "openai", &["--model", MODEL]);
+
+    let mut client = Conn::connect(relay.addr);
+    let sent_at = Instant::now();
+    client.send(&stream_request(&prompt_body("tell me something slowly", None, None)));
+    let head = client.expect_head("stream");
+    assert_stream_head(&head);
+    let body = client.read_chunked_body().expect("read stream");
+    assert!(body.complete, "stream ended without its final chunk: {:?}", lossy(&body.payload));
+
+    let tokens = token_texts(&body.payload);
+    assert_eq!(tokens.len(), 10, "expected 10 token events, got {tokens:?}");
+    assert_eq!(sse_data(&body.payload).last().map(String::as_str), Some("[DONE]"));
+
+    let first = body.chunks.first().expect("no data chunk").0;
+    let last = body.chunks.last().expect("no data chunk").0;
+    let to_first = first - sent_at;
+    let first_to_last = last - first;
+    assert!(to_first < Duration::from_millis(250), "first chunk arrived {to_first:?} after the request");
+    assert!(
+        first_to_last >= Duration::from_millis(400),
+        "the whole stream arrived within {first_to_last:?}: it was buffered, not streamed"
+    );
+    let distinct = body.chunks.len();
+    assert!(distinct >= 5, "only {distinct} chunks for 10 tokens 50 ms apart: events are being batched");
+}
+
+/// (b) The relayed SSE payload equals what the mock sends when asked directly, for both formats.
+fn relayed_payload_equals_direct(format: &str) {
+    let mock = spawn_mock(&["--tokens", "8", "--interval-ms", "2", "--format", format]);
+    let relay = spawn_relay(&mock.url(), format, &["--model", MODEL]);
+    let prompt = "compare the relayed bytes with the mock's";
+
+    let relayed = relay_stream(relay.addr, &prompt_body(prompt, Some(MODEL), Some(5)));
+    let direct = direct_mock_payload(mock.addr, format, MODEL, prompt, 5);
+    assert_eq!(lossy(&relayed), lossy(&direct), "relayed payload differs from the mock's ({format})");
+
+    // The shape is what the spec promises, so that the comparison is not vacuous.
+    let tokens = token_texts(&relayed);
+    assert_eq!(tokens.len(), 5, "max_tokens 5 -> 5 token events: {tokens:?}");
+    match format {
+        "openai" => assert!(relayed.ends_with(b"data: [DONE]\n\n"), "openai stream must end with [DONE]"),
+        "gemini" => {
+            // Gemini separates events with CRLF CRLF; the relay must not normalize them.
+            assert!(!lossy(&relayed).contains("\n\n"), "a gemini event ended with LF LF");
+            assert!(relayed.ends_with(b"\r\n\r\n"), "gemini events end with CRLF CRLF");
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn relayed_payload_equals_direct_openai() {
+    relayed_payload_equals_direct("openai");
+}
+
+#[test]
+fn relayed_payload_equals_direct_gemini() {
+    relayed_payload_equals_direct("gemini");
+}
+
+/// How a fake upstream frames its body.
+#[derive(Clone, Copy, Debug)]
+enum Framing {
+    /// Odd chunk sizes, extensions, a trailer.
+    OddChunked,
+    ContentLength,
+    /// No length: the body ends when the upstream closes.
+    CloseDelimited,
+}
+
+/// (c) A fake upstream writes its whole response (head included) in 1..7-byte fragments with tiny pauses; the
+/// relayed payload must be exactly the fake's payload, and the stream must end properly.
+fn split_reads(framing: Framing, seed: u64) {
+    let payload = fake_sse_payload(24);
+    let (req_tx, req_rx) = mpsc::channel();
+    let fake_payload = payload.clone();
+    let fake = FakeUpstream::start(2, move |_, mut conn| {
+        let Ok(Some(req)) = conn.read_request() else { return };
+        let _ = req_tx.send(req);
+        let wire = match framing {
+            Framing::OddChunked => [SSE_CHUNKED_HEAD.as_bytes(), &odd_chunked(&fake_payload)].concat(),
+            Framing::ContentLength => [
+                format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n", fake_payload.len())
+                    .as_bytes(),
+                &fake_payload,
+            ]
+            .concat(),
+            Framing::CloseDelimited => {
+                [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n".as_slice(), &fake_payload]
+                    .concat()
+            }
+        };
+        if write_fragmented(&mut conn.stream, &wire, seed, Duration::from_micros(200)).is_err() {
+            return;
+        }
+        match framing {
+            Framing::CloseDelimited => drop(conn),
+            // Keep-alive: wait (bounded by the read timeout) for a next request or the relay's close.
+            _ => while let Ok(Some(_)) = conn.read_request() {},
+        }
+    });
+    let relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
+
+    let prompt = format!("split reads {framing:?}");
+    let relayed = relay_stream(relay.addr, &prompt_body(&prompt, None, None));
+    assert_eq!(lossy(&relayed), lossy(&payload), "relayed payload differs ({framing:?})");
+
+    // The upstream request has the OpenAI shape the mock expects.
+    let req = req_rx.recv_timeout(Duration::from_secs(5)).expect("fake saw no request");
+    assert_eq!(req.head.method_and_target(), ("POST", "/v1/chat/completions"), "{:?}", req.head);
+    let json = req.json();
+    assert_eq!(json["stream"], true, "upstream request {json}");
+    let content = json["messages"].as_array().and_then(|m| m.last()).map(|m| m["content"].clone());
+    assert_eq!(content, Some(prompt.clone().into()), "upstream request {json}");
+}
+
+#[test]
+fn split_reads_odd_chunks_extensions_trailer() {
+    split_reads(Framing::OddChunked, 1);
+}
+
+#[test]
+fn split_reads_content_length_body() {
+    split_reads(Framing::ContentLength, 2);
+}
+
+#[test]
+fn split_reads_close_delimited_body() {
+    split_reads(Framing::CloseDelimited, 3);
+}
+
+/// (d) An upstream that dies half-way: the client's body ends without the final chunk, after the half that was
+/// sent (optionally followed by an SSE `event: error`).
+fn upstream_dies_mid_body(content_length: bool) {
+    let payload = fake_sse_payload(20);
+    let half = payload.len() / 2;
+    // The fake sends the head and the first half, then waits for the test's go-ahead (the client has received
+    // the first half) before closing: the truncation then certainly happens mid-stream.
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let fake_payload = payload.clone();
+    let fake = FakeUpstream::start(1, move |_, mut conn| {
+        let Ok(Some(_)) = conn.read_request() else { return };
+        let wire = if content_length {
+            [
+                format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n", fake_payload.len())
+                    .as_bytes(),
+                &fake_payload[..half],
+            ]
+            .concat()
+        } else {
+            // Complete chunks for the first half, then a chunk that announces more than it delivers.
+            let mut w = SSE_CHUNKED_HEAD.as_bytes().to_vec();
+            let c = chunked(&fake_payload[..half], 97);
+            w.extend_from_slice(&c[..c.len() - 5]); // without the final "0\r\n\r\n"
+            w.extend_from_slice(format!("{:x}\r\n", fake_payload.len() - half).as_bytes());
+            w.extend_from_slice(&fake_payload[half..half + 10]);
+            w
+        };
+        use std::io::Write;
+        if conn.stream.write_all(&wire).is_err() {
+            return;
+        }
+        let _ = go_rx.lock().unwrap().recv_timeout(Duration::from_secs(10));
+        drop(conn);
+    });
+    let relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
+
+    let mut client = Conn::connect(relay.addr);
+    client.send(&stream_request(&prompt_body("this one will break", None, None)));
+    let head = client.expect_head("stream");
+    assert_stream_head(&head);
+
+    let mut received = Vec::new();
+    let mut signalled = false;
+    let complete = loop {
+        match client.read_chunk().expect("read relayed chunk") {
+            Chunk::Data(d) => received.extend_from_slice(&d),
+            Chunk::Last(_) => break true,
+            Chunk::Eof => break false,
+        }
+        if !signalled && received.len() >= half {
+            signalled = true;
+            let _ = go_tx.send(());
+        }
+    };
+    assert!(signalled, "the client never received the first half: {:?}", lossy(&received));
+    assert!(
+        !complete,
+        "a truncated upstream body was relayed with a final 0-chunk (the client cannot tell it was cut): {:?}",
+        lossy(&received)
+    );
+    assert!(received.starts_with(&payload[..half]), "relayed prefix differs: {:?}", lossy(&received));
+    // Anything after the upstream's bytes may only be an SSE error event.
+    let common_prefix = received.iter().zip(&payload).take_while(|(a, b)| a == b).count();
+    let extra = lossy(&received[common_prefix..]);
+    assert!(
+        extra.is_empty() || extra.contains("event: error"),
+        "unexpected bytes after the truncated upstream payload: {extra:?}"
+    );
+    assert_healthy(relay.addr, "an upstream that died mid-body");
+}
+
+#[test]
+fn upstream_dies_mid_chunked_body() {
+    upstream_dies_mid_body(false);
+}
+
+#[test]
+fn upstream_dies_mid_content_length_body() {
+    upstream_dies_mid_body(true);
+}
