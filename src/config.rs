@@ -59,15 +59,9 @@ impl From<ProviderArg> for MockFormat {
     }
 }
 
-/// Options shared by the relay and the mock: where to listen, how many workers, loop health.
+/// Options shared by the relay and the mock: limits and loop health.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
-    /// Address to listen on; `127.0.0.1:0` picks a free port (the chosen one is printed).
-    #[arg(long, env = "TOKENPIPE_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Worker threads, each with its own event loop and SO_REUSEPORT listener [default: number of cores].
-    #[arg(long, env = "TOKENPIPE_WORKERS")]
-    pub workers: Option<usize>,
     /// Soft limit for open file descriptors [default: the hard limit].
     #[arg(long, env = "TOKENPIPE_MAX_FDS")]
     pub max_fds: Option<u64>,
@@ -82,14 +76,12 @@ pub struct CommonArgs {
     pub max_body_bytes: usize,
 }
 
-impl CommonArgs {
-    /// The worker count, defaulting to the number of cores.
-    pub fn worker_count(&self) -> usize {
-        self.workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .max(1)
-    }
+/// The number of cores, the relay's default worker count.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
+impl CommonArgs {
     /// Settings for the workers.
     pub fn settings(&self) -> Settings {
         Settings {
@@ -106,6 +98,12 @@ impl CommonArgs {
 /// Options of `tokenpipe serve`.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
+    /// Address to listen on; `127.0.0.1:0` picks a free port (the chosen one is printed).
+    #[arg(long, env = "TOKENPIPE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own event loop and SO_REUSEPORT listener [default: number of cores].
+    #[arg(long, env = "TOKENPIPE_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
     #[command(flatten)]
     pub common: CommonArgs,
     /// Upstream base URL (http:// only for now), e.g. http://127.0.0.1:9000 [default: the provider's API
@@ -135,6 +133,12 @@ pub struct ServeArgs {
 /// Options of `tokenpipe mock-upstream`.
 #[derive(Args, Debug, Clone)]
 pub struct MockArgs {
+    /// Address to listen on; `127.0.0.1:0` picks a free port (the chosen one is printed).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: u16,
     #[command(flatten)]
     pub common: CommonArgs,
     /// Tokens per answer (a request's max_tokens / maxOutputTokens may ask for fewer).
@@ -215,15 +219,16 @@ mod tests {
     fn no_key_and_no_upstream_means_the_embedded_mock() {
         let plan = serve(&[]).plan(no_env).unwrap();
         assert!(matches!(plan, UpstreamPlan::EmbeddedMock { provider: Provider::OpenAi }));
-        assert_eq!(serve(&[]).common.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(serve(&[]).listen.to_string(), "127.0.0.1:8080");
     }
 
     #[test]
     fn serve_is_the_default_subcommand() {
         let a = serve(&["--listen", "127.0.0.1:0", "--workers", "1"]);
         let b = serve(&["serve", "--listen", "127.0.0.1:0", "--workers", "1"]);
-        assert_eq!(a.common.listen, b.common.listen);
-        assert_eq!(a.common.worker_count(), 1);
+        assert_eq!(a.listen, b.listen);
+        assert_eq!(a.workers, Some(1));
+        assert!(Cli::try_parse_from(["tokenpipe", "--workers", "0"]).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use tokenpipe::config::{Cli, Command, CommonArgs, MockArgs, ServeArgs, UpstreamPlan};
+use tokenpipe::config::{self, Cli, Command, CommonArgs, MockArgs, ServeArgs, UpstreamPlan};
 use tokenpipe::mock::script::MockFormat;
 use tokenpipe::mock::{MockService, MockStats};
 use tokenpipe::reactor::{Service, fdlimit};
@@ -36,8 +36,14 @@ fn main() -> ExitCode {
 
 fn run_mock(args: MockArgs) -> Result<(), String> {
     raise_fd_limit(&args.common);
-    let workers = args.common.workers.unwrap_or(1);
-    let started = start_mock(&args.common, workers, args.format.into(), args.tokens, args.interval_ms)?;
+    let started = start_mock(
+        args.listen,
+        &args.common,
+        args.workers.into(),
+        args.format.into(),
+        args.tokens,
+        args.interval_ms,
+    )?;
     announce(started.addr);
     started.join().map_err(|e| e.to_string())
 }
@@ -47,13 +53,12 @@ fn run_relay(args: ServeArgs) -> Result<(), String> {
     let (provider, origin, key, _mock) = match args.plan(|k| std::env::var(k).ok())? {
         UpstreamPlan::Remote { provider, origin, key } => (provider, origin, key, None),
         UpstreamPlan::EmbeddedMock { provider } => {
-            let mut common = args.common.clone();
-            common.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
             let format = match provider {
                 Provider::OpenAi => MockFormat::OpenAi,
                 Provider::Gemini => MockFormat::Gemini,
             };
-            let mock = start_mock(&common, 1, format, args.mock_tokens, args.mock_interval_ms)?;
+            let mock = start_mock(loopback, &args.common, 1, format, args.mock_tokens, args.mock_interval_ms)?;
             let origin = Origin {
                 host: "127.0.0.1".into(),
                 port: mock.addr.port(),
@@ -77,8 +82,8 @@ fn run_relay(args: ServeArgs) -> Result<(), String> {
     log::info!("relaying to {provider:?} upstream at http://{}{} ({addr})", origin.host_header(), origin.base_path);
     let started = server::start(
         "relay",
-        args.common.listen,
-        args.common.worker_count(),
+        args.listen,
+        args.workers.map_or_else(config::cores, usize::from),
         args.common.settings(),
         |_| {
             Service::Relay(RelayService {
@@ -92,12 +97,13 @@ fn run_relay(args: ServeArgs) -> Result<(), String> {
             })
         },
     )
-    .map_err(|e| format!("cannot listen on {}: {e}", args.common.listen))?;
+    .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     announce(started.addr);
     started.join().map_err(|e| e.to_string())
 }
 
 fn start_mock(
+    listen: SocketAddr,
     common: &CommonArgs,
     workers: usize,
     format: MockFormat,
@@ -105,7 +111,7 @@ fn start_mock(
     interval_ms: u64,
 ) -> Result<Started, String> {
     let stats = Arc::new(MockStats::default());
-    server::start("mock", common.listen, workers, common.settings(), |_| {
+    server::start("mock", listen, workers, common.settings(), |_| {
         Service::Mock(MockService {
             format,
             tokens,
@@ -113,7 +119,7 @@ fn start_mock(
             stats: stats.clone(),
         })
     })
-    .map_err(|e| format!("mock upstream cannot listen on {}: {e}", common.listen))
+    .map_err(|e| format!("mock upstream cannot listen on {listen}: {e}"))
 }
 
 fn raise_fd_limit(common: &CommonArgs) {

@@ -17,9 +17,12 @@ pub use client::ClientConn;
 pub use upstream::UpstreamConn;
 
 /// One entry of a worker's slab.
+///
+/// Every slab slot is as large as the largest variant, so the client (the largest, mostly for its request
+/// reader) is boxed: an upstream connection's slot then costs what an upstream needs, not what a client does.
 pub enum Conn {
     Listener(TcpListener),
-    Client(ClientConn),
+    Client(Box<ClientConn>),
     Upstream(UpstreamConn),
 }
 

@@ -1,17 +1,17 @@
 //! Message bodies: how their end is found (RFC 9112 §6.3), and one decoder for every way.
 //!
-//! HTTP/1.1 has exactly three ways to say where a body ends, and the receiver must pick one from the head
-//! before reading a single body byte:
+//! HTTP/1.1 has exactly three ways to say where a body ends, and the receiver must pick one from
+//! the head before reading a single body byte:
 //!
 //! 1. `Transfer-Encoding: chunked`: the body frames itself ([`ChunkedDecoder`]).
 //! 2. `Content-Length: N`: exactly N bytes follow.
 //! 3. Neither (responses only): the body runs until the server closes the connection.
 //!
 //! [`Framing`] names the choice; [`BodyDecoder`] reads a body framed that way, with the same
-//! "ranges in, consumed out" contract as the chunked decoder, so a connection can stream any body through
-//! one code path. The helpers at the bottom reduce the framing header fields to facts
-//! ([`content_length`], [`transfer_codings`]); `request.rs` and `response.rs` apply their side's rules
-//! to those facts, because a server and a client must react differently to the same oddity.
+//! "ranges in, consumed out" contract as the chunked decoder, so a connection can stream any body
+//! through one code path. The helpers at the bottom reduce the framing header fields to facts
+//! (`content_length`, `transfer_codings`); `request.rs` and `response.rs` apply their side's
+//! rules to those facts, because a server and a client must react differently to the same oddity.
 
 use std::fmt;
 use std::ops::Range;
@@ -92,22 +92,34 @@ impl BodyDecoder {
                 *remaining -= take as u64;
                 if *remaining == 0 {
                     *self = BodyDecoder::Done;
-                    return Ok(Decoded { consumed: take, done: true });
+                    return Ok(Decoded {
+                        consumed: take,
+                        done: true,
+                    });
                 }
-                Ok(Decoded { consumed: take, done: false })
+                Ok(Decoded {
+                    consumed: take,
+                    done: false,
+                })
             }
             BodyDecoder::UntilClose => {
                 if !input.is_empty() {
                     payload.push(0..input.len());
                 }
-                Ok(Decoded { consumed: input.len(), done: false })
+                Ok(Decoded {
+                    consumed: input.len(),
+                    done: false,
+                })
             }
-            BodyDecoder::Done => Ok(Decoded { consumed: 0, done: true }),
+            BodyDecoder::Done => Ok(Decoded {
+                consumed: 0,
+                done: true,
+            }),
         }
     }
 
-    /// The peer closed the connection. `Ok` if that ends the body properly (it runs until close, or it
-    /// was already complete); `Err(Truncated)` if bytes are missing.
+    /// The peer closed the connection. `Ok` if that ends the body properly (it runs until close, or
+    /// it was already complete); `Err(Truncated)` if bytes are missing.
     pub fn on_eof(&self) -> Result<(), Truncated> {
         match self {
             BodyDecoder::UntilClose | BodyDecoder::Done => Ok(()),
@@ -138,8 +150,8 @@ pub(crate) enum ContentLengthError {
 /// The message's Content-Length, if it has one (RFC 9110 §8.6).
 ///
 /// Senders sometimes duplicate the field (`Content-Length: 5, 5` or two identical fields); that is
-/// harmless and accepted. Differing values mean two parsers could pick different ones, so they are an
-/// error. Unlike most list fields, empty elements are rejected: nothing legitimate sends `5,`.
+/// harmless and accepted. Differing values mean two parsers could pick different ones, so they are
+/// an error. Unlike most list fields, empty elements are rejected: nothing legitimate sends `5,`.
 pub(crate) fn content_length(
     headers: &[httparse::Header<'_>],
 ) -> Result<Option<u64>, ContentLengthError> {
@@ -148,7 +160,9 @@ pub(crate) fn content_length(
         for element in value.split(|&b| b == b',') {
             let length = parse_decimal(trim_ows(element)).ok_or(ContentLengthError::Invalid)?;
             match found {
-                Some(previous) if previous != length => return Err(ContentLengthError::Conflicting),
+                Some(previous) if previous != length => {
+                    return Err(ContentLengthError::Conflicting);
+                }
                 _ => found = Some(length),
             }
         }

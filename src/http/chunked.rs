@@ -12,50 +12,57 @@
 //!
 //! # Why a byte state machine
 //!
-//! Bytes arrive from a socket in arbitrary pieces: a size line can be split between two reads, and so can
-//! its CRLF. Instead of buffering until "enough" has arrived (which needs a buffer and a rescan), the decoder
-//! remembers exactly where it stopped in a small [`State`] enum and continues from there with the next
-//! byte. The result is independent of how the input was split: the property tests check every split point.
+//! Bytes arrive from a socket in arbitrary pieces: a size line can be split between two reads, and
+//! so can its CRLF. Instead of buffering until "enough" has arrived (which needs a buffer and a
+//! rescan), the decoder remembers exactly where it stopped in a small `State` enum and continues
+//! from there with the next byte. The result is independent of how the input was split: the
+//! property tests check every split point.
 //!
 //! # Why the payload is never copied
 //!
-//! The relay forwards payload bytes to a client. [`ChunkedDecoder::decode`] returns the *ranges* of `input`
-//! that are payload and skips the framing around them; the caller decides whether to copy, forward with
-//! `writev`, or accumulate. Decoding costs no allocation beyond the caller's range vector.
+//! The relay forwards payload bytes to a client. [`ChunkedDecoder::decode`] returns the *ranges* of
+//! `input` that are payload and skips the framing around them; the caller decides whether to copy,
+//! forward with `writev`, or accumulate. Decoding costs no allocation beyond the caller's range
+//! vector.
 //!
 //! # Why so strict
 //!
-//! Chunked framing is where request smuggling lives: if two parsers on the path (a proxy and us) disagree
-//! about where a body ends, an attacker can hide a second request inside the first. Every byte that is not
-//! exactly what the grammar allows is an error here: an empty chunk-size line, a bare LF, anything other than
-//! CRLF after chunk data, a size that does not fit in 64 bits. Lenient parsing is what makes smuggling work.
+//! Chunked framing is where request smuggling lives: if two parsers on the path (a proxy and us)
+//! disagree about where a body ends, an attacker can hide a second request inside the first. Every
+//! byte that is not exactly what the grammar allows is an error here: an empty chunk-size line, a
+//! bare LF, anything other than CRLF after chunk data, a size that does not fit in 64 bits. Lenient
+//! parsing is what makes smuggling work.
 //!
 //! # Memory bound
 //!
-//! The decoder holds a few integers, whatever the input. Extensions and trailers are skipped, not stored,
-//! and their lengths are capped ([`MAX_EXTENSION_BYTES`], [`MAX_TRAILER_BYTES`]) so that a peer cannot keep
-//! us busy forever on a line that never ends.
+//! The decoder holds a few integers, whatever the input. Extensions and trailers are skipped, not
+//! stored, and their lengths are capped ([`MAX_EXTENSION_BYTES`], [`MAX_TRAILER_BYTES`]) so that a
+//! peer cannot keep us busy forever on a line that never ends.
 
 use std::fmt;
 use std::ops::Range;
 
-/// The longest chunk extension we accept on one size line: everything between the last hex digit and the
-/// CR, whitespace included. Extensions carry nothing we use, so this only bounds the work per line.
+/// The longest chunk extension we accept on one size line: everything between the last hex digit
+/// and the CR, whitespace included. Extensions carry nothing we use, so this only bounds the work
+/// per line.
 pub const MAX_EXTENSION_BYTES: usize = 4096;
 
-/// The longest trailer section we accept: all trailer field lines with their CRLFs, not counting the final
-/// empty line. Trailers are skipped, never stored, so this bounds time rather than memory.
+/// The longest trailer section we accept: all trailer field lines with their CRLFs, not counting
+/// the final empty line. Trailers are skipped, never stored, so this bounds time rather than
+/// memory.
 pub const MAX_TRAILER_BYTES: usize = 8 * 1024;
 
 /// 16 hex digits are 64 bits, so no chunk size that we accept can overflow a `u64`.
 const MAX_SIZE_DIGITS: u8 = 16;
 
-/// What [`ChunkedDecoder::decode`] (and [`super::body::BodyDecoder::decode`]) did with one piece of input.
+/// What [`ChunkedDecoder::decode`] (and [`super::body::BodyDecoder::decode`]) did with one piece of
+/// input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decoded {
     /// Bytes of the input that belong to this body. Equal to the input length unless `done`.
     pub consumed: usize,
-    /// The body ended within (or before) this input: `input[consumed..]` belongs to the next message.
+    /// The body ended within (or before) this input: `input[consumed..]` belongs to the next
+    /// message.
     pub done: bool,
 }
 
@@ -98,26 +105,26 @@ impl fmt::Display for ChunkError {
 
 impl std::error::Error for ChunkError {}
 
-/// Where the decoder stands. Each variant is named after what it waits for and carries only what it needs.
+/// Where the decoder stands. Each variant is named after what it waits for and carries only what it
+/// needs.
 ///
 /// ```text
-///            hex digit
-///           +--------+
-///           v        |
-///   +----> Size -----+--- SP/HTAB/";" ---> Extension ---+
-///   |        |                                          |
-///   |        +------------- CR ---------> SizeLf <--CR--+
-///   |                                      |   |
-///   |                       LF, size > 0   |   |  LF, size == 0
-///   |                 +--------------------+   +-----------------+
-///   |                 v                                          v
-///   |               Data --(size bytes)--> DataCr --CR--> DataLf |
-///   |                                                      |     |
-///   +------------------------------ LF --------------------+     |
-///                                                                v
-///                TrailerLf <--CR-- TrailerLine <--other-- TrailerStart --CR--> FinalLf --LF--> Done
-///                    |                                         ^
-///                    +-------------------LF--------------------+
+///       +------------------------------------------------------------------------------+
+///       v                                                                              |
+///     Size <--hex digit (loop)                                                         |
+///       |                                                                              |
+///       +--SP/HTAB/";"--> Extension <--BWS, ";", extension text (loop)                 |
+///       |                   |                                                          |
+///       +--CR--> SizeLf <---+--CR (only after a ";")                                   |
+///                  |                                                                   |
+///                  +--LF, size > 0--> Data --size bytes--> DataCr --CR--> DataLf --LF--+
+///                  |
+///                  +--LF, size = 0--> TrailerStart --CR--> FinalLf --LF--> Done
+///                                      |       ^
+///                            other byte|       +--LF-- TrailerLf
+///                                      v                  ^
+///                                  TrailerLine ----CR-----+
+///                                  (loop: field bytes, ignored)
 /// ```
 ///
 /// Any byte not on an arrow moves to `Failed`.
@@ -125,9 +132,14 @@ impl std::error::Error for ChunkError {}
 enum State {
     /// Reading chunk-size hex digits. Invariant: `digits <= 16`, so `value` never overflowed.
     Size { value: u64, digits: u8 },
-    /// After the size digits, before CR: BWS, then `;` and extensions. `len` counts bytes since the last
-    /// digit (bounded by [`MAX_EXTENSION_BYTES`]); `after_semicolon` is false while only BWS has been seen.
-    Extension { value: u64, len: usize, after_semicolon: bool },
+    /// After the size digits, before CR: BWS, then `;` and extensions. `len` counts bytes since the
+    /// last digit (bounded by [`MAX_EXTENSION_BYTES`]); `after_semicolon` is false while only BWS
+    /// has been seen.
+    Extension {
+        value: u64,
+        len: usize,
+        after_semicolon: bool,
+    },
     /// Saw the CR that ends a size line; the LF must follow.
     SizeLf { value: u64 },
     /// Inside chunk data. Invariant: `remaining > 0`.
@@ -166,36 +178,53 @@ impl Default for ChunkedDecoder {
 impl ChunkedDecoder {
     /// A decoder positioned before the first chunk-size line.
     pub fn new() -> Self {
-        ChunkedDecoder { state: State::Size { value: 0, digits: 0 } }
+        ChunkedDecoder {
+            state: State::Size {
+                value: 0,
+                digits: 0,
+            },
+        }
     }
 
     /// Decode as much of `input` as possible.
     ///
-    /// For every run of payload bytes, its range *within `input`* is appended to `payload` (the vector is not
-    /// cleared). Returns how much of `input` was used: all of it, unless the body ended inside `input`, in which
-    /// case `done` is true and `consumed` is the index just after the final CRLF. Once done, further calls
-    /// return `consumed: 0, done: true`. Once failed, further calls return the same error.
+    /// For every run of payload bytes, its range *within `input`* is appended to `payload` (the
+    /// vector is not cleared). Returns how much of `input` was used: all of it, unless the body
+    /// ended inside `input`, in which case `done` is true and `consumed` is the index just after
+    /// the final CRLF. Once done, further calls return `consumed: 0, done: true`. Once failed,
+    /// further calls return the same error.
     pub fn decode(
         &mut self,
         input: &[u8],
         payload: &mut Vec<Range<usize>>,
     ) -> Result<Decoded, ChunkError> {
         match &self.state {
-            State::Done => return Ok(Decoded { consumed: 0, done: true }),
+            State::Done => {
+                return Ok(Decoded {
+                    consumed: 0,
+                    done: true,
+                });
+            }
             State::Failed(error) => return Err(error.clone()),
             _ => {}
         }
         let mut i = 0;
         while i < input.len() {
             if let State::Data { remaining } = self.state {
-                // The one place where many bytes are handled at once: payload is skipped over, not scanned.
+                // The one place where many bytes are handled at once: payload is skipped over, not
+                // scanned.
                 let available = input.len() - i;
                 let take = usize::try_from(remaining).map_or(available, |r| r.min(available));
                 payload.push(i..i + take);
                 i += take;
-                // `take <= remaining`, and a usize always fits in a u64 on the platforms Rust supports.
+                // `take <= remaining`, and a usize always fits in a u64 on the platforms Rust
+                // supports.
                 let left = remaining - take as u64;
-                self.state = if left == 0 { State::DataCr } else { State::Data { remaining: left } };
+                self.state = if left == 0 {
+                    State::DataCr
+                } else {
+                    State::Data { remaining: left }
+                };
                 continue;
             }
             let byte = input[i];
@@ -203,7 +232,10 @@ impl ChunkedDecoder {
             match next_state(&self.state, byte) {
                 Ok(State::Done) => {
                     self.state = State::Done;
-                    return Ok(Decoded { consumed: i, done: true });
+                    return Ok(Decoded {
+                        consumed: i,
+                        done: true,
+                    });
                 }
                 Ok(next) => self.state = next,
                 Err(error) => {
@@ -212,7 +244,10 @@ impl ChunkedDecoder {
                 }
             }
         }
-        Ok(Decoded { consumed: input.len(), done: false })
+        Ok(Decoded {
+            consumed: input.len(),
+            done: false,
+        })
     }
 
     /// True once the final CRLF of the body has been decoded.
@@ -226,16 +261,25 @@ impl ChunkedDecoder {
 fn next_state(state: &State, byte: u8) -> Result<State, ChunkError> {
     match *state {
         State::Size { value, digits } => size_byte(value, digits, byte),
-        State::Extension { value, len, after_semicolon } => {
-            extension_byte(value, len, after_semicolon, byte)
-        }
+        State::Extension {
+            value,
+            len,
+            after_semicolon,
+        } => extension_byte(value, len, after_semicolon, byte),
         State::SizeLf { value } => match byte {
             b'\n' if value == 0 => Ok(State::TrailerStart { total: 0 }),
             b'\n' => Ok(State::Data { remaining: value }),
             _ => Err(ChunkError::MissingCrlf),
         },
         State::DataCr => expect(byte, b'\r', State::DataLf),
-        State::DataLf => expect(byte, b'\n', State::Size { value: 0, digits: 0 }),
+        State::DataLf => expect(
+            byte,
+            b'\n',
+            State::Size {
+                value: 0,
+                digits: 0,
+            },
+        ),
         State::TrailerStart { total } => match byte {
             b'\r' => Ok(State::FinalLf),
             _ => trailer_byte(total, byte),
@@ -243,7 +287,8 @@ fn next_state(state: &State, byte: u8) -> Result<State, ChunkError> {
         State::TrailerLine { total } => trailer_byte(total, byte),
         State::TrailerLf { total } => expect(byte, b'\n', State::TrailerStart { total: total + 1 }),
         State::FinalLf => expect(byte, b'\n', State::Done),
-        // `decode` never calls us in these states; answering consistently keeps this function total.
+        // `decode` never calls us in these states; answering consistently keeps this function
+        // total.
         State::Data { remaining } => Ok(State::Data { remaining }),
         State::Done => Ok(State::Done),
         State::Failed(ref error) => Err(error.clone()),
@@ -252,7 +297,11 @@ fn next_state(state: &State, byte: u8) -> Result<State, ChunkError> {
 
 /// The byte must be `wanted` (a CR or LF of a line ending); anything else is a framing error.
 fn expect(byte: u8, wanted: u8, next: State) -> Result<State, ChunkError> {
-    if byte == wanted { Ok(next) } else { Err(ChunkError::MissingCrlf) }
+    if byte == wanted {
+        Ok(next)
+    } else {
+        Err(ChunkError::MissingCrlf)
+    }
 }
 
 /// A byte of the chunk-size line, before any extension.
@@ -262,11 +311,14 @@ fn size_byte(value: u64, digits: u8, byte: u8) -> Result<State, ChunkError> {
             return Err(ChunkError::SizeOverflow);
         }
         // Cannot overflow: at most 15 digits (60 bits) were accumulated before this one.
-        return Ok(State::Size { value: (value << 4) | u64::from(digit), digits: digits + 1 });
+        return Ok(State::Size {
+            value: (value << 4) | u64::from(digit),
+            digits: digits + 1,
+        });
     }
     if digits == 0 {
-        // Nothing where the size should be. httparse's chunk parser accepts an empty size line as 0;
-        // accepting it would let "\r\n" end a body that another parser sees continuing.
+        // Nothing where the size should be. httparse's chunk parser accepts an empty size line as
+        // 0; accepting it would let "\r\n" end a body that another parser sees continuing.
         return Err(match byte {
             b'\r' | b'\n' | b';' | b' ' | b'\t' => ChunkError::EmptySize,
             _ => ChunkError::BadSize,
@@ -274,8 +326,16 @@ fn size_byte(value: u64, digits: u8, byte: u8) -> Result<State, ChunkError> {
     }
     match byte {
         b'\r' => Ok(State::SizeLf { value }),
-        b' ' | b'\t' => Ok(State::Extension { value, len: 1, after_semicolon: false }),
-        b';' => Ok(State::Extension { value, len: 1, after_semicolon: true }),
+        b' ' | b'\t' => Ok(State::Extension {
+            value,
+            len: 1,
+            after_semicolon: false,
+        }),
+        b';' => Ok(State::Extension {
+            value,
+            len: 1,
+            after_semicolon: true,
+        }),
         b'\n' => Err(ChunkError::MissingCrlf),
         _ => Err(ChunkError::BadSize),
     }
@@ -283,26 +343,46 @@ fn size_byte(value: u64, digits: u8, byte: u8) -> Result<State, ChunkError> {
 
 /// A byte after the size digits: BWS (only before the first `;`), then extension text up to the CR.
 ///
-/// The extension grammar (`;name=value`, values possibly quoted) is not parsed, because nothing in it is
-/// used. Scanning to the CR is still exact: a quoted-string may not contain CR or LF either, so no valid
-/// extension can hide a line ending. Control characters are rejected so that a bare LF cannot end a line.
-fn extension_byte(value: u64, len: usize, after_semicolon: bool, byte: u8) -> Result<State, ChunkError> {
+/// The extension grammar (`;name=value`, values possibly quoted) is not parsed, because nothing in
+/// it is used. Scanning to the CR is still exact: a quoted-string may not contain CR or LF either,
+/// so no valid extension can hide a line ending. Control characters are rejected so that a bare LF
+/// cannot end a line.
+fn extension_byte(
+    value: u64,
+    len: usize,
+    after_semicolon: bool,
+    byte: u8,
+) -> Result<State, ChunkError> {
     if byte == b'\r' && after_semicolon {
         return Ok(State::SizeLf { value });
     }
-    // Invariant: `len <= MAX_EXTENSION_BYTES` (the CR that ends the line is not part of the extension).
+    // Invariant: `len <= MAX_EXTENSION_BYTES` (the CR that ends the line is not part of the
+    // extension).
     if len >= MAX_EXTENSION_BYTES {
         return Err(ChunkError::ExtensionTooLong);
     }
     let len = len + 1;
     match byte {
         b'\n' => Err(ChunkError::MissingCrlf),
-        b' ' | b'\t' => Ok(State::Extension { value, len, after_semicolon }),
-        b';' => Ok(State::Extension { value, len, after_semicolon: true }),
-        // Before the `;` only whitespace is allowed ("1a \r\n" and "1a x" are not chunk-size lines).
+        b' ' | b'\t' => Ok(State::Extension {
+            value,
+            len,
+            after_semicolon,
+        }),
+        b';' => Ok(State::Extension {
+            value,
+            len,
+            after_semicolon: true,
+        }),
+        // Before the `;` only whitespace is allowed ("1a \r\n" and "1a x" are not chunk-size
+        // lines).
         _ if !after_semicolon => Err(ChunkError::BadSize),
         _ if is_control(byte) => Err(ChunkError::BadExtension),
-        _ => Ok(State::Extension { value, len, after_semicolon }),
+        _ => Ok(State::Extension {
+            value,
+            len,
+            after_semicolon,
+        }),
     }
 }
 

@@ -2,20 +2,21 @@
 //!
 //! # Why sans-IO
 //!
-//! Everything in this module is a pure function or a small state machine over byte slices. Nothing here
-//! reads a socket, allocates a connection, or looks at the time. That buys three things:
+//! Everything in this module is a pure function or a small state machine over byte slices. Nothing
+//! here reads a socket, allocates a connection, or looks at the time. That buys three things:
 //!
-//! - **Testability.** Every parser is tested by feeding it raw protocol bytes, split at every possible
-//!   boundary, without a socket in sight (see the `tests_*` files).
-//! - **Reuse.** The same code serves the client side (requests in, responses out) and the upstream side
-//!   (requests out, responses in), on our reactor or on the tokio baselines.
-//! - **Clear ownership of I/O.** The reactor owns sockets and buffers; this module only tells it how many
-//!   bytes it used and what they meant. A connection's state machine decides what to do with the answer.
+//! - **Testability.** Every parser is tested by feeding it raw protocol bytes, split at every
+//!   possible boundary, without a socket in sight (see the `tests_*` files).
+//! - **Reuse.** The same code serves the client side (requests in, responses out) and the upstream
+//!   side (requests out, responses in), on our reactor or on the tokio baselines.
+//! - **Clear ownership of I/O.** The reactor owns sockets and buffers; this module only tells it
+//!   how many bytes it used and what they meant. A connection's state machine decides what to do
+//!   with the answer.
 //!
 //! # Map
 //!
 //! ```text
-//!  client bytes --> request::RequestReader --> Progress::{NeedMore, SendContinue, Complete(Request)}
+//!  client bytes --> request::RequestReader --> Progress::{NeedMore, SendContinue, Complete}
 //!                       | head: httparse + our framing rules (RFC 9112 §6)
 //!                       | body: body::BodyDecoder (Content-Length or chunked::ChunkedDecoder)
 //!
@@ -27,12 +28,13 @@
 //!
 //! # Rules that hold everywhere
 //!
-//! - No input can panic: parsers return errors, never `unwrap()` on input, and there is no `unsafe`.
-//! - Memory is bounded by explicit limits ([`request::Limits`], `max_head_bytes`, the chunked decoder's
-//!   caps). A peer can make us refuse its input, never make us hold more of it.
-//! - When two readings of the framing are possible (Content-Length *and* Transfer-Encoding, differing
-//!   lengths, a bare LF in chunk framing), the message is rejected: tolerating ambiguity is what makes
-//!   request smuggling possible.
+//! - No input can panic: parsers return errors, never `unwrap()` on input, and there is no
+//!   `unsafe`.
+//! - Memory is bounded by explicit limits ([`request::Limits`], `max_head_bytes`, the chunked
+//!   decoder's caps). A peer can make us refuse its input, never make us hold more of it.
+//! - When two readings of the framing are possible (Content-Length *and* Transfer-Encoding,
+//!   differing lengths, a bare LF in chunk framing), the message is rejected: tolerating ambiguity
+//!   is what makes request smuggling possible.
 
 pub mod body;
 pub mod chunked;
@@ -58,7 +60,10 @@ pub(crate) fn header_values<'h>(
     headers: &'h [httparse::Header<'_>],
     name: &'h str,
 ) -> impl Iterator<Item = &'h [u8]> {
-    headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
 }
 
 /// Strip optional whitespace (OWS = SP / HTAB, RFC 9110 §5.6.3) from both ends.
@@ -75,18 +80,22 @@ pub(crate) fn trim_ows(mut value: &[u8]) -> &[u8] {
 /// The non-empty elements of a comma-separated list value (RFC 9110 §5.6.1), trimmed.
 /// Recipients must accept empty elements ("a, , b"), so they are skipped rather than rejected.
 pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(trim_ows).filter(|e| !e.is_empty())
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
 }
 
-/// Whether any `name` header field lists `token` (case-insensitive), e.g. `Connection: keep-alive, close`.
+/// Whether any `name` header field lists `token` (case-insensitive), e.g. `Connection: keep-alive,
+/// close`.
 pub(crate) fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
     header_values(headers, name)
         .flat_map(list_elements)
         .any(|element| element.eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// Whether a message of this HTTP/1.x minor `version` keeps its connection open afterwards
-/// (RFC 9112 §9.3): HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+/// Whether a message of this HTTP/1.x minor `version` keeps its connection open afterwards (RFC
+/// 9112 §9.3): HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
 pub(crate) fn keep_alive(version: u8, headers: &[httparse::Header<'_>]) -> bool {
     if has_token(headers, "connection", "close") {
         return false;

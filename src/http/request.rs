@@ -1,29 +1,32 @@
 //! Reading requests on the server side: head, framing rules, body, limits.
 //!
-//! [`RequestReader`] turns a connection's incoming bytes into [`Request`]s, one at a time, for as many
-//! pipelined requests as arrive. It is *resumable*: the reactor calls [`RequestReader::advance`] after
-//! every read with whatever is buffered, however small, and the reader continues where it stopped.
+//! [`RequestReader`] turns a connection's incoming bytes into [`Request`]s, one at a time, for as
+//! many pipelined requests as arrive. It is *resumable*: the reactor calls
+//! [`RequestReader::advance`] after every read with whatever is buffered, however small, and the
+//! reader continues where it stopped.
 //!
 //! # The buffer contract
 //!
-//! The caller owns the input buffer. `advance(buf)` returns how many bytes of `buf` it consumed; the caller
-//! drops exactly those and passes the rest, plus anything newly read, next time. While the head is
-//! incomplete the reader consumes nothing (the head is parsed in one piece, from the caller's buffer), so the
-//! caller holds at most [`Limits::max_head_bytes`] of it. Once the head is parsed, every body byte is
-//! consumed as soon as it is seen, and the payload is accumulated in the request (at most
-//! [`Limits::max_body_bytes`]). So a connection's memory is bounded whatever its peer sends.
+//! The caller owns the input buffer. `advance(buf)` returns how many bytes of `buf` it consumed;
+//! the caller drops exactly those and passes the rest, plus anything newly read, next time. While
+//! the head is incomplete the reader consumes nothing (the head is parsed in one piece, from the
+//! caller's buffer), so the caller holds at most [`Limits::max_head_bytes`] of it. Once the head is
+//! parsed, every body byte is consumed as soon as it is seen, and the payload is accumulated in the
+//! request (at most [`Limits::max_body_bytes`]). So a connection's memory is bounded whatever its
+//! peer sends.
 //!
 //! # Why it is cheap for tiny reads
 //!
-//! A slow or hostile client may send one byte per packet. The reader remembers how far it already searched
-//! for the blank line that ends the head (`scanned`), so each call looks only at new bytes; httparse runs
-//! once, on the complete head. Body bytes are decoded exactly once, because they are consumed when decoded.
+//! A slow or hostile client may send one byte per packet. The reader remembers how far it already
+//! searched for the blank line that ends the head (`scanned`), so each call looks only at new
+//! bytes; httparse runs once, on the complete head. Body bytes are decoded exactly once, because
+//! they are consumed when decoded.
 //!
 //! # Framing rules (RFC 9112 §6.3), and why each one rejects
 //!
-//! Request smuggling needs two parsers that disagree about where a request ends. So whenever the framing
-//! could be read two ways, the request is refused with `close: true`: after a framing error we cannot know
-//! where the next request starts, so the connection must not be reused.
+//! Request smuggling needs two parsers that disagree about where a request ends. So whenever the
+//! framing could be read two ways, the request is refused with `close: true`: after a framing error
+//! we cannot know where the next request starts, so the connection must not be reused.
 //!
 //! | Input                                              | Answer                    |
 //! |----------------------------------------------------|---------------------------|
@@ -57,7 +60,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_head_bytes: 16 * 1024, max_body_bytes: 1024 * 1024, max_headers: 64 }
+        Limits {
+            max_head_bytes: 16 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_headers: 64,
+        }
     }
 }
 
@@ -65,7 +72,8 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     pub method: String,
-    /// The request target without its query (`/v1/generate` for `/v1/generate?alt=sse`).
+    /// The request target without its query (`/v1/generate` for `/v1/generate?alt=sse`), as sent:
+    /// usually origin-form, but absolute-form (`http://host/p`) and `*` pass through unchanged.
     pub path: String,
     /// The query without its `?`, if the target had one.
     pub query: Option<String>,
@@ -84,15 +92,20 @@ pub struct HttpError {
     pub code: &'static str,
     /// A human-readable explanation.
     pub message: String,
-    /// The connection must be closed after the answer: framing is in doubt, or the rest of the input
-    /// cannot be trusted.
+    /// The connection must be closed after the answer: framing is in doubt, or the rest of the
+    /// input cannot be trusted.
     pub close: bool,
 }
 
 impl HttpError {
     /// An error after which the connection is closed (every error this reader produces today).
     fn closing(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        HttpError { status, code, message: message.into(), close: true }
+        HttpError {
+            status,
+            code,
+            message: message.into(),
+            close: true,
+        }
     }
 }
 
@@ -107,13 +120,15 @@ impl std::error::Error for HttpError {}
 /// What [`RequestReader::advance`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Progress {
-    /// Everything given was used (or must be kept, for an incomplete head): read more, then call again.
+    /// Everything given was used (or must be kept, for an incomplete head): read more, then call
+    /// again.
     NeedMore,
-    /// The head asked for `Expect: 100-continue` and a body follows: reply `100 Continue` now, then call
-    /// `advance` again (body bytes may already be buffered). Reported exactly once per request.
+    /// The head asked for `Expect: 100-continue` and a body follows: reply `100 Continue` now, then
+    /// call `advance` again (body bytes may already be buffered). Reported exactly once per
+    /// request.
     SendContinue,
-    /// A whole request. The reader is ready for the next one; call `advance` again with the rest of the
-    /// buffer, since a pipelined request may already be in it.
+    /// A whole request. The reader is ready for the next one; call `advance` again with the rest of
+    /// the buffer, since a pipelined request may already be in it.
     Complete(Request),
 }
 
@@ -153,15 +168,20 @@ struct PendingRequest {
 impl RequestReader {
     /// A reader waiting for the first request head.
     pub fn new(limits: Limits) -> Self {
-        RequestReader { limits, state: ReadState::AwaitingHead { scanned: 0 }, ranges: Vec::new() }
+        RequestReader {
+            limits,
+            state: ReadState::AwaitingHead { scanned: 0 },
+            ranges: Vec::new(),
+        }
     }
 
-    /// Read from `buf`: the connection's unconsumed input, starting where the previous call's consumed
-    /// count left off (the caller drops consumed bytes, keeps the rest, and appends new ones).
+    /// Read from `buf`: the connection's unconsumed input, starting where the previous call's
+    /// consumed count left off (the caller drops consumed bytes, keeps the rest, and appends new
+    /// ones).
     ///
     /// Returns `(consumed, progress)`. The count comes first and outside the `Result` because it is
-    /// meaningful even on `NeedMore` (body bytes are consumed as they are decoded). After an error the
-    /// reader stays failed and the count is irrelevant: every error closes the connection.
+    /// meaningful even on `NeedMore` (body bytes are consumed as they are decoded). After an error
+    /// the reader stays failed and the count is irrelevant: every error closes the connection.
     pub fn advance(&mut self, buf: &[u8]) -> (usize, Result<Progress, HttpError>) {
         let mut consumed = 0;
         let result = self.step(buf, &mut consumed);
@@ -171,8 +191,9 @@ impl RequestReader {
         (consumed, result)
     }
 
-    /// True when no request is partly read by the reader: no body is outstanding and no error happened.
-    /// At EOF, the client closed cleanly if this holds and the caller's buffer holds no request bytes.
+    /// True when no request is partly read by the reader: no body is outstanding and no error
+    /// happened. At EOF, the client closed cleanly if this holds and the caller's buffer holds no
+    /// request bytes.
     pub fn is_idle(&self) -> bool {
         matches!(self.state, ReadState::AwaitingHead { .. })
     }
@@ -191,8 +212,9 @@ impl RequestReader {
                 ReadState::Failed(error) => return Err(error.clone()),
                 ReadState::AwaitingHead { scanned } => {
                     if *scanned == 0 {
-                        // RFC 9112 §2.2: ignore empty lines before a request line (some clients send
-                        // an extra CRLF after a body). They are consumed so they cost no memory.
+                        // RFC 9112 §2.2: ignore empty lines before a request line (some clients
+                        // send an extra CRLF after a body). They are consumed so they cost no
+                        // memory.
                         *consumed += leading_empty_lines(buf);
                     }
                     let rest = &buf[*consumed..];
@@ -224,9 +246,16 @@ impl RequestReader {
                 ReadState::ReadingBody(pending) => {
                     let rest = &buf[*consumed..];
                     self.ranges.clear();
-                    let decoded = pending.decoder.decode(rest, &mut self.ranges).map_err(|e| {
-                        HttpError::closing(400, "bad_chunk", format!("malformed chunked body: {e}"))
-                    })?;
+                    let decoded = pending
+                        .decoder
+                        .decode(rest, &mut self.ranges)
+                        .map_err(|e| {
+                            HttpError::closing(
+                                400,
+                                "bad_chunk",
+                                format!("malformed chunked body: {e}"),
+                            )
+                        })?;
                     for range in self.ranges.drain(..) {
                         // Invariant: the decoder only reports ranges within `rest`.
                         let payload = &rest[range];
@@ -276,11 +305,13 @@ enum HeadSearch {
     TooLong,
 }
 
-/// Find the blank line ending the head, resuming at `*scanned` and never looking past `max_head_bytes`.
+/// Find the blank line ending the head, resuming at `*scanned` and never looking past
+/// `max_head_bytes`.
 ///
-/// A line ends with LF (httparse accepts a bare LF in heads, RFC 9112 §2.2 allows it, so we agree), so the
-/// head ends at an LF followed by either LF or CRLF. `*scanned` only ever moves to a position before which
-/// no head end can start: past an LF whose following bytes have not all arrived, it stays *on* that LF.
+/// A line ends with LF (httparse accepts a bare LF in heads, RFC 9112 §2.2 allows it, so we agree),
+/// so the head ends at an LF followed by either LF or CRLF. `*scanned` only ever moves to a
+/// position before which no head end can start: past an LF whose following bytes have not all
+/// arrived, it stays *on* that LF.
 fn find_head_end(buf: &[u8], scanned: &mut usize, max_head_bytes: usize) -> HeadSearch {
     let window = &buf[..buf.len().min(max_head_bytes)];
     let mut at = (*scanned).min(window.len());
@@ -319,11 +350,15 @@ struct ParsedHead {
 
 /// Parse a complete head (`bytes` ends with its blank line) and apply the framing rules.
 fn parse_head(bytes: &[u8], limits: &Limits) -> Result<ParsedHead, HttpError> {
-    // One allocation per request head; httparse needs somewhere to put the field slices.
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    // One allocation per request head; httparse needs somewhere to put the field slices. A field
+    // line takes at least 3 bytes ("a:\n"), so a head cannot hold more than `len / 3` of them:
+    // capping there keeps a generous `max_headers` setting from costing memory on every request.
+    let slots = limits.max_headers.min(bytes.len() / 3 + 1);
+    let mut headers = vec![httparse::EMPTY_HEADER; slots];
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(bytes) {
-        // Both parsers must agree on where the head ends; a disagreement is exactly what smuggling exploits.
+        // Both parsers must agree on where the head ends; a disagreement is exactly what smuggling
+        // exploits.
         Ok(httparse::Status::Complete(len)) if len == bytes.len() => {}
         Ok(_) => return Err(bad_request("request head is malformed")),
         Err(httparse::Error::TooManyHeaders) => {
@@ -353,7 +388,8 @@ fn parse_head(bytes: &[u8], limits: &Limits) -> Result<ParsedHead, HttpError> {
     // RFC 9110 §10.1.1: a server must ignore 100-continue from HTTP/1.0 clients.
     let expect_continue = has_body
         && version >= 1
-        && header_values(headers, "expect").any(|v| trim_ows(v).eq_ignore_ascii_case(b"100-continue"));
+        && header_values(headers, "expect")
+            .any(|v| trim_ows(v).eq_ignore_ascii_case(b"100-continue"));
 
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
@@ -366,7 +402,11 @@ fn parse_head(bytes: &[u8], limits: &Limits) -> Result<ParsedHead, HttpError> {
         keep_alive: keep_alive(version, headers),
         body: Vec::new(), // grows as bytes arrive, never from a length the client merely claims
     };
-    Ok(ParsedHead { request, framing, expect_continue })
+    Ok(ParsedHead {
+        request,
+        framing,
+        expect_continue,
+    })
 }
 
 /// Decide how the request body is delimited (RFC 9112 §6.3), refusing anything ambiguous.
@@ -410,7 +450,9 @@ fn request_framing(
         }
         Ok(Some(n)) => Ok(Framing::Length(n)),
         Err(ContentLengthError::Invalid) => Err(bad_framing("invalid Content-Length")),
-        Err(ContentLengthError::Conflicting) => Err(bad_framing("conflicting Content-Length values")),
+        Err(ContentLengthError::Conflicting) => {
+            Err(bad_framing("conflicting Content-Length values"))
+        }
     }
 }
 
@@ -421,3 +463,8 @@ fn bad_request(message: impl Into<String>) -> HttpError {
 fn bad_framing(message: impl Into<String>) -> HttpError {
     HttpError::closing(400, "bad_framing", message)
 }
+
+// Tests of the private head search live next door; they need access to `find_head_end`.
+#[cfg(test)]
+#[path = "tests_head_scan.rs"]
+mod tests_head_scan;

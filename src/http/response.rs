@@ -2,22 +2,24 @@
 //!
 //! # Writing
 //!
-//! Output is appended to a caller-owned `Vec<u8>` (the connection's outgoing buffer), so writing a head
-//! costs no allocation of its own once that buffer has grown. Chunk framing for streamed bodies is two tiny
-//! pieces around each payload, a size line ([`chunk_size_line`], built on the stack) and a CRLF, so the
-//! reactor can send `size line, payload, CRLF` with one `writev` and never copy the payload.
+//! Output is appended to a caller-owned `Vec<u8>` (the connection's outgoing buffer), so writing a
+//! head costs no allocation of its own once that buffer has grown. Chunk framing for streamed
+//! bodies is two tiny pieces around each payload, a size line ([`chunk_size_line`], built on the
+//! stack) and a CRLF, so the reactor can send `size line, payload, CRLF` with one `writev` and
+//! never copy the payload.
 //!
 //! # Reading
 //!
-//! [`parse_response_head`] reads an upstream's reply to our POST. It is stateless: the upstream connection
-//! calls it again with the grown buffer until the head is complete. That rescans the head on every call,
-//! which is fine here because upstreams are trusted to be reasonably fast and heads are small (bounded by
-//! `max_head_bytes`); the client side, which faces untrusted peers, uses the resumable `RequestReader`.
+//! [`parse_response_head`] reads an upstream's reply to our POST. It is stateless: the upstream
+//! connection calls it again with the grown buffer until the head is complete. That rescans the
+//! head on every call, which is fine here because upstreams are trusted to be reasonably fast and
+//! heads are small (bounded by `max_head_bytes`); the client side, which faces untrusted peers,
+//! uses the resumable `RequestReader`.
 //!
-//! As a client we are lenient where the RFC lets us be and strict where two readings of the framing are
-//! possible: a response with both Transfer-Encoding and Content-Length, or with differing lengths, is
-//! refused rather than guessed at, because guessing wrong means relaying the next response's bytes as
-//! this one's body.
+//! As a client we are lenient where the RFC lets us be and strict where two readings of the framing
+//! are possible: a response with both Transfer-Encoding and Content-Length, or with differing
+//! lengths, is refused rather than guessed at, because guessing wrong means relaying the next
+//! response's bytes as this one's body.
 
 use std::fmt;
 
@@ -32,8 +34,8 @@ const MAX_RESPONSE_HEADERS: usize = 100;
 
 /// Append a status line, the header fields and the blank line that ends the head.
 ///
-/// `headers` are `(name, value)` pairs written exactly as given: the caller must not pass values that
-/// come from a peer unchecked, since a CR or LF in them would inject header fields.
+/// `headers` are `(name, value)` pairs written exactly as given: the caller must not pass values
+/// that come from a peer unchecked, since a CR or LF in them would inject header fields.
 pub fn write_head(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)]) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(status));
@@ -49,8 +51,8 @@ pub fn write_head(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The canonical reason phrase for `status` (RFC 9110 §15), or `""` for codes without one: the reason
-/// phrase is optional in HTTP/1.1 and clients must ignore it.
+/// The canonical reason phrase for `status` (RFC 9110 §15), or `""` for codes without one: the
+/// reason phrase is optional in HTTP/1.1 and clients must ignore it.
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
@@ -94,8 +96,8 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// Append a complete error response: a JSON body `{"error":{"code":..,"message":..}}`, with
-/// `Content-Type: application/json`, `Content-Length`, the `extra` header fields (e.g. `("Allow", "POST")`)
-/// and `Connection: close` when `close`.
+/// `Content-Type: application/json`, `Content-Length`, the `extra` header fields (e.g. `("Allow",
+/// "POST")`) and `Connection: close` when `close`.
 pub fn error_response(
     out: &mut Vec<u8>,
     status: u16,
@@ -113,10 +115,13 @@ pub fn error_response(
         code: &'a str,
         message: &'a str,
     }
-    // serde_json escapes everything, so a message quoting client input cannot break out of the body.
-    // Serializing two strings cannot fail; the fallback only keeps this function free of panics.
-    let body = serde_json::to_vec(&Body { error: Detail { code, message } })
-        .unwrap_or_else(|_| br#"{"error":{"code":"internal","message":""}}"#.to_vec());
+    // serde_json escapes everything, so a message quoting client input cannot break out of the
+    // body. Serializing two strings cannot fail; the fallback only keeps this function free of
+    // panics.
+    let body = serde_json::to_vec(&Body {
+        error: Detail { code, message },
+    })
+    .unwrap_or_else(|_| br#"{"error":{"code":"internal","message":""}}"#.to_vec());
     let length = body.len().to_string();
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(extra.len() + 3);
     headers.push(("Content-Type", "application/json"));
@@ -129,8 +134,8 @@ pub fn error_response(
     out.extend_from_slice(&body);
 }
 
-/// The chunk-size line for a chunk of `len` bytes (lowercase hex, then CRLF, e.g. `"1a\r\n"`), written
-/// into `buf`; returns the used part. 16 hex digits + CRLF fit in 20 bytes for any `usize`.
+/// The chunk-size line for a chunk of `len` bytes (lowercase hex, then CRLF, e.g. `"1a\r\n"`),
+/// written into `buf`; returns the used part. 16 hex digits + CRLF fit in 20 bytes for any `usize`.
 pub fn chunk_size_line(len: usize, buf: &mut [u8; 20]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     // Digits are written right to left, ending just before the CRLF at the end of `buf`.
@@ -155,7 +160,8 @@ pub struct ResponseHead {
     pub status: u16,
     /// How the body that follows the head is delimited.
     pub framing: Framing,
-    /// Whether the connection may be reused after the body (and only if the body was read to its end).
+    /// Whether the connection may be reused after the body (and only if the body was read to its
+    /// end).
     pub keep_alive: bool,
     /// The Content-Type value, if any (e.g. `text/event-stream`).
     pub content_type: Option<String>,
@@ -190,7 +196,9 @@ impl fmt::Display for ResponseError {
             ResponseError::Malformed(error) => write!(f, "malformed response head: {error}"),
             ResponseError::BadStatus(status) => write!(f, "invalid status code {status}"),
             ResponseError::BadContentLength => f.write_str("invalid Content-Length"),
-            ResponseError::ConflictingContentLength => f.write_str("conflicting Content-Length values"),
+            ResponseError::ConflictingContentLength => {
+                f.write_str("conflicting Content-Length values")
+            }
             ResponseError::TransferEncodingWithContentLength => {
                 f.write_str("both Transfer-Encoding and Content-Length")
             }
@@ -203,10 +211,11 @@ impl std::error::Error for ResponseError {}
 
 /// Parse the head of the response to a POST from `buf`.
 ///
-/// `Ok(None)`: incomplete, call again with more bytes. `Ok(Some((head, consumed)))`: the body starts at
-/// `buf[consumed]`. Interim 1xx responses (except 101, which ends HTTP on this connection) are skipped and
-/// their bytes included in `consumed`. Since the caller keeps everything until a final head arrives, the
-/// `max_head_bytes` limit covers the interim responses too.
+/// `Ok(None)`: incomplete, call again with more bytes. `Ok(Some((head, consumed)))`: the body
+/// starts at `buf[consumed]`. Interim 1xx responses (except 101, which ends HTTP on this
+/// connection) are skipped and their bytes included in `consumed`. Since the caller keeps
+/// everything until a final head arrives, the `max_head_bytes` limit covers the interim responses
+/// too.
 pub fn parse_response_head(
     buf: &[u8],
     max_head_bytes: usize,
@@ -234,7 +243,8 @@ pub fn parse_response_head(
             return Err(ResponseError::BadStatus(status));
         }
         if (100..200).contains(&status) && status != 101 {
-            start = end; // an interim response (100 Continue, 103 Early Hints): the real one follows
+            // An interim response (100 Continue, 103 Early Hints): the real one follows.
+            start = end;
             continue;
         }
         let head = response_head(version, status, parsed.headers)?;
@@ -261,7 +271,11 @@ fn response_head(
                 return Err(ResponseError::BadTransferEncoding);
             }
             // A final coding other than chunked cannot delimit the body: only the close can.
-            if codings.last_is_chunked { Framing::Chunked } else { Framing::UntilClose }
+            if codings.last_is_chunked {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            }
         } else {
             match length {
                 Ok(Some(n)) => Framing::Length(n),

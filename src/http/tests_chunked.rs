@@ -20,12 +20,25 @@ fn error_of(input: &[u8]) -> ChunkError {
 fn decodes_a_simple_body_and_stops_at_its_end() {
     let (payload, decoded) = decode(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\nGET /next").unwrap();
     assert_eq!(payload, b"hello world");
-    assert_eq!(decoded, Decoded { consumed: 26, done: true });
+    assert_eq!(
+        decoded,
+        Decoded {
+            consumed: 26,
+            done: true
+        }
+    );
 }
 
 #[test]
 fn hex_sizes_are_case_insensitive_and_may_have_leading_zeros() {
-    let body = [b"1A\r\n".as_slice(), &[b'x'; 26], b"\r\n000a\r\n", &[b'y'; 10], b"\r\n0\r\n\r\n"].concat();
+    let body = [
+        b"1A\r\n".as_slice(),
+        &[b'x'; 26],
+        b"\r\n000a\r\n",
+        &[b'y'; 10],
+        b"\r\n0\r\n\r\n",
+    ]
+    .concat();
     let (payload, decoded) = decode(&body).unwrap();
     assert_eq!(payload.len(), 36);
     assert!(decoded.done);
@@ -44,14 +57,26 @@ fn skips_trailers() {
     let body = b"2\r\nhi\r\n0\r\nChecksum: abc\r\nOther: x\r\n\r\nNEXT";
     let (payload, decoded) = decode(body).unwrap();
     assert_eq!(payload, b"hi");
-    assert_eq!(decoded, Decoded { consumed: body.len() - 4, done: true });
+    assert_eq!(
+        decoded,
+        Decoded {
+            consumed: body.len() - 4,
+            done: true
+        }
+    );
 }
 
 #[test]
 fn incomplete_input_is_consumed_entirely() {
     let (payload, decoded) = decode(b"5\r\nhel").unwrap();
     assert_eq!(payload, b"hel");
-    assert_eq!(decoded, Decoded { consumed: 6, done: false });
+    assert_eq!(
+        decoded,
+        Decoded {
+            consumed: 6,
+            done: false
+        }
+    );
 }
 
 #[test]
@@ -61,14 +86,21 @@ fn after_done_nothing_more_is_consumed() {
     assert!(decoder.decode(b"0\r\n\r\n", &mut ranges).unwrap().done);
     assert!(decoder.is_done());
     let again = decoder.decode(b"5\r\nhello", &mut ranges).unwrap();
-    assert_eq!(again, Decoded { consumed: 0, done: true });
+    assert_eq!(
+        again,
+        Decoded {
+            consumed: 0,
+            done: true
+        }
+    );
     assert!(ranges.is_empty());
 }
 
 #[test]
 fn payload_ranges_are_appended_not_replacing() {
     let mut decoder = ChunkedDecoder::new();
-    let mut ranges = vec![100..101];
+    let mut ranges = Vec::new();
+    ranges.push(100..101); // left by an earlier call
     decoder.decode(b"2\r\nab\r\n", &mut ranges).unwrap();
     assert_eq!(ranges, vec![100..101, 3..5]);
 }
@@ -122,7 +154,12 @@ fn rejects_control_characters_in_extensions_and_trailers() {
 
 #[test]
 fn bounds_extensions() {
-    let ok = [b"1;".as_slice(), &vec![b'a'; MAX_EXTENSION_BYTES - 1], b"\r\nx\r\n0\r\n\r\n"].concat();
+    let ok = [
+        b"1;".as_slice(),
+        &vec![b'a'; MAX_EXTENSION_BYTES - 1],
+        b"\r\nx\r\n0\r\n\r\n",
+    ]
+    .concat();
     assert!(decode(&ok).unwrap().1.done);
     let long = [b"1;".as_slice(), &vec![b'a'; MAX_EXTENSION_BYTES]].concat();
     assert_eq!(error_of(&long), ChunkError::ExtensionTooLong);
@@ -134,10 +171,23 @@ fn bounds_extensions() {
 #[test]
 fn bounds_trailers() {
     let line = b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaa\r\n";
-    assert_eq!(MAX_TRAILER_BYTES % line.len(), 0, "the first body must fill the limit exactly");
-    let fits = [b"0\r\n".as_slice(), &line.repeat(MAX_TRAILER_BYTES / line.len()), b"\r\n"].concat();
+    assert_eq!(
+        MAX_TRAILER_BYTES % line.len(),
+        0,
+        "the first body must fill the limit exactly"
+    );
+    let fits = [
+        b"0\r\n".as_slice(),
+        &line.repeat(MAX_TRAILER_BYTES / line.len()),
+        b"\r\n",
+    ]
+    .concat();
     assert!(decode(&fits).unwrap().1.done);
-    let too_long = [b"0\r\n".as_slice(), &line.repeat(MAX_TRAILER_BYTES / line.len() + 1)].concat();
+    let too_long = [
+        b"0\r\n".as_slice(),
+        &line.repeat(MAX_TRAILER_BYTES / line.len() + 1),
+    ]
+    .concat();
     assert_eq!(error_of(&too_long), ChunkError::TrailerTooLong);
 }
 
@@ -146,7 +196,10 @@ fn an_error_is_sticky() {
     let mut decoder = ChunkedDecoder::new();
     let mut ranges = Vec::new();
     assert_eq!(decoder.decode(b"z", &mut ranges), Err(ChunkError::BadSize));
-    assert_eq!(decoder.decode(b"0\r\n\r\n", &mut ranges), Err(ChunkError::BadSize));
+    assert_eq!(
+        decoder.decode(b"0\r\n\r\n", &mut ranges),
+        Err(ChunkError::BadSize)
+    );
     assert!(!decoder.is_done());
 }
 
@@ -160,13 +213,31 @@ fn errors_display_as_text() {
 fn length_body_stops_at_its_length() {
     let mut body = BodyDecoder::new(Framing::Length(5));
     let mut ranges = Vec::new();
-    assert_eq!(body.decode(b"he", &mut ranges).unwrap(), Decoded { consumed: 2, done: false });
+    assert_eq!(
+        body.decode(b"he", &mut ranges).unwrap(),
+        Decoded {
+            consumed: 2,
+            done: false
+        }
+    );
     assert_eq!(body.on_eof(), Err(Truncated));
-    assert_eq!(body.decode(b"lloGET", &mut ranges).unwrap(), Decoded { consumed: 3, done: true });
+    assert_eq!(
+        body.decode(b"lloGET", &mut ranges).unwrap(),
+        Decoded {
+            consumed: 3,
+            done: true
+        }
+    );
     assert_eq!(ranges, vec![0..2, 0..3]);
     assert!(body.is_done());
     assert_eq!(body.on_eof(), Ok(()));
-    assert_eq!(body.decode(b"more", &mut ranges).unwrap(), Decoded { consumed: 0, done: true });
+    assert_eq!(
+        body.decode(b"more", &mut ranges).unwrap(),
+        Decoded {
+            consumed: 0,
+            done: true
+        }
+    );
 }
 
 #[test]
@@ -175,7 +246,13 @@ fn empty_bodies_are_done_at_once() {
         let mut body = BodyDecoder::new(framing);
         assert!(body.is_done());
         let mut ranges = Vec::new();
-        assert_eq!(body.decode(b"abc", &mut ranges).unwrap(), Decoded { consumed: 0, done: true });
+        assert_eq!(
+            body.decode(b"abc", &mut ranges).unwrap(),
+            Decoded {
+                consumed: 0,
+                done: true
+            }
+        );
         assert!(ranges.is_empty());
     }
 }
@@ -184,8 +261,20 @@ fn empty_bodies_are_done_at_once() {
 fn until_close_takes_everything_and_ends_at_eof() {
     let mut body = BodyDecoder::new(Framing::UntilClose);
     let mut ranges = Vec::new();
-    assert_eq!(body.decode(b"abc", &mut ranges).unwrap(), Decoded { consumed: 3, done: false });
-    assert_eq!(body.decode(b"", &mut ranges).unwrap(), Decoded { consumed: 0, done: false });
+    assert_eq!(
+        body.decode(b"abc", &mut ranges).unwrap(),
+        Decoded {
+            consumed: 3,
+            done: false
+        }
+    );
+    assert_eq!(
+        body.decode(b"", &mut ranges).unwrap(),
+        Decoded {
+            consumed: 0,
+            done: false
+        }
+    );
     assert_eq!(ranges, vec![0..3]);
     assert!(!body.is_done());
     assert_eq!(body.on_eof(), Ok(()));
@@ -206,6 +295,17 @@ fn chunked_body_is_truncated_by_eof_until_its_last_chunk() {
 fn huge_length_does_not_overflow() {
     let mut body = BodyDecoder::new(Framing::Length(u64::MAX));
     let mut ranges = Vec::new();
-    assert_eq!(body.decode(b"abc", &mut ranges).unwrap(), Decoded { consumed: 3, done: false });
-    assert_eq!(body, BodyDecoder::Length { remaining: u64::MAX - 3 });
+    assert_eq!(
+        body.decode(b"abc", &mut ranges).unwrap(),
+        Decoded {
+            consumed: 3,
+            done: false
+        }
+    );
+    assert_eq!(
+        body,
+        BodyDecoder::Length {
+            remaining: u64::MAX - 3
+        }
+    );
 }

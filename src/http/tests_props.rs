@@ -1,4 +1,5 @@
-//! Property tests: results never depend on how input is split, and no input panics or escapes the limits.
+//! Property tests: results never depend on how input is split, and no input panics or escapes the
+//! limits.
 
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -9,7 +10,7 @@ use super::request::{Limits, Request};
 use super::response::parse_response_head;
 use super::tests_request::{Event, feed, feed_pieces};
 
-// ---------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // Generating valid chunked bodies
 
 #[derive(Debug, Clone)]
@@ -29,14 +30,27 @@ struct ChunkedBody {
 }
 
 fn extension() -> impl Strategy<Value = Option<(bool, String)>> {
-    let text = prop_oneof!["[a-z]{1,6}", "[a-z]{1,4}=[a-z0-9]{1,4}", "[a-z]{1,3}=\"[ a-z;=]{0,6}\";x"];
+    let text = prop_oneof![
+        "[a-z]{1,6}",
+        "[a-z]{1,4}=[a-z0-9]{1,4}",
+        "[a-z]{1,3}=\"[ a-z;=]{0,6}\";x"
+    ];
     proptest::option::of((any::<bool>(), text))
 }
 
 fn chunk() -> impl Strategy<Value = Chunk> {
-    (proptest::collection::vec(any::<u8>(), 1..40), extension(), any::<bool>(), 0..3usize).prop_map(
-        |(data, extension, uppercase, leading_zeros)| Chunk { data, extension, uppercase, leading_zeros },
+    (
+        proptest::collection::vec(any::<u8>(), 1..40),
+        extension(),
+        any::<bool>(),
+        0..3usize,
     )
+        .prop_map(|(data, extension, uppercase, leading_zeros)| Chunk {
+            data,
+            extension,
+            uppercase,
+            leading_zeros,
+        })
 }
 
 fn chunked_body() -> impl Strategy<Value = ChunkedBody> {
@@ -45,7 +59,11 @@ fn chunked_body() -> impl Strategy<Value = ChunkedBody> {
         extension(),
         proptest::collection::vec(("[A-Za-z-]{1,8}", "[ -~]{0,10}"), 0..3),
     )
-        .prop_map(|(chunks, last_extension, trailers)| ChunkedBody { chunks, last_extension, trailers })
+        .prop_map(|(chunks, last_extension, trailers)| ChunkedBody {
+            chunks,
+            last_extension,
+            trailers,
+        })
 }
 
 fn push_extension(out: &mut Vec<u8>, extension: &Option<(bool, String)>) {
@@ -64,7 +82,11 @@ impl ChunkedBody {
         let (mut wire, mut payload) = (Vec::new(), Vec::new());
         for chunk in &self.chunks {
             let size = format!("{}{:x}", "0".repeat(chunk.leading_zeros), chunk.data.len());
-            let size = if chunk.uppercase { size.to_uppercase() } else { size };
+            let size = if chunk.uppercase {
+                size.to_uppercase()
+            } else {
+                size
+            };
             wire.extend_from_slice(size.as_bytes());
             push_extension(&mut wire, &chunk.extension);
             wire.extend_from_slice(b"\r\n");
@@ -100,13 +122,22 @@ fn decode_pieces(decoder: &mut BodyDecoder, input: &[u8], cuts: &[usize]) -> (Ve
         let mut ranges = Vec::new();
         let result = decoder.decode(piece, &mut ranges);
         for range in ranges {
-            assert!(range.start <= range.end && range.end <= piece.len(), "range out of bounds");
+            assert!(
+                range.start <= range.end && range.end <= piece.len(),
+                "range out of bounds"
+            );
             payload.extend_from_slice(&piece[range]);
         }
         match result {
             Err(error) => return (payload, Outcome::Failed(error)),
-            Ok(decoded) if decoded.done => return (payload, Outcome::DoneAt(start + decoded.consumed)),
-            Ok(decoded) => assert_eq!(decoded.consumed, piece.len(), "consumed less without being done"),
+            Ok(decoded) if decoded.done => {
+                return (payload, Outcome::DoneAt(start + decoded.consumed));
+            }
+            Ok(decoded) => assert_eq!(
+                decoded.consumed,
+                piece.len(),
+                "consumed less without being done"
+            ),
         }
         start = end.max(start);
     }
@@ -117,6 +148,11 @@ fn decode_chunked(input: &[u8], cuts: &[usize]) -> (Vec<u8>, Outcome) {
     decode_pieces(&mut BodyDecoder::new(Framing::Chunked), input, cuts)
 }
 
+/// Up to 8 random cut points.
+fn cuts() -> impl Strategy<Value = Vec<Index>> {
+    proptest::collection::vec(any::<Index>(), 0..8)
+}
+
 fn sorted_cuts(cuts: &[Index], len: usize) -> Vec<usize> {
     let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(len + 1)).collect();
     cuts.sort_unstable();
@@ -125,7 +161,7 @@ fn sorted_cuts(cuts: &[Index], len: usize) -> Vec<usize> {
 
 proptest! {
     #[test]
-    fn chunked_decoding_is_independent_of_splits(body in chunked_body(), cuts in proptest::collection::vec(any::<Index>(), 0..8)) {
+    fn chunked_decoding_is_independent_of_splits(body in chunked_body(), cuts in cuts()) {
         let (wire, payload) = body.encode();
         let input = [wire.as_slice(), b"NEXT"].concat();
         let expected = (payload, Outcome::DoneAt(wire.len()));
@@ -137,7 +173,7 @@ proptest! {
     }
 
     #[test]
-    fn chunked_decoder_survives_garbage(input in garbage(CHUNK_TOKENS), cuts in proptest::collection::vec(any::<Index>(), 0..8)) {
+    fn chunked_decoder_survives_garbage(input in garbage(CHUNK_TOKENS), cuts in cuts()) {
         // Whatever the input, the outcome does not depend on how it is split, and nothing panics.
         let whole = decode_chunked(&input, &[]);
         prop_assert_eq!(&decode_chunked(&input, &sorted_cuts(&cuts, input.len())), &whole);
@@ -152,9 +188,14 @@ proptest! {
     }
 
     #[test]
-    fn body_decoder_survives_garbage(input in garbage(CHUNK_TOKENS), framing in framing(), cuts in proptest::collection::vec(any::<Index>(), 0..8)) {
+    fn body_decoder_survives_garbage(
+        input in garbage(CHUNK_TOKENS),
+        framing in framing(),
+        cuts in cuts(),
+    ) {
         let whole = decode_pieces(&mut BodyDecoder::new(framing), &input, &[]);
-        let split = decode_pieces(&mut BodyDecoder::new(framing), &input, &sorted_cuts(&cuts, input.len()));
+        let cuts = sorted_cuts(&cuts, input.len());
+        let split = decode_pieces(&mut BodyDecoder::new(framing), &input, &cuts);
         prop_assert_eq!(split, whole);
     }
 }
@@ -169,10 +210,12 @@ fn framing() -> impl Strategy<Value = Framing> {
     ]
 }
 
-// ---------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // Garbage: random bytes, and random sequences of protocol fragments that reach deeper states.
 
-const CHUNK_TOKENS: &[&str] = &["0", "1", "a", "F", "\r", "\n", "\r\n", ";", " ", "\t", "=", "\"", "x", ":"];
+const CHUNK_TOKENS: &[&str] = &[
+    "0", "1", "a", "F", "\r", "\n", "\r\n", ";", " ", "\t", "=", "\"", "x", ":",
+];
 
 const REQUEST_TOKENS: &[&str] = &[
     "GET / HTTP/1.1\r\n",
@@ -203,14 +246,16 @@ fn garbage(tokens: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn small_limits() -> impl Strategy<Value = Limits> {
-    (0..160usize, 0..40usize, 0..8usize).prop_map(|(max_head_bytes, max_body_bytes, max_headers)| Limits {
-        max_head_bytes,
-        max_body_bytes,
-        max_headers,
-    })
+    (0..160usize, 0..40usize, 0..8usize).prop_map(
+        |(max_head_bytes, max_body_bytes, max_headers)| Limits {
+            max_head_bytes,
+            max_body_bytes,
+            max_headers,
+        },
+    )
 }
 
-// ---------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // Generating valid requests
 
 #[derive(Debug, Clone)]
@@ -239,20 +284,46 @@ fn request_spec() -> impl Strategy<Value = RequestSpec> {
         chunked_body().prop_map(BodySpec::Chunked),
     ];
     (
-        prop_oneof![Just("GET".to_owned()), Just("POST".to_owned()), "[A-Z]{1,7}"],
+        prop_oneof![
+            Just("GET".to_owned()),
+            Just("POST".to_owned()),
+            "[A-Z]{1,7}"
+        ],
         "/[a-z0-9/._-]{0,20}",
         proptest::option::of("[a-z0-9=&]{0,12}"),
         any::<bool>(),
-        proptest::option::of(proptest::sample::select(&["close", "keep-alive", "Keep-Alive, x", "x, CLOSE"][..])),
+        proptest::option::of(proptest::sample::select(
+            &["close", "keep-alive", "Keep-Alive, x", "x, CLOSE"][..],
+        )),
         any::<bool>(),
         any::<bool>(),
         body,
     )
-        .prop_map(|(method, path, query, http_1_0, connection, expect_continue, leading_empty_line, body)| {
-            // HTTP/1.0 has no chunked coding; such a request would be (rightly) refused.
-            let http_1_0 = http_1_0 && !matches!(body, BodySpec::Chunked(_));
-            RequestSpec { method, path, query, http_1_0, connection, expect_continue, leading_empty_line, body }
-        })
+        .prop_map(
+            |(
+                method,
+                path,
+                query,
+                http_1_0,
+                connection,
+                expect_continue,
+                leading_empty_line,
+                body,
+            )| {
+                // HTTP/1.0 has no chunked coding; such a request would be (rightly) refused.
+                let http_1_0 = http_1_0 && !matches!(body, BodySpec::Chunked(_));
+                RequestSpec {
+                    method,
+                    path,
+                    query,
+                    http_1_0,
+                    connection,
+                    expect_continue,
+                    leading_empty_line,
+                    body,
+                }
+            },
+        )
 }
 
 impl RequestSpec {
@@ -262,9 +333,19 @@ impl RequestSpec {
         if self.leading_empty_line {
             wire.extend_from_slice(b"\r\n");
         }
-        let query = self.query.as_ref().map(|q| format!("?{q}")).unwrap_or_default();
+        let query = self
+            .query
+            .as_ref()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
         let version = if self.http_1_0 { "1.0" } else { "1.1" };
-        wire.extend_from_slice(format!("{} {}{query} HTTP/{version}\r\nHost: h\r\n", self.method, self.path).as_bytes());
+        wire.extend_from_slice(
+            format!(
+                "{} {}{query} HTTP/{version}\r\nHost: h\r\n",
+                self.method, self.path
+            )
+            .as_bytes(),
+        );
         if let Some(connection) = self.connection {
             wire.extend_from_slice(format!("Connection: {connection}\r\n").as_bytes());
         }
@@ -277,7 +358,9 @@ impl RequestSpec {
                 (Vec::new(), false)
             }
             BodySpec::Length(data) => {
-                wire.extend_from_slice(format!("Content-Length: {}\r\n\r\n", data.len()).as_bytes());
+                wire.extend_from_slice(
+                    format!("Content-Length: {}\r\n\r\n", data.len()).as_bytes(),
+                );
                 wire.extend_from_slice(data);
                 (data.clone(), !data.is_empty())
             }
@@ -288,7 +371,10 @@ impl RequestSpec {
                 (payload, true)
             }
         };
-        let token = |t: &str| self.connection.is_some_and(|c| c.to_lowercase().split(", ").any(|x| x == t));
+        let token = |t: &str| {
+            self.connection
+                .is_some_and(|c| c.to_lowercase().split(", ").any(|x| x == t))
+        };
         let keep_alive = !token("close") && (!self.http_1_0 || token("keep-alive"));
         let mut events = Vec::new();
         if self.expect_continue && has_body && !self.http_1_0 {
@@ -334,15 +420,24 @@ proptest! {
     }
 
     #[test]
-    fn request_reader_survives_garbage(input in garbage(REQUEST_TOKENS), limits in small_limits(), step in 1..20usize) {
-        // `feed` asserts the memory contract (bytes left to the caller, body held) after every call.
+    fn request_reader_survives_garbage(
+        input in garbage(REQUEST_TOKENS),
+        limits in small_limits(),
+        step in 1..20usize,
+    ) {
+        // `feed` asserts the memory contract (bytes left to the caller, body held) after every
+        // call.
         let whole = feed(&limits, &input, input.len());
         prop_assert_eq!(feed(&limits, &input, step), whole.clone());
         prop_assert_eq!(feed(&limits, &input, 1), whole);
     }
 
     #[test]
-    fn response_parser_survives_garbage(input in garbage(REQUEST_TOKENS), max in 0..200usize, extra in proptest::collection::vec(any::<u8>(), 0..8)) {
+    fn response_parser_survives_garbage(
+        input in garbage(REQUEST_TOKENS),
+        max in 0..200usize,
+        extra in proptest::collection::vec(any::<u8>(), 0..8),
+    ) {
         match parse_response_head(&input, max) {
             Ok(Some((head, consumed))) => {
                 prop_assert!(consumed <= input.len() && consumed <= max);

@@ -11,7 +11,8 @@ pub(super) enum Event {
 }
 
 /// Feed `pieces` to a fresh reader the way a connection would: append each piece to a buffer, call
-/// `advance` until it needs more, drop what it consumed. Also checks the memory contract on every call.
+/// `advance` until it needs more, drop what it consumed. Also checks the memory contract on every
+/// call.
 pub(super) fn feed_pieces(limits: &Limits, pieces: &[&[u8]]) -> Vec<Event> {
     let mut reader = RequestReader::new(limits.clone());
     let mut buf: Vec<u8> = Vec::new();
@@ -22,11 +23,18 @@ pub(super) fn feed_pieces(limits: &Limits, pieces: &[&[u8]]) -> Vec<Event> {
             let (consumed, result) = reader.advance(&buf);
             assert!(consumed <= buf.len(), "consumed more than it was given");
             buf.drain(..consumed);
-            assert!(reader.body_bytes_held() <= limits.max_body_bytes, "body held beyond the limit");
+            assert!(
+                reader.body_bytes_held() <= limits.max_body_bytes,
+                "body held beyond the limit"
+            );
             match result {
                 Ok(Progress::NeedMore) => {
                     // The caller never has to keep more than one head's worth of bytes.
-                    assert!(buf.is_empty() || buf.len() < limits.max_head_bytes, "left {} bytes", buf.len());
+                    assert!(
+                        buf.is_empty() || buf.len() < limits.max_head_bytes,
+                        "left {} bytes",
+                        buf.len()
+                    );
                     break;
                 }
                 Ok(Progress::SendContinue) => events.push(Event::Continue),
@@ -51,7 +59,11 @@ pub(super) fn feed(limits: &Limits, input: &[u8], step: usize) -> Vec<Event> {
 fn run(input: &[u8]) -> Vec<Event> {
     let limits = Limits::default();
     let whole = feed(&limits, input, input.len());
-    assert_eq!(whole, feed(&limits, input, 1), "byte-by-byte feeding disagrees");
+    assert_eq!(
+        whole,
+        feed(&limits, input, 1),
+        "byte-by-byte feeding disagrees"
+    );
     whole
 }
 
@@ -103,7 +115,8 @@ fn reads_pipelined_requests() {
     let input = b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi\
                   GET /b HTTP/1.1\r\nHost: a\r\n\r\n";
     let events = run(input);
-    assert!(matches!(&events[..], [Event::Request(a), Event::Request(b)] if a.body == b"hi" && b.path == "/b"));
+    assert!(matches!(&events[..], [Event::Request(a), Event::Request(b)]
+            if a.body == b"hi" && b.path == "/b"));
 }
 
 #[test]
@@ -111,7 +124,11 @@ fn an_incomplete_head_is_left_in_the_callers_buffer() {
     let mut reader = RequestReader::new(Limits::default());
     let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     for end in 1..head.len() {
-        assert_eq!(reader.advance(&head[..end]), (0, Ok(Progress::NeedMore)), "at {end}");
+        assert_eq!(
+            reader.advance(&head[..end]),
+            (0, Ok(Progress::NeedMore)),
+            "at {end}"
+        );
     }
     let (consumed, result) = reader.advance(head);
     assert_eq!(consumed, head.len());
@@ -127,19 +144,23 @@ fn body_bytes_are_consumed_as_they_arrive() {
     assert_eq!(reader.body_bytes_held(), 2);
     let (consumed, result) = reader.advance(b"cdGET");
     assert_eq!(consumed, 2);
-    assert_eq!(result.unwrap(), Progress::Complete(Request {
-        method: "POST".into(),
-        path: "/".into(),
-        query: None,
-        keep_alive: true,
-        body: b"abcd".to_vec(),
-    }));
+    assert_eq!(
+        result.unwrap(),
+        Progress::Complete(Request {
+            method: "POST".into(),
+            path: "/".into(),
+            query: None,
+            keep_alive: true,
+            body: b"abcd".to_vec(),
+        })
+    );
     assert!(reader.is_idle());
 }
 
 #[test]
 fn empty_lines_before_a_request_are_ignored() {
-    let events = run(b"\r\n\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
+    let events =
+        run(b"\r\n\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(events.len(), 2);
 }
 
@@ -152,24 +173,36 @@ fn lf_only_heads_are_accepted_like_httparse_does() {
 fn keep_alive_follows_version_and_connection_tokens() {
     let keep = |head: &str| only_request(head.as_bytes()).keep_alive;
     assert!(keep("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
-    assert!(!keep("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
-    assert!(!keep("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, CLOSE\r\n\r\n"));
-    assert!(keep("GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n"));
+    assert!(!keep(
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(!keep(
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, CLOSE\r\n\r\n"
+    ));
+    assert!(keep(
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n"
+    ));
     assert!(!keep("GET / HTTP/1.0\r\n\r\n"));
     assert!(keep("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
-    assert!(keep("GET / HTTP/1.0\r\nConnection: foo, keep-alive\r\n\r\n"));
-    assert!(!keep("GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"));
+    assert!(keep(
+        "GET / HTTP/1.0\r\nConnection: foo, keep-alive\r\n\r\n"
+    ));
+    assert!(!keep(
+        "GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"
+    ));
 }
 
 #[test]
 fn expect_continue_is_reported_once_when_a_body_follows() {
-    let events = run(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\nx");
+    let events =
+        run(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\nx");
     assert!(matches!(&events[..], [Event::Continue, Event::Request(r)] if r.body == b"x"));
     let chunked = run(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\
                         Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
     assert!(matches!(&chunked[..], [Event::Continue, Event::Request(_)]));
     // No body, or an HTTP/1.0 client: nothing to wait for.
-    let no_body = run(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n");
+    let no_body =
+        run(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n");
     assert!(matches!(&no_body[..], [Event::Request(_)]));
     let old = run(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx");
     assert!(matches!(&old[..], [Event::Request(_)]));
@@ -177,41 +210,75 @@ fn expect_continue_is_reported_once_when_a_body_follows() {
 
 #[test]
 fn head_too_long_is_431() {
-    let limits = Limits { max_head_bytes: 64, ..Limits::default() };
+    let limits = Limits {
+        max_head_bytes: 64,
+        ..Limits::default()
+    };
     let long = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "a".repeat(64));
     let events = feed(&limits, long.as_bytes(), 1);
-    assert!(matches!(&events[..], [Event::Error(e)] if e.status == 431 && e.code == "header_too_large" && e.close));
+    assert!(matches!(&events[..], [Event::Error(e)]
+            if e.status == 431 && e.code == "header_too_large" && e.close));
     // A head of exactly the limit is fine.
-    let exact = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "a".repeat(64 - 32));
+    let exact = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+        "a".repeat(64 - 32)
+    );
     assert_eq!(exact.len(), 64);
-    assert!(matches!(&feed(&limits, exact.as_bytes(), 1)[..], [Event::Request(_)]));
+    assert!(matches!(
+        &feed(&limits, exact.as_bytes(), 1)[..],
+        [Event::Request(_)]
+    ));
 }
 
 #[test]
 fn too_many_headers_is_431() {
-    let limits = Limits { max_headers: 2, ..Limits::default() };
-    let events = feed(&limits, b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n", 7);
+    let limits = Limits {
+        max_headers: 2,
+        ..Limits::default()
+    };
+    let events = feed(
+        &limits,
+        b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n",
+        7,
+    );
     assert!(matches!(&events[..], [Event::Error(e)] if e.status == 431 && e.close));
 }
 
 #[test]
 fn content_length_above_the_limit_is_413_before_reading_the_body() {
-    let limits = Limits { max_body_bytes: 4, ..Limits::default() };
+    let limits = Limits {
+        max_body_bytes: 4,
+        ..Limits::default()
+    };
     let mut reader = RequestReader::new(limits.clone());
     let (_, result) = reader.advance(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n");
     let error = result.unwrap_err();
-    assert_eq!((error.status, error.code, error.close), (413, "body_too_large", true));
-    let ok = feed(&limits, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd", 1);
+    assert_eq!(
+        (error.status, error.code, error.close),
+        (413, "body_too_large", true)
+    );
+    let ok = feed(
+        &limits,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd",
+        1,
+    );
     assert!(matches!(&ok[..], [Event::Request(_)]));
 }
 
 #[test]
 fn chunked_body_growing_above_the_limit_is_413() {
-    let limits = Limits { max_body_bytes: 4, ..Limits::default() };
-    let input = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+    let limits = Limits {
+        max_body_bytes: 4,
+        ..Limits::default()
+    };
+    let input = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
     for step in [1, 5, input.len()] {
         let events = feed(&limits, input, step);
-        assert!(matches!(&events[..], [Event::Error(e)] if e.status == 413 && e.close), "{events:?}");
+        assert!(
+            matches!(&events[..], [Event::Error(e)] if e.status == 413 && e.close),
+            "{events:?}"
+        );
     }
 }
 
@@ -224,7 +291,8 @@ fn transfer_encoding_with_content_length_is_rejected() {
         "bad_framing",
     );
     assert_status(
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n\
+          8\r\nSMUGGLED\r\n0\r\n\r\n",
         400,
         "bad_framing",
     );
@@ -251,9 +319,15 @@ fn obfuscated_transfer_encodings_are_rejected() {
         assert_status(input.as_bytes(), 400, "bad_framing");
     }
     // Whitespace before the colon is a parse error, not a differently named field.
-    assert_status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n", 400, "bad_request");
+    assert_status(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n",
+        400,
+        "bad_request",
+    );
     // Case does not matter for the coding name.
-    let request = only_request(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ChUnKeD\r\n\r\n1\r\nz\r\n0\r\n\r\n");
+    let request = only_request(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ChUnKeD\r\n\r\n1\r\nz\r\n0\r\n\r\n",
+    );
     assert_eq!(request.body, b"z");
 }
 
@@ -273,12 +347,25 @@ fn other_codings_before_chunked_are_501() {
 
 #[test]
 fn transfer_encoding_in_http_1_0_is_rejected() {
-    assert_status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "bad_framing");
+    assert_status(
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+        "bad_framing",
+    );
 }
 
 #[test]
 fn invalid_content_lengths_are_400() {
-    for value in ["+5", "-1", "0x5", "5 5", "5,", "", "1e3", "99999999999999999999999"] {
+    for value in [
+        "+5",
+        "-1",
+        "0x5",
+        "5 5",
+        "5,",
+        "",
+        "1e3",
+        "99999999999999999999999",
+    ] {
         let input = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {value}\r\n\r\n");
         assert_status(input.as_bytes(), 400, "bad_framing");
     }
@@ -286,9 +373,19 @@ fn invalid_content_lengths_are_400() {
 
 #[test]
 fn differing_content_lengths_are_400_and_identical_ones_are_fine() {
-    assert_status(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400, "bad_framing");
-    assert_status(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\n", 400, "bad_framing");
-    let fields = only_request(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nok");
+    assert_status(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        400,
+        "bad_framing",
+    );
+    assert_status(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\n",
+        400,
+        "bad_framing",
+    );
+    let fields = only_request(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nok",
+    );
     assert_eq!(fields.body, b"ok");
     let list = only_request(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2 ,2\r\n\r\nok");
     assert_eq!(list.body, b"ok");
@@ -297,7 +394,14 @@ fn differing_content_lengths_are_400_and_identical_ones_are_fine() {
 #[test]
 fn bad_chunks_are_400() {
     let prefix = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
-    for body in ["\r\n", "5\r\nhello\r\n\r\n", "z\r\n", "5\nhello\n0\n\n", "1\r\nab\r\n", "10000000000000000\r\n"] {
+    for body in [
+        "\r\n",
+        "5\r\nhello\r\n\r\n",
+        "z\r\n",
+        "5\nhello\n0\n\n",
+        "1\r\nab\r\n",
+        "10000000000000000\r\n",
+    ] {
         let input = format!("{prefix}{body}");
         assert_status(input.as_bytes(), 400, "bad_chunk");
     }
@@ -320,7 +424,11 @@ fn malformed_heads_are_400() {
 #[test]
 fn host_is_required_once_in_http_1_1() {
     assert_status(b"GET / HTTP/1.1\r\n\r\n", 400, "bad_request");
-    assert_status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "bad_request");
+    assert_status(
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        400,
+        "bad_request",
+    );
     assert_eq!(only_request(b"GET /old HTTP/1.0\r\n\r\n").path, "/old");
 }
 
@@ -329,12 +437,28 @@ fn an_error_is_sticky_and_closes() {
     let mut reader = RequestReader::new(Limits::default());
     let (_, first) = reader.advance(b"GET / HTTP/1.1\r\n\r\n");
     let first = first.unwrap_err();
-    assert_eq!(reader.advance(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), (0, Err(first)));
+    assert_eq!(
+        reader.advance(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        (0, Err(first))
+    );
     assert!(!reader.is_idle());
 }
 
 #[test]
 fn errors_display_their_status_and_code() {
     let error = error(b"GET / HTTP/1.1\r\n\r\n");
-    assert!(error.to_string().starts_with("400 bad_request: "), "{error}");
+    assert!(
+        error.to_string().starts_with("400 bad_request: "),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_huge_max_headers_setting_costs_nothing_per_request() {
+    let limits = Limits {
+        max_headers: usize::MAX,
+        ..Limits::default()
+    };
+    let events = feed(&limits, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 1);
+    assert!(matches!(&events[..], [Event::Request(_)]));
 }

@@ -15,7 +15,9 @@ fn parse(input: &[u8]) -> Result<Option<(ResponseHead, usize)>, ResponseError> {
 /// The head of a complete response, checked to end exactly where `body` starts.
 fn head(head: &str, body: &str) -> ResponseHead {
     let input = format!("{head}{body}");
-    let (parsed, consumed) = parse(input.as_bytes()).unwrap().expect("head should be complete");
+    let (parsed, consumed) = parse(input.as_bytes())
+        .unwrap()
+        .expect("head should be complete");
     assert_eq!(consumed, head.len());
     parsed
 }
@@ -23,7 +25,14 @@ fn head(head: &str, body: &str) -> ResponseHead {
 #[test]
 fn writes_a_status_line_and_headers() {
     let mut out = b"previous".to_vec();
-    write_head(&mut out, 200, &[("Content-Type", "text/event-stream"), ("Transfer-Encoding", "chunked")]);
+    write_head(
+        &mut out,
+        200,
+        &[
+            ("Content-Type", "text/event-stream"),
+            ("Transfer-Encoding", "chunked"),
+        ],
+    );
     assert_eq!(
         out,
         b"previousHTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -45,7 +54,14 @@ fn reason_phrases_are_canonical() {
 #[test]
 fn error_responses_carry_a_json_body() {
     let mut out = Vec::new();
-    error_response(&mut out, 405, "method_not_allowed", "use \"POST\"\r\nX: injected", &[("Allow", "POST")], true);
+    error_response(
+        &mut out,
+        405,
+        "method_not_allowed",
+        "use \"POST\"\r\nX: injected",
+        &[("Allow", "POST")],
+        true,
+    );
     let text = String::from_utf8(out).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let lines: Vec<&str> = head.split("\r\n").collect();
@@ -54,7 +70,10 @@ fn error_responses_carry_a_json_body() {
     assert!(lines.contains(&format!("Content-Length: {}", body.len()).as_str()));
     assert!(lines.contains(&"Allow: POST"));
     assert!(lines.contains(&"Connection: close"));
-    assert!(!lines.iter().any(|l| l.starts_with("X:")), "the message must not inject a header");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("X:")),
+        "the message must not inject a header"
+    );
     let json: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(json["error"]["code"], "method_not_allowed");
     assert_eq!(json["error"]["message"], "use \"POST\"\r\nX: injected");
@@ -71,7 +90,10 @@ fn chunk_size_lines_are_lowercase_hex() {
     assert_eq!(chunk_size_line(1, &mut buf), b"1\r\n");
     assert_eq!(chunk_size_line(26, &mut buf), b"1a\r\n");
     assert_eq!(chunk_size_line(4096, &mut buf), b"1000\r\n");
-    assert_eq!(chunk_size_line(usize::MAX, &mut buf), format!("{:x}\r\n", usize::MAX).as_bytes());
+    assert_eq!(
+        chunk_size_line(usize::MAX, &mut buf),
+        format!("{:x}\r\n", usize::MAX).as_bytes()
+    );
     assert_eq!(LAST_CHUNK, b"0\r\n\r\n");
 }
 
@@ -85,31 +107,77 @@ fn incomplete_heads_need_more() {
 
 #[test]
 fn framing_follows_rfc_9112() {
-    let chunked = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n", "5\r\n");
-    assert_eq!(chunked, ResponseHead {
-        status: 200,
-        framing: Framing::Chunked,
-        keep_alive: true,
-        content_type: Some("text/event-stream".into()),
-    });
-    assert_eq!(head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", "{}").framing, Framing::Length(12));
-    assert_eq!(head("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n", "").framing, Framing::Length(3));
-    assert_eq!(head("HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n", "").framing, Framing::None);
-    assert_eq!(head("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n", "").framing, Framing::None);
-    let gzip = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", "");
-    assert_eq!((gzip.framing, gzip.keep_alive), (Framing::UntilClose, false));
-    let gzip_chunked = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "");
+    let chunked = head(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n",
+        "5\r\n",
+    );
+    assert_eq!(
+        chunked,
+        ResponseHead {
+            status: 200,
+            framing: Framing::Chunked,
+            keep_alive: true,
+            content_type: Some("text/event-stream".into()),
+        }
+    );
+    assert_eq!(
+        head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", "{}").framing,
+        Framing::Length(12)
+    );
+    assert_eq!(
+        head("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n", "").framing,
+        Framing::Length(3)
+    );
+    assert_eq!(
+        head("HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n", "").framing,
+        Framing::None
+    );
+    assert_eq!(
+        head(
+            "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ""
+        )
+        .framing,
+        Framing::None
+    );
+    let gzip = head(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        "",
+    );
+    assert_eq!(
+        (gzip.framing, gzip.keep_alive),
+        (Framing::UntilClose, false)
+    );
+    let gzip_chunked = head(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        "",
+    );
     assert_eq!(gzip_chunked.framing, Framing::Chunked);
     let close_delimited = head("HTTP/1.1 200 OK\r\n\r\n", "data");
-    assert_eq!((close_delimited.framing, close_delimited.keep_alive), (Framing::UntilClose, false));
+    assert_eq!(
+        (close_delimited.framing, close_delimited.keep_alive),
+        (Framing::UntilClose, false)
+    );
     assert_eq!(close_delimited.content_type, None);
 }
 
 #[test]
 fn keep_alive_follows_version_and_connection() {
-    assert!(!head("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", "").keep_alive);
+    assert!(
+        !head(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            ""
+        )
+        .keep_alive
+    );
     assert!(!head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", "").keep_alive);
-    assert!(head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", "").keep_alive);
+    assert!(
+        head(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            ""
+        )
+        .keep_alive
+    );
 }
 
 #[test]
@@ -126,7 +194,10 @@ fn interim_responses_are_skipped() {
 #[test]
 fn switching_protocols_is_returned_not_skipped() {
     let switched = head("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", "");
-    assert_eq!((switched.status, switched.framing, switched.keep_alive), (101, Framing::None, false));
+    assert_eq!(
+        (switched.status, switched.framing, switched.keep_alive),
+        (101, Framing::None, false)
+    );
 }
 
 #[test]
@@ -140,17 +211,38 @@ fn ambiguous_framing_is_refused() {
         refuse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
         ResponseError::ConflictingContentLength
     );
-    assert_eq!(refuse("HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n"), ResponseError::ConflictingContentLength);
-    assert_eq!(refuse("HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n"), ResponseError::BadContentLength);
-    assert_eq!(refuse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"), ResponseError::BadTransferEncoding);
-    assert_eq!(refuse("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), ResponseError::BadTransferEncoding);
+    assert_eq!(
+        refuse("HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n"),
+        ResponseError::ConflictingContentLength
+    );
+    assert_eq!(
+        refuse("HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n"),
+        ResponseError::BadContentLength
+    );
+    assert_eq!(
+        refuse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"),
+        ResponseError::BadTransferEncoding
+    );
+    assert_eq!(
+        refuse("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        ResponseError::BadTransferEncoding
+    );
 }
 
 #[test]
 fn malformed_heads_are_refused() {
-    assert!(matches!(parse(b"HTTP/2 200 OK\r\n\r\n"), Err(ResponseError::Malformed(_))));
-    assert!(matches!(parse(b"HTTP/1.1 2x0 OK\r\n\r\n"), Err(ResponseError::Malformed(_))));
-    assert_eq!(parse(b"HTTP/1.1 099 Odd\r\n\r\n"), Err(ResponseError::BadStatus(99)));
+    assert!(matches!(
+        parse(b"HTTP/2 200 OK\r\n\r\n"),
+        Err(ResponseError::Malformed(_))
+    ));
+    assert!(matches!(
+        parse(b"HTTP/1.1 2x0 OK\r\n\r\n"),
+        Err(ResponseError::Malformed(_))
+    ));
+    assert_eq!(
+        parse(b"HTTP/1.1 099 Odd\r\n\r\n"),
+        Err(ResponseError::BadStatus(99))
+    );
     let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
     let input = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
     assert_eq!(parse(input.as_bytes()), Err(ResponseError::TooManyHeaders));
@@ -161,10 +253,19 @@ fn malformed_heads_are_refused() {
 fn heads_are_bounded_including_interim_responses() {
     let input = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
     assert!(parse_response_head(input, input.len()).unwrap().is_some());
-    assert_eq!(parse_response_head(input, input.len() - 1), Err(ResponseError::HeadTooLarge));
+    assert_eq!(
+        parse_response_head(input, input.len() - 1),
+        Err(ResponseError::HeadTooLarge)
+    );
     // Incomplete and already at the limit: it can only end beyond it.
-    assert_eq!(parse_response_head(&input[..20], 20), Err(ResponseError::HeadTooLarge));
+    assert_eq!(
+        parse_response_head(&input[..20], 20),
+        Err(ResponseError::HeadTooLarge)
+    );
     assert_eq!(parse_response_head(&input[..20], 21), Ok(None));
     let interim = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(10);
-    assert_eq!(parse_response_head(&interim, 200), Err(ResponseError::HeadTooLarge));
+    assert_eq!(
+        parse_response_head(&interim, 200),
+        Err(ResponseError::HeadTooLarge)
+    );
 }

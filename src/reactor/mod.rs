@@ -208,7 +208,7 @@ impl Worker {
         let reader = RequestReader::new(self.settings.limits.clone());
         let id = self
             .conns
-            .insert_with(|_| Conn::Client(ClientConn::new(sock, reader)));
+            .insert_with(|_| Conn::Client(Box::new(ClientConn::new(sock, reader))));
         if let Service::Mock(m) = &self.service {
             m.stats.on_accept();
         }

@@ -105,6 +105,10 @@ impl<T> Conns<T> {
 
     /// Two distinct live values at once (a client and its upstream). `None` if either is gone or `a == b`.
     pub fn pair_mut(&mut self, a: ConnId, b: ConnId) -> Option<(&mut T, &mut T)> {
+        if a.slot == b.slot {
+            // `Slab::get2_mut` panics on equal keys; two names for one slot is simply "not a pair".
+            return None;
+        }
         let (ea, eb) = self.slab.get2_mut(a.slot as usize, b.slot as usize)?;
         let live = |e: &Entry<T>, id: ConnId| e.generation == id.generation && !e.closing;
         if live(ea, a) && live(eb, b) {

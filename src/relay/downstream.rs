@@ -206,7 +206,7 @@ impl Worker {
     }
 
     /// Reap-phase clean-up of a client: what it was tied to goes too.
-    pub(crate) fn on_client_freed(&mut self, _id: ConnId, c: ClientConn) {
+    pub(crate) fn on_client_freed(&mut self, _id: ConnId, c: Box<ClientConn>) {
         if let Service::Mock(m) = &self.service {
             m.stats.on_close();
         }

@@ -172,10 +172,10 @@ impl Worker {
     fn is_streaming_from(&self, client: ConnId, up: ConnId) -> bool {
         matches!(
             self.conns.get(client),
-            Some(Conn::Client(ClientConn {
-                state: ClientState::Streaming { source: Source::Upstream(u), .. },
-                ..
-            })) if *u == up
+            Some(Conn::Client(c)) if matches!(
+                c.state,
+                ClientState::Streaming { source: Source::Upstream(u), .. } if u == up
+            )
         )
     }
 
@@ -334,7 +334,11 @@ impl Worker {
         if let Some(Conn::Client(c)) = self.conns.get_mut(client)
             && let ClientState::Streaming { then, .. } = c.state
         {
+            // Flushed at once: the first token may be seconds away, and the client should know we're live.
             c.out.push(&downstream::stream_head(then));
+            if let Err(e) = c.flush() {
+                self.client_gone(client, &e.to_string());
+            }
         }
     }
 
@@ -501,7 +505,8 @@ mod tests {
         let mut buf = *b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
         assert_eq!(gather(&mut buf, &[3..6, 11..13]), b"abcde");
         let mut buf = *b"xyz";
-        assert_eq!(gather(&mut buf, &[1..3]), b"yz");
+        let one = vec![Range { start: 1, end: 3 }];
+        assert_eq!(gather(&mut buf, &one), b"yz");
         assert_eq!(gather(&mut buf, &[]), b"");
     }
 
