@@ -66,7 +66,12 @@ pub struct CommonArgs {
     #[arg(long, env = "TOKENPIPE_MAX_FDS")]
     pub max_fds: Option<u64>,
     /// Warn when one loop iteration is busy for longer than this.
-    #[arg(long, env = "TOKENPIPE_LOOP_WARN_MS", default_value_t = 10, value_name = "MS")]
+    #[arg(
+        long,
+        env = "TOKENPIPE_LOOP_WARN_MS",
+        default_value_t = 10,
+        value_name = "MS"
+    )]
     pub loop_warn_ms: u64,
     /// Most bytes held per stream that the client has not read yet; the upstream is not read past it.
     #[arg(long, env = "TOKENPIPE_STREAM_BUFFER_BYTES", default_value_t = 64 * 1024, value_name = "BYTES")]
@@ -117,10 +122,20 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKENPIPE_MODEL")]
     pub model: Option<String>,
     /// Close pooled upstream connections idle for this long.
-    #[arg(long, env = "TOKENPIPE_UPSTREAM_IDLE_TIMEOUT", default_value_t = 30, value_name = "SECS")]
+    #[arg(
+        long,
+        env = "TOKENPIPE_UPSTREAM_IDLE_TIMEOUT",
+        default_value_t = 30,
+        value_name = "SECS"
+    )]
     pub upstream_idle_timeout: u64,
     /// Most idle keep-alive connections each worker keeps to the upstream.
-    #[arg(long, env = "TOKENPIPE_UPSTREAM_MAX_CONNS", default_value_t = 64, value_name = "N")]
+    #[arg(
+        long,
+        env = "TOKENPIPE_UPSTREAM_MAX_CONNS",
+        default_value_t = 64,
+        value_name = "N"
+    )]
     pub upstream_max_conns: usize,
     /// Tokens per answer of the embedded mock (used when no upstream is configured).
     #[arg(long, default_value_t = 20, value_name = "N")]
@@ -203,7 +218,8 @@ mod tests {
     use super::*;
 
     fn serve(args: &[&str]) -> ServeArgs {
-        let cli = Cli::try_parse_from(std::iter::once("tokenpipe").chain(args.iter().copied())).unwrap();
+        let cli =
+            Cli::try_parse_from(std::iter::once("tokenpipe").chain(args.iter().copied())).unwrap();
         match cli.command {
             Some(Command::Serve(s)) => s,
             None => cli.serve,
@@ -218,7 +234,12 @@ mod tests {
     #[test]
     fn no_key_and_no_upstream_means_the_embedded_mock() {
         let plan = serve(&[]).plan(no_env).unwrap();
-        assert!(matches!(plan, UpstreamPlan::EmbeddedMock { provider: Provider::OpenAi }));
+        assert!(matches!(
+            plan,
+            UpstreamPlan::EmbeddedMock {
+                provider: Provider::OpenAi
+            }
+        ));
         assert_eq!(serve(&[]).listen.to_string(), "127.0.0.1:8080");
     }
 
@@ -241,8 +262,15 @@ mod tests {
     #[test]
     fn explicit_upstream_with_key() {
         let env = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk-test".to_string());
-        let plan = serve(&["--upstream", "http://127.0.0.1:9000/base"]).plan(env).unwrap();
-        let UpstreamPlan::Remote { provider, origin, key } = plan else {
+        let plan = serve(&["--upstream", "http://127.0.0.1:9000/base"])
+            .plan(env)
+            .unwrap();
+        let UpstreamPlan::Remote {
+            provider,
+            origin,
+            key,
+        } = plan
+        else {
             panic!("not remote");
         };
         assert_eq!(provider, Provider::OpenAi);
@@ -253,13 +281,24 @@ mod tests {
     #[test]
     fn mock_upstream_options() {
         let cli = Cli::try_parse_from([
-            "tokenpipe", "mock-upstream", "--listen", "127.0.0.1:0", "--tokens", "5",
-            "--interval-ms", "0", "--format", "gemini",
+            "tokenpipe",
+            "mock-upstream",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            "5",
+            "--interval-ms",
+            "0",
+            "--format",
+            "gemini",
         ])
         .unwrap();
         let Some(Command::MockUpstream(m)) = cli.command else {
             panic!("not mock-upstream");
         };
-        assert_eq!((m.tokens, m.interval_ms, m.format), (5, 0, ProviderArg::Gemini));
+        assert_eq!(
+            (m.tokens, m.interval_ms, m.format),
+            (5, 0, ProviderArg::Gemini)
+        );
     }
 }

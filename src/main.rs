@@ -51,14 +51,25 @@ fn run_mock(args: MockArgs) -> Result<(), String> {
 fn run_relay(args: ServeArgs) -> Result<(), String> {
     raise_fd_limit(&args.common);
     let (provider, origin, key, _mock) = match args.plan(|k| std::env::var(k).ok())? {
-        UpstreamPlan::Remote { provider, origin, key } => (provider, origin, key, None),
+        UpstreamPlan::Remote {
+            provider,
+            origin,
+            key,
+        } => (provider, origin, key, None),
         UpstreamPlan::EmbeddedMock { provider } => {
             let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
             let format = match provider {
                 Provider::OpenAi => MockFormat::OpenAi,
                 Provider::Gemini => MockFormat::Gemini,
             };
-            let mock = start_mock(loopback, &args.common, 1, format, args.mock_tokens, args.mock_interval_ms)?;
+            let mock = start_mock(
+                loopback,
+                &args.common,
+                1,
+                format,
+                args.mock_tokens,
+                args.mock_interval_ms,
+            )?;
             let origin = Origin {
                 host: "127.0.0.1".into(),
                 port: mock.addr.port(),
@@ -78,8 +89,15 @@ fn run_relay(args: ServeArgs) -> Result<(), String> {
         .next()
         .ok_or_else(|| format!("upstream host {} has no address", origin.host))?;
     let key = key.map(Arc::new);
-    let model = args.model.clone().unwrap_or_else(|| provider.default_model().to_string());
-    log::info!("relaying to {provider:?} upstream at http://{}{} ({addr})", origin.host_header(), origin.base_path);
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| provider.default_model().to_string());
+    log::info!(
+        "relaying to {provider:?} upstream at http://{}{} ({addr})",
+        origin.host_header(),
+        origin.base_path
+    );
     let started = server::start(
         "relay",
         args.listen,

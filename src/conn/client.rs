@@ -118,7 +118,11 @@ impl ClientConn {
 }
 
 /// One `writev` of `parts`; returns how many bytes went out (0 if the socket would block).
-fn write_parts(sock: &mut TcpStream, ready: &mut Readiness, parts: &[&[u8]; 3]) -> io::Result<usize> {
+fn write_parts(
+    sock: &mut TcpStream,
+    ready: &mut Readiness,
+    parts: &[&[u8]; 3],
+) -> io::Result<usize> {
     let slices = parts.map(IoSlice::new);
     loop {
         return match sock.write_vectored(&slices) {

@@ -12,8 +12,8 @@
 
 pub mod script;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::conn::Conn;
@@ -136,7 +136,11 @@ impl Worker {
             m.script.write_event(m.next, &mut self.compose);
             m.next += 1;
             if !mock.interval.is_zero() {
-                m.tick = Some(self.timers.insert(self.now + mock.interval, id, TimerKind::MockTick));
+                m.tick = Some(self.timers.insert(
+                    self.now + mock.interval,
+                    id,
+                    TimerKind::MockTick,
+                ));
             }
             if let Err(e) = c.send_chunk(&self.compose) {
                 log::debug!("mock: client {id:?} gone: {e}");

@@ -98,7 +98,8 @@ impl Worker {
         let mut conns = Conns::default();
         let id = conns.insert_with(|_| Conn::Listener(TcpListener::from_std(listener)));
         if let Some(Conn::Listener(l)) = conns.get_mut(id) {
-            poll.registry().register(l, id.token(), Interest::READABLE)?;
+            poll.registry()
+                .register(l, id.token(), Interest::READABLE)?;
         }
         Ok(Worker {
             index,

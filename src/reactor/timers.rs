@@ -101,7 +101,11 @@ mod tests {
         let c = ids(3);
         let mut timers = Timers::default();
         timers.insert(t0 + Duration::from_millis(20), c[0], TimerKind::MockTick);
-        timers.insert(t0 + Duration::from_millis(10), c[1], TimerKind::UpstreamIdle);
+        timers.insert(
+            t0 + Duration::from_millis(10),
+            c[1],
+            TimerKind::UpstreamIdle,
+        );
         timers.insert(t0 + Duration::from_millis(10), c[2], TimerKind::MockTick);
         assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_millis(10)));
         assert_eq!(timers.pop_due(t0 + Duration::from_millis(9)), None);

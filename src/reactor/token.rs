@@ -19,7 +19,10 @@ use mio::Token;
 use slab::Slab;
 
 // The token packs two u32 halves into one usize.
-const _: () = assert!(usize::BITS >= 64, "tokenpipe needs a 64-bit usize to pack (slot, generation)");
+const _: () = assert!(
+    usize::BITS >= 64,
+    "tokenpipe needs a 64-bit usize to pack (slot, generation)"
+);
 
 /// The name of one connection for as long as it lives, and never of another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -175,7 +178,10 @@ mod tests {
 
         let new = conns.insert_with(|_| "new");
         assert_eq!(new.slot, old.slot, "the slab reuses the slot");
-        assert!(conns.get(old).is_none(), "an event for the old occupant is dropped");
+        assert!(
+            conns.get(old).is_none(),
+            "an event for the old occupant is dropped"
+        );
         assert_eq!(conns.get(new), Some(&"new"));
     }
 

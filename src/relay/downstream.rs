@@ -130,10 +130,22 @@ impl Worker {
                 self.reply_error(id, 404, "not_found", "no such route", &[], then)
             }
             Err(Miss::MethodNotAllowed(allow)) => {
-                let msg = format!("method {} is not allowed here; allowed: {allow}", req.method);
-                self.reply_error(id, 405, "method_not_allowed", &msg, &[("Allow", allow)], then);
+                let msg = format!(
+                    "method {} is not allowed here; allowed: {allow}",
+                    req.method
+                );
+                self.reply_error(
+                    id,
+                    405,
+                    "method_not_allowed",
+                    &msg,
+                    &[("Allow", allow)],
+                    then,
+                );
             }
-            Ok(Route::Healthz) => self.reply_json(id, 200, &serde_json::json!({"status": "ok"}), then),
+            Ok(Route::Healthz) => {
+                self.reply_json(id, 200, &serde_json::json!({"status": "ok"}), then)
+            }
             Ok(Route::MockStats) => {
                 let stats = match &self.service {
                     Service::Mock(m) => m.stats.snapshot(),
@@ -165,7 +177,14 @@ impl Worker {
         then: AfterReply,
     ) {
         let mut out = Vec::new();
-        error_response(&mut out, status, code, message, extra, then == AfterReply::Close);
+        error_response(
+            &mut out,
+            status,
+            code,
+            message,
+            extra,
+            then == AfterReply::Close,
+        );
         self.reply(id, &out, then);
     }
 
@@ -173,7 +192,10 @@ impl Worker {
         let body = body.to_string();
         let len = body.len().to_string();
         let mut out = Vec::with_capacity(128 + body.len());
-        let mut headers = vec![("Content-Type", "application/json"), ("Content-Length", len.as_str())];
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("Content-Length", len.as_str()),
+        ];
         if then == AfterReply::Close {
             headers.push(("Connection", "close"));
         }

@@ -73,11 +73,15 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Io(e) => write!(f, "upstream connection failed: {e}"),
-            Failure::ClosedBeforeHead => f.write_str("upstream closed the connection before answering"),
+            Failure::ClosedBeforeHead => {
+                f.write_str("upstream closed the connection before answering")
+            }
             Failure::BadHead(e) => write!(f, "upstream sent an invalid response head: {e}"),
             Failure::Status(s) => write!(f, "upstream answered with status {s}"),
             Failure::BadBody(e) => write!(f, "upstream sent an invalid body: {e}"),
-            Failure::Truncated => f.write_str("upstream closed the connection before the body ended"),
+            Failure::Truncated => {
+                f.write_str("upstream closed the connection before the body ended")
+            }
         }
     }
 }
@@ -147,7 +151,12 @@ impl Worker {
         self.connect_upstream(addr, client, request)
     }
 
-    fn connect_upstream(&mut self, addr: SocketAddr, client: ConnId, request: Vec<u8>) -> io::Result<ConnId> {
+    fn connect_upstream(
+        &mut self,
+        addr: SocketAddr,
+        client: ConnId,
+        request: Vec<u8>,
+    ) -> io::Result<ConnId> {
         let conn = UpstreamConn::connect(addr, client, request)?;
         let up = self.conns.insert_with(|_| Conn::Upstream(conn));
         self.register(up);
@@ -355,9 +364,9 @@ impl Worker {
             return;
         };
         if reusable && relay.pool.put(up) {
-            let expires = self
-                .timers
-                .insert(expires_at + relay.idle_timeout, up, TimerKind::UpstreamIdle);
+            let expires =
+                self.timers
+                    .insert(expires_at + relay.idle_timeout, up, TimerKind::UpstreamIdle);
             if let Some(Conn::Upstream(u)) = self.conns.get_mut(up) {
                 u.state = UpstreamState::Idle { expires };
             }
@@ -409,7 +418,14 @@ impl Worker {
             return;
         };
         if before_head {
-            self.reply_error(client, 502, "upstream_failed", &failure.to_string(), &[], then);
+            self.reply_error(
+                client,
+                502,
+                "upstream_failed",
+                &failure.to_string(),
+                &[],
+                then,
+            );
         } else {
             // Mid-stream: say so in-band, then end without the last chunk, so the client sees a failed
             // transfer rather than a short but seemingly complete stream.
@@ -467,7 +483,9 @@ fn relay_bytes(
     client: &mut ClientConn,
 ) -> Result<Decoded, RelayError> {
     ranges.clear();
-    let decoded = decoder.decode(input, ranges).map_err(RelayError::Upstream)?;
+    let decoded = decoder
+        .decode(input, ranges)
+        .map_err(RelayError::Upstream)?;
     let payload = gather(input, ranges);
     client.send_chunk(payload).map_err(RelayError::Client)?;
     Ok(decoded)
@@ -492,7 +510,8 @@ fn gather<'a>(buf: &'a mut [u8], ranges: &[Range<usize>]) -> &'a [u8] {
 
 /// The SSE event that tells a client its stream failed mid-way.
 fn sse_error_event(failure: &Failure) -> Vec<u8> {
-    let data = serde_json::json!({"error": {"code": "upstream_failed", "message": failure.to_string()}});
+    let data =
+        serde_json::json!({"error": {"code": "upstream_failed", "message": failure.to_string()}});
     format!("event: error\ndata: {data}\n\n").into_bytes()
 }
 
@@ -515,7 +534,8 @@ mod tests {
         let ev = String::from_utf8(sse_error_event(&Failure::Truncated)).unwrap();
         assert!(ev.starts_with("event: error\ndata: {"));
         assert!(ev.ends_with("\n\n"));
-        let json: serde_json::Value = serde_json::from_str(ev.lines().nth(1).unwrap().trim_start_matches("data: ")).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(ev.lines().nth(1).unwrap().trim_start_matches("data: ")).unwrap();
         assert_eq!(json["error"]["code"], "upstream_failed");
     }
 }

@@ -78,7 +78,10 @@ mod tests {
         let r = |m, p| resolve(Table::Mock, m, p);
         assert_eq!(r("POST", "/v1/chat/completions"), Ok(Route::MockGenerate));
         assert_eq!(
-            r("POST", "/v1beta/models/gemini-2.0-flash:streamGenerateContent"),
+            r(
+                "POST",
+                "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+            ),
             Ok(Route::MockGenerate)
         );
         assert_eq!(r("GET", "/stats"), Ok(Route::MockStats));
