@@ -35,13 +35,18 @@ fn slow_client_bounds_relay_memory_and_stalls_upstream() {
     let pushed = Arc::new(AtomicU64::new(0));
     let fake_pushed = Arc::clone(&pushed);
     let fake = FakeUpstream::start(4, move |_, mut conn| {
-        conn.stream.set_write_timeout(Some(Duration::from_secs(40))).expect("write timeout");
+        conn.stream
+            .set_write_timeout(Some(Duration::from_secs(40)))
+            .expect("write timeout");
         while let Ok(Some(req)) = conn.read_request() {
             let s = &mut conn.stream;
             if !req.json().to_string().contains("big stream") {
                 // Warm-up: a small, complete stream.
                 let body = chunked(&fake_sse_payload(3), 64);
-                if s.write_all(SSE_CHUNKED_HEAD.as_bytes()).and_then(|_| s.write_all(&body)).is_err() {
+                if s.write_all(SSE_CHUNKED_HEAD.as_bytes())
+                    .and_then(|_| s.write_all(&body))
+                    .is_err()
+                {
                     return;
                 }
                 continue;
@@ -83,7 +88,10 @@ fn slow_client_bounds_relay_memory_and_stalls_upstream() {
     let mut last = pushed.load(Ordering::SeqCst);
     let mut last_change = Instant::now();
     loop {
-        assert!(Instant::now() < deadline, "the upstream never stopped making progress ({last} bytes pushed)");
+        assert!(
+            Instant::now() < deadline,
+            "the upstream never stopped making progress ({last} bytes pushed)"
+        );
         thread::sleep(Duration::from_millis(50));
         let now = pushed.load(Ordering::SeqCst);
         if now != last {
@@ -100,10 +108,27 @@ fn slow_client_bounds_relay_memory_and_stalls_upstream() {
         "upstream stalled after pushing {:.1} MiB; relay RSS {rss_before} KiB -> {rss_after} KiB (+{growth_kib} KiB)",
         stalled_at as f64 / (1024.0 * 1024.0)
     );
-    assert!(growth_kib < 16 * 1024, "relay RSS grew by {growth_kib} KiB while its client was not reading");
+    assert!(
+        growth_kib < 16 * 1024,
+        "relay RSS grew by {growth_kib} KiB while its client was not reading"
+    );
     assert!(
         stalled_at < 30 * 1024 * 1024,
         "the upstream pushed {stalled_at} bytes to a relay whose client was not reading"
+    );
+
+    // The stalled stream does not hold up the worker: another stream completes meanwhile.
+    let other_started = Instant::now();
+    let other = relay_stream(relay.addr, &prompt_body("meanwhile", None, None));
+    assert_eq!(
+        lossy(&other),
+        lossy(&fake_sse_payload(3)),
+        "the concurrent stream's payload"
+    );
+    let other_took = other_started.elapsed();
+    assert!(
+        other_took < Duration::from_secs(2),
+        "a stream next to a stalled one took {other_took:?}"
     );
 
     // Resume reading: the stream completes, byte for byte.
@@ -130,6 +155,13 @@ fn slow_client_bounds_relay_memory_and_stalls_upstream() {
         }
     };
     eprintln!("read the remaining stream in {:?}", started.elapsed());
-    assert!(complete, "the stream ended without its final chunk after {received} bytes");
-    assert_eq!(received, chunks * chunk_payload.len(), "relayed payload length");
+    assert!(
+        complete,
+        "the stream ended without its final chunk after {received} bytes"
+    );
+    assert_eq!(
+        received,
+        chunks * chunk_payload.len(),
+        "relayed payload length"
+    );
 }

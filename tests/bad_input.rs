@@ -7,48 +7,9 @@ use common::*;
 use std::io::Write;
 use std::time::Duration;
 
-const MAX_BODY: usize = 4096;
-
-/// A mock upstream and a relay in front of it, with a small `--max-body-bytes`.
-struct Setup {
-    mock: Proc,
-    relay: Proc,
-}
-
-impl Setup {
-    fn start() -> Setup {
-        let mock = spawn_mock(&["--tokens", "6", "--interval-ms", "2", "--format", "openai"]);
-        let max_body = MAX_BODY.to_string();
-        let relay = spawn_relay(&mock.url(), "openai", &["--model", MODEL, "--max-body-bytes", &max_body]);
-        Setup { mock, relay }
-    }
-}
-
-/// Sends `raw` on a fresh connection; asserts the status and JSON error body, the connection's close when
-/// `must_close`, and that a fresh `GET /healthz` still succeeds afterwards. Returns the response.
-fn check_error(relay: &mut Proc, raw: &[u8], status: u16, must_close: bool, what: &str) -> Response {
-    let mut c = Conn::connect(relay.addr);
-    c.send(raw);
-    let resp = c.read_response(what);
-    assert_json_error(&resp, status, what);
-    if must_close {
-        if let Err(why) = c.wait_closed(Duration::from_secs(2)) {
-            panic!("{what}: the connection must be closed after the error: {why}");
-        }
-    }
-    drop(c);
-    relay.assert_alive();
-    assert_healthy(relay.addr, what);
-    resp
-}
-
-fn body_ok() -> String {
-    prompt_body("hello", None, Some(2))
-}
-
 #[test]
 fn head_over_16_kib_is_431() {
-    let mut s = Setup::start();
+    let mut s = RelayWithMock::start();
     let big = "a".repeat(17 * 1024);
     let raw = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {big}\r\n\r\n");
     check_error(&mut s.relay, raw.as_bytes(), 431, false, "head over 16 KiB");
@@ -56,76 +17,134 @@ fn head_over_16_kib_is_431() {
 
 #[test]
 fn body_over_max_body_bytes_is_413() {
-    let mut s = Setup::start();
-    let body = prompt_body(&"p".repeat(2 * MAX_BODY), None, None);
-    check_error(&mut s.relay, &stream_request(&body), 413, false, "Content-Length body over --max-body-bytes");
+    let mut s = RelayWithMock::start();
+    let body = prompt_body(&"p".repeat(2 * SMALL_MAX_BODY), None, None);
+    check_error(
+        &mut s.relay,
+        &stream_request(&body),
+        413,
+        false,
+        "Content-Length body over --max-body-bytes",
+    );
 
     let chunked_body = chunked(body.as_bytes(), 1000);
     let mut raw = b"POST /api/v1/generate-stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     raw.extend_from_slice(&chunked_body);
-    check_error(&mut s.relay, &raw, 413, false, "chunked body over --max-body-bytes");
+    check_error(
+        &mut s.relay,
+        &raw,
+        413,
+        false,
+        "chunked body over --max-body-bytes",
+    );
 }
 
 #[test]
 fn unknown_path_is_404() {
-    let mut s = Setup::start();
-    check_error(&mut s.relay, &get("/no/such/path"), 404, false, "GET unknown path");
-    check_error(&mut s.relay, &post_json("/api/v1/nope", &body_ok()), 404, false, "POST unknown path");
+    let mut s = RelayWithMock::start();
+    check_error(
+        &mut s.relay,
+        &get("/no/such/path"),
+        404,
+        false,
+        "GET unknown path",
+    );
+    check_error(
+        &mut s.relay,
+        &post_json("/api/v1/nope", &small_prompt()),
+        404,
+        false,
+        "POST unknown path",
+    );
 }
 
 #[test]
 fn wrong_method_is_405_with_allow() {
-    let mut s = Setup::start();
+    let mut s = RelayWithMock::start();
     for path in ["/api/v1/generate-stream", "/api/v1/stream"] {
         let resp = check_error(&mut s.relay, &get(path), 405, false, &format!("GET {path}"));
-        assert_eq!(resp.head.header("allow"), Some("POST"), "Allow header of GET {path}: {:?}", resp.head);
+        assert_eq!(
+            resp.head.header("allow"),
+            Some("POST"),
+            "Allow header of GET {path}: {:?}",
+            resp.head
+        );
     }
-    let resp = check_error(&mut s.relay, &post_json("/healthz", "{}"), 405, false, "POST /healthz");
-    let allow = resp.head.header("allow").unwrap_or_else(|| panic!("no Allow header: {:?}", resp.head));
-    assert!(allow.split(',').any(|m| m.trim() == "GET"), "Allow of POST /healthz: {allow:?}");
+    let resp = check_error(
+        &mut s.relay,
+        &post_json("/healthz", "{}"),
+        405,
+        false,
+        "POST /healthz",
+    );
+    let allow = resp
+        .head
+        .header("allow")
+        .unwrap_or_else(|| panic!("no Allow header: {:?}", resp.head));
+    assert!(
+        allow.split(',').any(|m| m.trim() == "GET"),
+        "Allow of POST /healthz: {allow:?}"
+    );
 }
 
 #[test]
 fn content_length_with_transfer_encoding_is_400_and_closes() {
-    let mut s = Setup::start();
-    let body = body_ok();
+    let mut s = RelayWithMock::start();
+    let body = small_prompt();
     let mut raw = format!(
         "POST /api/v1/generate-stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
         body.len()
     )
     .into_bytes();
     raw.extend_from_slice(&chunked(body.as_bytes(), 16));
-    check_error(&mut s.relay, &raw, 400, true, "Content-Length with Transfer-Encoding");
+    check_error(
+        &mut s.relay,
+        &raw,
+        400,
+        true,
+        "Content-Length with Transfer-Encoding",
+    );
 }
 
 #[test]
 fn differing_duplicate_content_length_is_400_and_closes() {
-    let mut s = Setup::start();
-    let body = body_ok();
+    let mut s = RelayWithMock::start();
+    let body = small_prompt();
     let raw = format!(
         "POST /api/v1/generate-stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len(),
         body.len() + 1
     );
-    check_error(&mut s.relay, raw.as_bytes(), 400, true, "differing duplicate Content-Length");
-}
-
-fn chunked_post(body: &[u8]) -> Vec<u8> {
-    let mut raw = b"POST /api/v1/generate-stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    raw.extend_from_slice(body);
-    raw
+    check_error(
+        &mut s.relay,
+        raw.as_bytes(),
+        400,
+        true,
+        "differing duplicate Content-Length",
+    );
 }
 
 #[test]
 fn bad_chunk_size_is_400_and_closes() {
-    let mut s = Setup::start();
-    let body = body_ok();
+    let mut s = RelayWithMock::start();
+    let body = small_prompt();
     let cases: [(&str, Vec<u8>); 3] = [
-        ("non-hex chunk size", [b"zz\r\n".as_slice(), body.as_bytes(), b"\r\n0\r\n\r\n"].concat()),
-        ("empty chunk-size line", [b"\r\n".as_slice(), &chunked(body.as_bytes(), 8)].concat()),
+        (
+            "non-hex chunk size",
+            [b"zz\r\n".as_slice(), body.as_bytes(), b"\r\n0\r\n\r\n"].concat(),
+        ),
+        (
+            "empty chunk-size line",
+            [b"\r\n".as_slice(), &chunked(body.as_bytes(), 8)].concat(),
+        ),
         (
             "chunk size line of spaces",
-            [format!("  \r\n{:x}\r\n", body.len()).as_bytes(), body.as_bytes(), b"\r\n0\r\n\r\n"].concat(),
+            [
+                format!("  \r\n{:x}\r\n", body.len()).as_bytes(),
+                body.as_bytes(),
+                b"\r\n0\r\n\r\n",
+            ]
+            .concat(),
         ),
     ];
     for (what, chunked_body) in cases {
@@ -136,19 +155,22 @@ fn bad_chunk_size_is_400_and_closes() {
 #[test]
 fn valid_chunked_request_body_streams() {
     // The control case for the chunked-body errors: correct chunked framing is accepted.
-    let s = Setup::start();
+    let s = RelayWithMock::start();
     let mut c = Conn::connect(s.relay.addr);
-    c.send(&chunked_post(&chunked(body_ok().as_bytes(), 5)));
+    c.send(&chunked_post(&chunked(small_prompt().as_bytes(), 5)));
     let head = c.expect_head("chunked request body");
     assert_stream_head(&head);
     let body = c.read_chunked_body().expect("read stream");
     assert!(body.complete, "no final chunk: {:?}", lossy(&body.payload));
-    assert_eq!(sse_data(&body.payload).last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(
+        sse_data(&body.payload).last().map(String::as_str),
+        Some("[DONE]")
+    );
 }
 
 #[test]
 fn invalid_json_is_400() {
-    let mut s = Setup::start();
+    let mut s = RelayWithMock::start();
     for (what, body) in [
         ("truncated JSON", "{\"prompt\": \"hel"),
         ("not JSON", "prompt=hello"),
@@ -162,39 +184,68 @@ fn invalid_json_is_400() {
 
 #[test]
 fn empty_or_whitespace_prompt_is_400() {
-    let mut s = Setup::start();
+    let mut s = RelayWithMock::start();
     for (what, prompt) in [("empty prompt", ""), ("whitespace prompt", " \t\n  ")] {
-        check_error(&mut s.relay, &stream_request(&prompt_body(prompt, None, None)), 400, false, what);
+        check_error(
+            &mut s.relay,
+            &stream_request(&prompt_body(prompt, None, None)),
+            400,
+            false,
+            what,
+        );
     }
 }
 
 #[test]
 fn missing_host_in_http11_is_400() {
-    let mut s = Setup::start();
-    check_error(&mut s.relay, b"GET /healthz HTTP/1.1\r\n\r\n", 400, false, "GET without Host");
-    let body = body_ok();
-    let raw = format!("POST /api/v1/generate-stream HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-    check_error(&mut s.relay, raw.as_bytes(), 400, false, "POST without Host");
+    let mut s = RelayWithMock::start();
+    check_error(
+        &mut s.relay,
+        b"GET /healthz HTTP/1.1\r\n\r\n",
+        400,
+        false,
+        "GET without Host",
+    );
+    let body = small_prompt();
+    let raw = format!(
+        "POST /api/v1/generate-stream HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    check_error(
+        &mut s.relay,
+        raw.as_bytes(),
+        400,
+        false,
+        "POST without Host",
+    );
 }
 
 /// Two POSTs in one write are answered in order on the same connection.
 #[test]
 fn pipelined_posts_answered_in_order() {
-    let s = Setup::start();
+    let s = RelayWithMock::start();
     // The first stream is longer than the second: an out-of-order relay would answer the second one first.
     let (a, b) = ("first pipelined prompt", "second pipelined prompt");
     let expected_a = direct_mock_payload(s.mock.addr, "openai", MODEL, a, 6);
     let expected_b = direct_mock_payload(s.mock.addr, "openai", MODEL, b, 1);
 
     let mut c = Conn::connect(s.relay.addr);
-    let raw = [stream_request(&prompt_body(a, None, Some(6))), stream_request(&prompt_body(b, None, Some(1)))].concat();
+    let raw = [
+        stream_request(&prompt_body(a, None, Some(6))),
+        stream_request(&prompt_body(b, None, Some(1))),
+    ]
+    .concat();
     c.send(&raw);
     for (i, expected) in [expected_a, expected_b].iter().enumerate() {
         let head = c.expect_head(&format!("pipelined response {i}"));
         assert_stream_head(&head);
         let body = c.read_chunked_body().expect("read pipelined body");
         assert!(body.complete, "pipelined response {i}: no final chunk");
-        assert_eq!(lossy(&body.payload), lossy(expected), "pipelined response {i} is not the answer to request {i}");
+        assert_eq!(
+            lossy(&body.payload),
+            lossy(expected),
+            "pipelined response {i} is not the answer to request {i}"
+        );
     }
     // The connection stays usable afterwards.
     c.send(&get("/healthz"));
@@ -205,23 +256,29 @@ fn pipelined_posts_answered_in_order() {
 /// Pipelined small requests: GET /healthz, an error, GET /healthz, in one write.
 #[test]
 fn pipelined_gets_answered_in_order() {
-    let s = Setup::start();
+    let s = RelayWithMock::start();
     let mut c = Conn::connect(s.relay.addr);
     c.send(&[get("/healthz"), get("/no/such/path"), get("/healthz")].concat());
-    let statuses: Vec<u16> = (0..3).map(|i| c.read_response(&format!("pipelined GET {i}")).status()).collect();
+    let statuses: Vec<u16> = (0..3)
+        .map(|i| c.read_response(&format!("pipelined GET {i}")).status())
+        .collect();
     assert_eq!(statuses, [200, 404, 200]);
 }
 
 /// HTTP/1.0 without keep-alive: answered, then the connection is closed.
 #[test]
 fn http10_without_keep_alive_closes() {
-    let s = Setup::start();
+    let s = RelayWithMock::start();
     let mut c = Conn::connect(s.relay.addr);
     c.send(b"GET /healthz HTTP/1.0\r\n\r\n");
     let resp = c.read_response("HTTP/1.0 GET /healthz");
     assert_eq!(resp.status(), 200, "{:?}", resp.head);
     assert!(resp.complete);
-    assert!(!resp.head.is_chunked(), "chunked encoding in a response to HTTP/1.0: {:?}", resp.head);
+    assert!(
+        !resp.head.is_chunked(),
+        "chunked encoding in a response to HTTP/1.0: {:?}",
+        resp.head
+    );
     if let Err(why) = c.wait_closed(Duration::from_secs(2)) {
         panic!("HTTP/1.0 request without keep-alive: {why}");
     }
@@ -230,8 +287,8 @@ fn http10_without_keep_alive_closes() {
 /// `Expect: 100-continue`: the relay says `100 Continue` before the client sends the body, then streams.
 #[test]
 fn expect_100_continue() {
-    let s = Setup::start();
-    let body = body_ok();
+    let s = RelayWithMock::start();
+    let body = small_prompt();
     let mut c = Conn::connect(s.relay.addr);
     c.send(
         format!(
@@ -248,7 +305,10 @@ fn expect_100_continue() {
     assert_stream_head(&head);
     let body = c.read_chunked_body().expect("read stream");
     assert!(body.complete, "no final chunk: {:?}", lossy(&body.payload));
-    assert_eq!(sse_data(&body.payload).last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(
+        sse_data(&body.payload).last().map(String::as_str),
+        Some("[DONE]")
+    );
 }
 
 /// The upstream port is closed: 502 with a JSON error; the relay keeps serving.
@@ -256,10 +316,22 @@ fn expect_100_continue() {
 fn upstream_unreachable_is_502() {
     let dead = closed_port_addr();
     let mut relay = spawn_relay(&format!("http://{dead}"), "openai", &["--model", MODEL]);
-    let body = body_ok();
-    check_error(&mut relay, &stream_request(&body), 502, false, "upstream unreachable");
+    let body = small_prompt();
+    check_error(
+        &mut relay,
+        &stream_request(&body),
+        502,
+        false,
+        "upstream unreachable",
+    );
     // Twice: a failed connect must not poison anything.
-    check_error(&mut relay, &stream_request(&body), 502, false, "upstream unreachable, again");
+    check_error(
+        &mut relay,
+        &stream_request(&body),
+        502,
+        false,
+        "upstream unreachable, again",
+    );
 }
 
 /// The upstream answers 500: 502 with a JSON error.
@@ -278,6 +350,104 @@ fn upstream_non_2xx_is_502() {
         }
     });
     let mut relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
-    check_error(&mut relay, &stream_request(&body_ok()), 502, false, "upstream 500");
-    check_error(&mut relay, &stream_request(&body_ok()), 502, false, "upstream 500, again");
+    check_error(
+        &mut relay,
+        &stream_request(&small_prompt()),
+        502,
+        false,
+        "upstream 500",
+    );
+    check_error(
+        &mut relay,
+        &stream_request(&small_prompt()),
+        502,
+        false,
+        "upstream 500, again",
+    );
+}
+
+/// Chunk data not followed by CRLF is a framing error: 400, connection closed.
+#[test]
+fn chunk_data_without_crlf_is_400_and_closes() {
+    let mut s = RelayWithMock::start();
+    let body = small_prompt();
+    let bad = [
+        format!("{:x}\r\n", body.len()).as_bytes(),
+        body.as_bytes(),
+        b"XX0\r\n\r\n",
+    ]
+    .concat();
+    check_error(
+        &mut s.relay,
+        &chunked_post(&bad),
+        400,
+        true,
+        "chunk data without CRLF",
+    );
+}
+
+/// HTTP/1.1 with `Connection: close`: answered, then the connection is closed.
+#[test]
+fn http11_connection_close_closes() {
+    let s = RelayWithMock::start();
+    let mut c = Conn::connect(s.relay.addr);
+    c.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let resp = c.read_response("GET /healthz with Connection: close");
+    assert_eq!(resp.status(), 200);
+    if let Err(why) = c.wait_closed(Duration::from_secs(2)) {
+        panic!("Connection: close: {why}");
+    }
+}
+
+/// A stream requested over HTTP/1.0 cannot use chunked encoding (RFC 9112 section 6.1: a server MUST NOT send
+/// Transfer-Encoding to an HTTP/1.0 request): the SSE payload is delimited by closing the connection.
+#[test]
+fn http10_stream_is_close_delimited_not_chunked() {
+    let s = RelayWithMock::start();
+    let body = prompt_body("old client", None, Some(3));
+    let raw = format!(
+        "POST /api/v1/generate-stream HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut c = Conn::connect(s.relay.addr);
+    c.send(raw.as_bytes());
+    let head = c.expect_head("HTTP/1.0 stream");
+    assert_eq!(head.status(), 200, "{head:?}");
+    assert!(
+        head.header("transfer-encoding").is_none(),
+        "Transfer-Encoding sent in a response to an HTTP/1.0 request: {head:?}"
+    );
+    let payload = c.read_to_eof().expect("read to EOF");
+    assert!(
+        payload.ends_with(b"data: [DONE]\n\n"),
+        "payload {:?}",
+        lossy(&payload)
+    );
+    assert_eq!(token_texts(&payload).len(), 3, "{:?}", lossy(&payload));
+}
+
+/// The upstream answers garbage, or closes without answering: 502 with a JSON error.
+#[test]
+fn upstream_garbage_or_silence_is_502() {
+    for (what, reply) in [
+        (
+            "upstream garbage",
+            b"this is not HTTP at all\r\n\r\n".as_slice(),
+        ),
+        ("upstream closes without a response", b"".as_slice()),
+    ] {
+        let fake = FakeUpstream::start(4, move |_, mut conn| {
+            if let Ok(Some(_)) = conn.read_request() {
+                let _ = conn.stream.write_all(reply);
+            }
+        });
+        let mut relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
+        check_error(
+            &mut relay,
+            &stream_request(&small_prompt()),
+            502,
+            false,
+            what,
+        );
+    }
 }

@@ -37,7 +37,14 @@ impl Client {
             match sock.write(&self.request[self.written..]) {
                 Ok(n) => self.written += n,
                 // Not connected yet, or the send buffer is full: wait for the next writable event.
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+                    ) =>
+                {
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("write: {e}")),
             }
@@ -60,15 +67,27 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
-                Err(e) => return Outcome::Failed(format!("read: {e}; received {:?}", lossy(&self.received))),
+                Err(e) => {
+                    return Outcome::Failed(format!(
+                        "read: {e}; received {:?}",
+                        lossy(&self.received)
+                    ));
+                }
             }
         }
         match parse_response(&self.received) {
-            Parsed::Complete { status, payload, consumed } => {
+            Parsed::Complete {
+                status,
+                payload,
+                consumed,
+            } => {
                 if status != 200 {
                     Outcome::Failed(format!("status {status}: {:?}", lossy(&self.received)))
                 } else if consumed != self.received.len() {
-                    Outcome::Failed(format!("bytes after the final chunk: {:?}", lossy(&self.received[consumed..])))
+                    Outcome::Failed(format!(
+                        "bytes after the final chunk: {:?}",
+                        lossy(&self.received[consumed..])
+                    ))
                 } else if payload != expected[self.prompt] {
                     Outcome::Failed(format!(
                         "payload differs from the mock's for prompt {}: {:?}",
@@ -80,9 +99,10 @@ impl Client {
                 }
             }
             Parsed::Invalid(why) => Outcome::Failed(format!("{why}: {:?}", lossy(&self.received))),
-            Parsed::Incomplete if eof => {
-                Outcome::Failed(format!("connection closed before the final chunk: {:?}", lossy(&self.received)))
-            }
+            Parsed::Incomplete if eof => Outcome::Failed(format!(
+                "connection closed before the final chunk: {:?}",
+                lossy(&self.received)
+            )),
             Parsed::Incomplete => Outcome::Pending,
         }
     }
@@ -91,18 +111,45 @@ impl Client {
 #[test]
 fn thousand_concurrent_streams_on_one_worker() {
     let limit = raise_nofile(8192);
-    assert!(limit as usize > STREAMS + 100, "RLIMIT_NOFILE of the test process is only {limit}");
+    assert!(
+        limit as usize > STREAMS + 100,
+        "RLIMIT_NOFILE of the test process is only {limit}"
+    );
 
-    let mock =
-        spawn_mock(&["--tokens", "5", "--interval-ms", "100", "--format", "openai", "--workers", "1"]);
+    let mock = spawn_mock(&[
+        "--tokens",
+        "5",
+        "--interval-ms",
+        "100",
+        "--format",
+        "openai",
+        "--workers",
+        "1",
+    ]);
     let relay = spawn_relay(&mock.url(), "openai", &["--model", MODEL]);
 
     // Streams use a few different prompts so that crossed wires between streams would show.
-    let prompts: Vec<String> = (0..PROMPTS).map(|k| format!("concurrent prompt number {k}")).collect();
-    let expected: Vec<Vec<u8>> =
-        prompts.iter().map(|p| direct_mock_payload(mock.addr, "openai", MODEL, p, TOKENS)).collect();
+    let prompts: Vec<String> = (0..PROMPTS)
+        .map(|k| format!("concurrent prompt number {k}"))
+        .collect();
+    let mock_addr = mock.addr;
+    let expected: Vec<Vec<u8>> = prompts
+        .iter()
+        .map(|p| {
+            let p = p.clone();
+            std::thread::spawn(move || direct_mock_payload(mock_addr, "openai", MODEL, &p, TOKENS))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("direct mock request"))
+        .collect();
     for e in &expected {
-        assert_eq!(token_texts(e).len() as u64, TOKENS, "mock payload: {:?}", lossy(e));
+        assert_eq!(
+            token_texts(e).len() as u64,
+            TOKENS,
+            "mock payload: {:?}",
+            lossy(e)
+        );
     }
 
     let started = Instant::now();
@@ -111,7 +158,9 @@ fn thousand_concurrent_streams_on_one_worker() {
     for i in 0..STREAMS {
         let mut sock = TcpStream::connect(relay.addr).expect("connect");
         sock.set_nodelay(true).expect("nodelay");
-        poll.registry().register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE).expect("register");
+        poll.registry()
+            .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+            .expect("register");
         let prompt = i % PROMPTS;
         clients.push(Client {
             sock: Some(sock),
@@ -133,9 +182,16 @@ fn thousand_concurrent_streams_on_one_worker() {
         if now >= deadline {
             break;
         }
-        let in_flight = clients.iter().filter(|c| c.sock.is_some() && !c.received.is_empty()).count();
+        let in_flight = clients
+            .iter()
+            .filter(|c| c.sock.is_some() && !c.received.is_empty())
+            .count();
         in_flight_peak = in_flight_peak.max(in_flight);
-        poll.poll(&mut events, Some((deadline - now).min(Duration::from_millis(200)))).expect("poll");
+        poll.poll(
+            &mut events,
+            Some((deadline - now).min(Duration::from_millis(200))),
+        )
+        .expect("poll");
         for event in events.iter() {
             let i = event.token().0;
             let client = &mut clients[i];
@@ -143,12 +199,13 @@ fn thousand_concurrent_streams_on_one_worker() {
                 continue;
             }
             let mut outcome = Outcome::Pending;
-            if event.is_writable() {
-                if let Err(why) = client.on_writable() {
-                    outcome = Outcome::Failed(why);
-                }
+            if event.is_writable()
+                && let Err(why) = client.on_writable()
+            {
+                outcome = Outcome::Failed(why);
             }
-            if matches!(outcome, Outcome::Pending) && (event.is_readable() || event.is_read_closed() || event.is_error())
+            if matches!(outcome, Outcome::Pending)
+                && (event.is_readable() || event.is_read_closed() || event.is_error())
             {
                 outcome = client.on_readable(&expected);
             }
@@ -171,11 +228,27 @@ fn thousand_concurrent_streams_on_one_worker() {
     );
     if let Some(stuck) = clients.iter().position(|c| c.sock.is_some()) {
         let c = &clients[stuck];
-        eprintln!("first pending stream #{stuck}: wrote {}/{} bytes, received {:?}", c.written, c.request.len(), lossy(&c.received));
+        eprintln!(
+            "first pending stream #{stuck}: wrote {}/{} bytes, received {:?}",
+            c.written,
+            c.request.len(),
+            lossy(&c.received)
+        );
     }
-    assert!(failures.is_empty(), "{} streams failed; first ones: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    assert_eq!(done, STREAMS, "{pending} streams did not complete within the deadline");
-    assert!(elapsed < Duration::from_secs(15), "1,000 streams took {elapsed:?}");
+    assert!(
+        failures.is_empty(),
+        "{} streams failed; first ones: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(
+        done, STREAMS,
+        "{pending} streams did not complete within the deadline"
+    );
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "1,000 streams took {elapsed:?}"
+    );
 
     assert_healthy(relay.addr, "1,000 concurrent streams");
 }

@@ -17,12 +17,16 @@ fn endless_upstream(respond: bool) -> (FakeUpstream, mpsc::Receiver<Instant>, mp
     let (closed_tx, closed_rx) = mpsc::channel();
     let (req_tx, req_rx) = mpsc::channel();
     let fake = FakeUpstream::start(4, move |_, mut conn| {
-        let Ok(Some(_)) = conn.read_request() else { return };
+        let Ok(Some(_)) = conn.read_request() else {
+            return;
+        };
         let _ = req_tx.send(());
         // A reader thread blocks on the socket: the relay sends nothing more, so the read returns only when the
         // relay closes (0) or resets (error) the connection.
         let mut reader = conn.stream.try_clone().expect("clone");
-        reader.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+        reader
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
         let closed_tx = closed_tx.clone();
         thread::spawn(move || {
             let mut buf = [0u8; 1024];
@@ -47,7 +51,8 @@ fn endless_upstream(respond: bool) -> (FakeUpstream, mpsc::Receiver<Instant>, mp
             return;
         }
         for i in 0..500 {
-            let event = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"tok{i} \"}}}}]}}\n\n");
+            let event =
+                format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"tok{i} \"}}}}]}}\n\n");
             let chunk = format!("{:x}\r\n{event}\r\n", event.len());
             if s.write_all(chunk.as_bytes()).is_err() {
                 return;
@@ -75,15 +80,22 @@ fn client_disconnect_mid_stream_closes_upstream() {
             other => panic!("stream ended early: {other:?}"),
         }
     }
-    assert!(closed.try_recv().is_err(), "the relay closed the upstream connection before the client left");
+    assert!(
+        closed.try_recv().is_err(),
+        "the relay closed the upstream connection before the client left"
+    );
     let dropped_at = Instant::now();
     drop(client);
 
-    let closed_at = closed
-        .recv_timeout(Duration::from_secs(5))
-        .expect("the relay did not close the upstream connection within 5 s of the client's disconnect");
+    let closed_at = closed.recv_timeout(Duration::from_secs(5)).expect(
+        "the relay did not close the upstream connection within 5 s of the client's disconnect",
+    );
     let took = closed_at.saturating_duration_since(dropped_at);
-    assert!(took < LIMIT, "upstream connection closed {took:?} after the client disconnected (limit {LIMIT:?})");
+    eprintln!("upstream connection closed {took:?} after the client disconnected");
+    assert!(
+        took < LIMIT,
+        "upstream connection closed {took:?} after the client disconnected (limit {LIMIT:?})"
+    );
     assert_healthy(relay.addr, "a client disconnect");
 }
 
@@ -96,15 +108,99 @@ fn client_disconnect_before_upstream_head_closes_upstream() {
 
     let mut client = Conn::connect(relay.addr);
     client.send(&stream_request(&prompt_body("no answer yet", None, None)));
-    requests.recv_timeout(Duration::from_secs(5)).expect("the upstream never received the request");
-    assert!(closed.try_recv().is_err(), "the relay closed the upstream connection before the client left");
+    requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the upstream never received the request");
+    assert!(
+        closed.try_recv().is_err(),
+        "the relay closed the upstream connection before the client left"
+    );
     let dropped_at = Instant::now();
     drop(client);
 
-    let closed_at = closed
-        .recv_timeout(Duration::from_secs(5))
-        .expect("the relay did not close the upstream connection within 5 s of the client's disconnect");
+    let closed_at = closed.recv_timeout(Duration::from_secs(5)).expect(
+        "the relay did not close the upstream connection within 5 s of the client's disconnect",
+    );
     let took = closed_at.saturating_duration_since(dropped_at);
-    assert!(took < LIMIT, "upstream connection closed {took:?} after the client disconnected (limit {LIMIT:?})");
+    eprintln!("upstream connection closed {took:?} after the client disconnected");
+    assert!(
+        took < LIMIT,
+        "upstream connection closed {took:?} after the client disconnected (limit {LIMIT:?})"
+    );
     assert_healthy(relay.addr, "a client disconnect before the upstream head");
+}
+
+/// The client stops reading (the relay's buffer fills and it stops reading the upstream, which then blocks in
+/// `write`), then disconnects: the relay must still notice at once and close the upstream connection, which
+/// unblocks the upstream's write with an error.
+#[test]
+fn client_disconnect_while_backpressured_closes_upstream() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let pushed = Arc::new(AtomicU64::new(0));
+    let fake_pushed = Arc::clone(&pushed);
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let fake = FakeUpstream::start(2, move |_, mut conn| {
+        let Ok(Some(_)) = conn.read_request() else {
+            return;
+        };
+        conn.stream
+            .set_write_timeout(Some(Duration::from_secs(20)))
+            .expect("write timeout");
+        let event = format!("data: {}\n\n", "y".repeat(4088));
+        let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+        let s = &mut conn.stream;
+        if s.write_all(SSE_CHUNKED_HEAD.as_bytes()).is_err() {
+            return;
+        }
+        // At most 200 MB: far more than loopback buffers hold, so this blocks until the relay reads or closes.
+        for _ in 0..50_000 {
+            if s.write_all(chunk.as_bytes()).is_err() {
+                let _ = closed_tx.send(Instant::now());
+                return;
+            }
+            fake_pushed.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        }
+    });
+    let relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
+
+    let mut client = Conn::connect(relay.addr);
+    client.send(&stream_request(&prompt_body("fill the pipes", None, None)));
+    let head = client.expect_head("stream");
+    assert_stream_head(&head);
+
+    // Wait until the upstream is blocked: no progress for 300 ms (polled every 50 ms, within 10 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut last, mut last_change) = (pushed.load(Ordering::SeqCst), Instant::now());
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream never blocked ({last} bytes pushed)"
+        );
+        thread::sleep(Duration::from_millis(50));
+        let now = pushed.load(Ordering::SeqCst);
+        if now != last {
+            (last, last_change) = (now, Instant::now());
+        } else if last > 0 && last_change.elapsed() >= Duration::from_millis(300) {
+            break;
+        }
+    }
+    assert!(
+        closed_rx.try_recv().is_err(),
+        "the upstream write failed before the client left"
+    );
+    let dropped_at = Instant::now();
+    drop(client);
+
+    let closed_at = closed_rx.recv_timeout(Duration::from_secs(5)).expect(
+        "the relay did not close the upstream connection within 5 s of the client's disconnect",
+    );
+    let took = closed_at.saturating_duration_since(dropped_at);
+    eprintln!("backpressured: upstream connection closed {took:?} after the client disconnected");
+    assert!(
+        took < LIMIT,
+        "upstream connection closed {took:?} after the client disconnected (limit {LIMIT:?})"
+    );
+    assert_healthy(relay.addr, "a client disconnect under backpressure");
 }

@@ -11,10 +11,18 @@ use std::time::Duration;
 const TOKENS: u64 = 3;
 
 fn assert_intact(body: &ChunkedBody, what: &str) {
-    assert!(body.complete, "{what}: no final chunk; payload {:?}", lossy(&body.payload));
+    assert!(
+        body.complete,
+        "{what}: no final chunk; payload {:?}",
+        lossy(&body.payload)
+    );
     let tokens = token_texts(&body.payload);
     assert_eq!(tokens.len() as u64, TOKENS, "{what}: tokens {tokens:?}");
-    assert_eq!(sse_data(&body.payload).last().map(String::as_str), Some("[DONE]"), "{what}");
+    assert_eq!(
+        sse_data(&body.payload).last().map(String::as_str),
+        Some("[DONE]"),
+        "{what}"
+    );
 }
 
 /// 100 sequential streams (60 on one keep-alive client connection, 40 on fresh ones) use at most 4 upstream
@@ -24,30 +32,56 @@ fn sequential_streams_reuse_upstream_connections() {
     let mock = spawn_mock(&["--tokens", "10", "--interval-ms", "1", "--format", "openai"]);
     let relay = spawn_relay(&mock.url(), "openai", &["--model", MODEL]);
 
+    let mut relayed_bytes = 0u64;
     let mut keep_alive = Conn::connect(relay.addr);
     for i in 0..60 {
-        keep_alive.send(&stream_request(&prompt_body(&format!("pool {}", i % 3), None, Some(TOKENS))));
+        keep_alive.send(&stream_request(&prompt_body(
+            &format!("pool {}", i % 3),
+            None,
+            Some(TOKENS),
+        )));
         let head = keep_alive.expect_head(&format!("keep-alive request {i}"));
         assert_stream_head(&head);
         let body = keep_alive.read_chunked_body().expect("read body");
         assert_intact(&body, &format!("keep-alive request {i}"));
+        relayed_bytes += body.payload.len() as u64;
     }
     drop(keep_alive);
     for i in 0..40 {
         let mut c = Conn::connect(relay.addr);
-        c.send(&stream_request(&prompt_body(&format!("pool {}", i % 3), None, Some(TOKENS))));
+        c.send(&stream_request(&prompt_body(
+            &format!("pool {}", i % 3),
+            None,
+            Some(TOKENS),
+        )));
         let head = c.expect_head(&format!("fresh-connection request {i}"));
         assert_stream_head(&head);
         let body = c.read_chunked_body().expect("read body");
         assert_intact(&body, &format!("fresh-connection request {i}"));
+        relayed_bytes += body.payload.len() as u64;
     }
 
     let stats = mock_stats(mock.addr);
     // The /stats request is itself one connection and (maybe) one request.
     let relay_connections = stat(&stats, "connections") - 1;
-    assert!(relay_connections <= 4, "100 sequential streams opened {relay_connections} upstream connections: {stats}");
-    assert!(stat(&stats, "requests") >= 100, "mock served fewer than 100 requests: {stats}");
-    assert!(stat(&stats, "streams_completed") >= 100, "mock completed fewer than 100 streams: {stats}");
+    assert!(
+        relay_connections <= 4,
+        "100 sequential streams opened {relay_connections} upstream connections: {stats}"
+    );
+    assert!(
+        stat(&stats, "requests") >= 100,
+        "mock served fewer than 100 requests: {stats}"
+    );
+    assert!(
+        stat(&stats, "streams_completed") >= 100,
+        "mock completed fewer than 100 streams: {stats}"
+    );
+    // Every byte the mock sent reached a client, and nothing else did.
+    assert_eq!(
+        stat(&stats, "bytes_sent"),
+        relayed_bytes,
+        "mock body bytes vs relayed payload bytes: {stats}"
+    );
 }
 
 /// A fake upstream ends every body with `[DONE]` and only a little later sends the final `0\r\n\r\n` chunk, in
@@ -66,11 +100,17 @@ fn connection_pooled_only_after_body_read_to_end() {
             match conn.read_request() {
                 Ok(Some(req)) => {
                     let (method, target) = req.head.method_and_target();
-                    fake_log.lock().unwrap().push(format!("conn {conn_index} request {n}: {method} {target}"));
+                    fake_log
+                        .lock()
+                        .unwrap()
+                        .push(format!("conn {conn_index} request {n}: {method} {target}"));
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    fake_log.lock().unwrap().push(format!("conn {conn_index} request {n}: MALFORMED ({e})"));
+                    fake_log
+                        .lock()
+                        .unwrap()
+                        .push(format!("conn {conn_index} request {n}: MALFORMED ({e})"));
                     return;
                 }
             }
@@ -78,7 +118,10 @@ fn connection_pooled_only_after_body_read_to_end() {
             let body = chunked(&fake_payload, 40);
             let (data, last) = body.split_at(body.len() - 5);
             let s = &mut conn.stream;
-            if s.write_all(SSE_CHUNKED_HEAD.as_bytes()).and_then(|_| s.write_all(data)).is_err() {
+            if s.write_all(SSE_CHUNKED_HEAD.as_bytes())
+                .and_then(|_| s.write_all(data))
+                .is_err()
+            {
                 return;
             }
             // A pause, so that the relay certainly sees [DONE] before the body's end.
@@ -96,15 +139,144 @@ fn connection_pooled_only_after_body_read_to_end() {
         let head = c.expect_head(&format!("stream {i}"));
         assert_stream_head(&head);
         let body = c.read_chunked_body().expect("read body");
-        assert!(body.complete, "stream {i}: no final chunk; payload {:?}", lossy(&body.payload));
-        assert_eq!(lossy(&body.payload), lossy(&payload), "stream {i}: payload differs");
+        assert!(
+            body.complete,
+            "stream {i}: no final chunk; payload {:?}",
+            lossy(&body.payload)
+        );
+        assert_eq!(
+            lossy(&body.payload),
+            lossy(&payload),
+            "stream {i}: payload differs"
+        );
     }
 
     let log = log.lock().unwrap().clone();
-    assert!(!log.iter().any(|l| l.contains("MALFORMED")), "the fake read a malformed request: {log:?}");
+    assert!(
+        !log.iter().any(|l| l.contains("MALFORMED")),
+        "the fake read a malformed request: {log:?}"
+    );
     assert_eq!(log.len(), 3, "expected 3 upstream requests: {log:?}");
     assert!(
         log.iter().all(|l| l.starts_with("conn 0 ")),
         "the upstream connection was not reused for sequential streams: {log:?}"
     );
+}
+
+/// A fake upstream that answers only the first request on each connection. With `close_after`, it closes the
+/// connection right after the response (as a server with a short keep-alive timeout does); without, it reads a
+/// second request on the same connection and then closes without answering (the race where the server closes
+/// a pooled connection just as the relay reuses it). Logs what happened per connection.
+fn one_request_per_connection(close_after: bool, log: Arc<Mutex<Vec<String>>>) -> FakeUpstream {
+    let payload = fake_sse_payload(3);
+    FakeUpstream::start(16, move |conn_index, mut conn| {
+        let Ok(Some(_)) = conn.read_request() else {
+            return;
+        };
+        let wire = [SSE_CHUNKED_HEAD.as_bytes(), &chunked(&payload, 64)].concat();
+        if conn.stream.write_all(&wire).is_err() {
+            return;
+        }
+        log.lock()
+            .unwrap()
+            .push(format!("conn {conn_index}: answered"));
+        if close_after {
+            return; // drops the connection: FIN
+        }
+        if let Ok(Some(_)) = conn.read_request() {
+            log.lock()
+                .unwrap()
+                .push(format!("conn {conn_index}: dropped a reused request"));
+        }
+    })
+}
+
+fn three_streams_succeed(fake: &FakeUpstream) {
+    let relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
+    let expected = fake_sse_payload(3);
+    for i in 0..3 {
+        let mut c = Conn::connect(relay.addr);
+        c.send(&stream_request(&prompt_body(
+            "keep-alive races",
+            None,
+            None,
+        )));
+        let resp = c.read_response(&format!("stream {i}"));
+        assert_eq!(
+            resp.status(),
+            200,
+            "stream {i}: {:?} {:?}",
+            resp.head,
+            resp.text()
+        );
+        assert!(resp.complete, "stream {i}: no final chunk");
+        assert_eq!(lossy(&resp.body), lossy(&expected), "stream {i}");
+    }
+}
+
+/// The upstream closes idle keep-alive connections: the relay must not hand a closed connection to a stream.
+#[test]
+fn upstream_closing_idle_connections_is_harmless() {
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let fake = one_request_per_connection(true, Arc::clone(&log));
+    three_streams_succeed(&fake);
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 3, "{log:?}");
+}
+
+/// The upstream closes a pooled connection just as the relay reuses it (no response byte): the relay retries
+/// the request once on a fresh connection and the client never notices.
+#[test]
+fn stale_pooled_connection_is_retried_on_a_fresh_one() {
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let fake = one_request_per_connection(false, Arc::clone(&log));
+    three_streams_succeed(&fake);
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log.iter().filter(|l| l.ends_with("answered")).count(),
+        3,
+        "{log:?}"
+    );
+    // The race really happened (the relay did reuse its pooled connection), so the retry was exercised.
+    assert!(
+        log.iter().any(|l| l.ends_with("dropped a reused request")),
+        "no pooled connection was reused: {log:?}"
+    );
+}
+
+/// An upstream response with `Connection: close` ends that connection's life: the relay must not reuse it
+/// (the fake keeps the socket open and reports any further request on it).
+#[test]
+fn connection_close_from_upstream_is_honoured() {
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let fake_log = Arc::clone(&log);
+    let payload = fake_sse_payload(3);
+    let fake = FakeUpstream::start(8, move |conn_index, mut conn| {
+        let Ok(Some(_)) = conn.read_request() else {
+            return;
+        };
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+        let wire = [head.as_bytes(), &chunked(&payload, 64)].concat();
+        if conn.stream.write_all(&wire).is_err() {
+            return;
+        }
+        fake_log.lock().unwrap().push(format!(
+            "conn {conn_index}: answered with Connection: close"
+        ));
+        if let Ok(Some(_)) = conn.read_request() {
+            fake_log
+                .lock()
+                .unwrap()
+                .push(format!("conn {conn_index}: REUSED after Connection: close"));
+        }
+    });
+    let relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
+    let expected = fake_sse_payload(3);
+    for i in 0..3 {
+        let payload = relay_stream(relay.addr, &prompt_body("close after this", None, None));
+        assert_eq!(lossy(&payload), lossy(&expected), "stream {i}");
+    }
+    let log = log.lock().unwrap().clone();
+    assert!(!log.iter().any(|l| l.contains("REUSED")), "{log:?}");
+    assert_eq!(log.len(), 3, "{log:?}");
 }

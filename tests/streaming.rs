@@ -10,32 +10,60 @@ use std::time::{Duration, Instant};
 /// (a) The first event reaches the client long before the upstream has finished, and the rest trickle in.
 #[test]
 fn tokens_arrive_incrementally() {
-    let mock = spawn_mock(&["--tokens", "10", "--interval-ms", "50", "--format", "openai"]);
+    let mock = spawn_mock(&[
+        "--tokens",
+        "10",
+        "--interval-ms",
+        "50",
+        "--format",
+        "openai",
+    ]);
     let relay = spawn_relay(&mock.url(), "openai", &["--model", MODEL]);
 
     let mut client = Conn::connect(relay.addr);
     let sent_at = Instant::now();
-    client.send(&stream_request(&prompt_body("tell me something slowly", None, None)));
+    client.send(&stream_request(&prompt_body(
+        "tell me something slowly",
+        None,
+        None,
+    )));
     let head = client.expect_head("stream");
     assert_stream_head(&head);
     let body = client.read_chunked_body().expect("read stream");
-    assert!(body.complete, "stream ended without its final chunk: {:?}", lossy(&body.payload));
+    assert!(
+        body.complete,
+        "stream ended without its final chunk: {:?}",
+        lossy(&body.payload)
+    );
 
     let tokens = token_texts(&body.payload);
     assert_eq!(tokens.len(), 10, "expected 10 token events, got {tokens:?}");
-    assert_eq!(sse_data(&body.payload).last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(
+        sse_data(&body.payload).last().map(String::as_str),
+        Some("[DONE]")
+    );
 
     let first = body.chunks.first().expect("no data chunk").0;
     let last = body.chunks.last().expect("no data chunk").0;
     let to_first = first - sent_at;
     let first_to_last = last - first;
-    assert!(to_first < Duration::from_millis(250), "first chunk arrived {to_first:?} after the request");
+    assert!(
+        to_first < Duration::from_millis(250),
+        "first chunk arrived {to_first:?} after the request"
+    );
     assert!(
         first_to_last >= Duration::from_millis(400),
         "the whole stream arrived within {first_to_last:?}: it was buffered, not streamed"
     );
+    eprintln!(
+        "first chunk after {to_first:?}; first to last chunk {first_to_last:?}; {} chunks",
+        body.chunks.len()
+    );
     let distinct = body.chunks.len();
-    assert!(distinct >= 5, "only {distinct} chunks for 10 tokens 50 ms apart: events are being batched");
+    assert!(
+        distinct >= 5,
+        "only {distinct} chunks for 10 tokens 50 ms apart: events are being batched"
+    );
 }
 
 /// (b) The relayed SSE payload equals what the mock sends when asked directly, for both formats.
@@ -46,17 +74,34 @@ fn relayed_payload_equals_direct(format: &str) {
 
     let relayed = relay_stream(relay.addr, &prompt_body(prompt, Some(MODEL), Some(5)));
     let direct = direct_mock_payload(mock.addr, format, MODEL, prompt, 5);
-    assert_eq!(lossy(&relayed), lossy(&direct), "relayed payload differs from the mock's ({format})");
+    assert_eq!(
+        lossy(&relayed),
+        lossy(&direct),
+        "relayed payload differs from the mock's ({format})"
+    );
 
     // The shape is what the spec promises, so that the comparison is not vacuous.
     let tokens = token_texts(&relayed);
-    assert_eq!(tokens.len(), 5, "max_tokens 5 -> 5 token events: {tokens:?}");
+    assert_eq!(
+        tokens.len(),
+        5,
+        "max_tokens 5 -> 5 token events: {tokens:?}"
+    );
     match format {
-        "openai" => assert!(relayed.ends_with(b"data: [DONE]\n\n"), "openai stream must end with [DONE]"),
+        "openai" => assert!(
+            relayed.ends_with(b"data: [DONE]\n\n"),
+            "openai stream must end with [DONE]"
+        ),
         "gemini" => {
             // Gemini separates events with CRLF CRLF; the relay must not normalize them.
-            assert!(!lossy(&relayed).contains("\n\n"), "a gemini event ended with LF LF");
-            assert!(relayed.ends_with(b"\r\n\r\n"), "gemini events end with CRLF CRLF");
+            assert!(
+                !lossy(&relayed).contains("\n\n"),
+                "a gemini event ended with LF LF"
+            );
+            assert!(
+                relayed.ends_with(b"\r\n\r\n"),
+                "gemini events end with CRLF CRLF"
+            );
         }
         _ => unreachable!(),
     }
@@ -89,7 +134,9 @@ fn split_reads(framing: Framing, seed: u64) {
     let (req_tx, req_rx) = mpsc::channel();
     let fake_payload = payload.clone();
     let fake = FakeUpstream::start(2, move |_, mut conn| {
-        let Ok(Some(req)) = conn.read_request() else { return };
+        let Ok(Some(req)) = conn.read_request() else {
+            return;
+        };
         let _ = req_tx.send(req);
         let wire = match framing {
             Framing::OddChunked => [SSE_CHUNKED_HEAD.as_bytes(), &odd_chunked(&fake_payload)].concat(),
@@ -117,15 +164,33 @@ fn split_reads(framing: Framing, seed: u64) {
 
     let prompt = format!("split reads {framing:?}");
     let relayed = relay_stream(relay.addr, &prompt_body(&prompt, None, None));
-    assert_eq!(lossy(&relayed), lossy(&payload), "relayed payload differs ({framing:?})");
+    assert_eq!(
+        lossy(&relayed),
+        lossy(&payload),
+        "relayed payload differs ({framing:?})"
+    );
 
     // The upstream request has the OpenAI shape the mock expects.
-    let req = req_rx.recv_timeout(Duration::from_secs(5)).expect("fake saw no request");
-    assert_eq!(req.head.method_and_target(), ("POST", "/v1/chat/completions"), "{:?}", req.head);
+    let req = req_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("fake saw no request");
+    assert_eq!(
+        req.head.method_and_target(),
+        ("POST", "/v1/chat/completions"),
+        "{:?}",
+        req.head
+    );
     let json = req.json();
     assert_eq!(json["stream"], true, "upstream request {json}");
-    let content = json["messages"].as_array().and_then(|m| m.last()).map(|m| m["content"].clone());
-    assert_eq!(content, Some(prompt.clone().into()), "upstream request {json}");
+    let content = json["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map(|m| m["content"].clone());
+    assert_eq!(
+        content,
+        Some(prompt.clone().into()),
+        "upstream request {json}"
+    );
 }
 
 #[test]
@@ -154,7 +219,9 @@ fn upstream_dies_mid_body(content_length: bool) {
     let go_rx = std::sync::Mutex::new(go_rx);
     let fake_payload = payload.clone();
     let fake = FakeUpstream::start(1, move |_, mut conn| {
-        let Ok(Some(_)) = conn.read_request() else { return };
+        let Ok(Some(_)) = conn.read_request() else {
+            return;
+        };
         let wire = if content_length {
             [
                 format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n", fake_payload.len())
@@ -181,7 +248,11 @@ fn upstream_dies_mid_body(content_length: bool) {
     let relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
 
     let mut client = Conn::connect(relay.addr);
-    client.send(&stream_request(&prompt_body("this one will break", None, None)));
+    client.send(&stream_request(&prompt_body(
+        "this one will break",
+        None,
+        None,
+    )));
     let head = client.expect_head("stream");
     assert_stream_head(&head);
 
@@ -198,15 +269,27 @@ fn upstream_dies_mid_body(content_length: bool) {
             let _ = go_tx.send(());
         }
     };
-    assert!(signalled, "the client never received the first half: {:?}", lossy(&received));
+    assert!(
+        signalled,
+        "the client never received the first half: {:?}",
+        lossy(&received)
+    );
     assert!(
         !complete,
         "a truncated upstream body was relayed with a final 0-chunk (the client cannot tell it was cut): {:?}",
         lossy(&received)
     );
-    assert!(received.starts_with(&payload[..half]), "relayed prefix differs: {:?}", lossy(&received));
+    assert!(
+        received.starts_with(&payload[..half]),
+        "relayed prefix differs: {:?}",
+        lossy(&received)
+    );
     // Anything after the upstream's bytes may only be an SSE error event.
-    let common_prefix = received.iter().zip(&payload).take_while(|(a, b)| a == b).count();
+    let common_prefix = received
+        .iter()
+        .zip(&payload)
+        .take_while(|(a, b)| a == b)
+        .count();
     let extra = lossy(&received[common_prefix..]);
     assert!(
         extra.is_empty() || extra.contains("event: error"),
@@ -223,4 +306,197 @@ fn upstream_dies_mid_chunked_body() {
 #[test]
 fn upstream_dies_mid_content_length_body() {
     upstream_dies_mid_body(true);
+}
+
+/// The alias route streams too.
+#[test]
+fn alias_route_streams() {
+    let mock = spawn_mock(&["--tokens", "4", "--interval-ms", "2", "--format", "openai"]);
+    let relay = spawn_relay(&mock.url(), "openai", &["--model", MODEL]);
+    let mut client = Conn::connect(relay.addr);
+    client.send(&post_json(
+        "/api/v1/stream",
+        &prompt_body("via the alias", None, None),
+    ));
+    let head = client.expect_head("alias stream");
+    assert_stream_head(&head);
+    let body = client.read_chunked_body().expect("read stream");
+    assert!(body.complete, "no final chunk: {:?}", lossy(&body.payload));
+    assert_eq!(
+        token_texts(&body.payload).len(),
+        4,
+        "{:?}",
+        lossy(&body.payload)
+    );
+}
+
+/// Streams `body` through a relay (`--provider provider --model MODEL`) to a fake upstream and returns the
+/// request the upstream received.
+fn upstream_request_seen(provider: &str, body: &str) -> Request {
+    let (tx, rx) = mpsc::channel();
+    let fake = FakeUpstream::start(2, move |_, mut conn| {
+        let Ok(Some(req)) = conn.read_request() else {
+            return;
+        };
+        let _ = tx.send(req);
+        let payload: &[u8] =
+            b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"hi\"}],\"role\":\"model\"},\"index\":0}]}\r\n\r\n";
+        let wire = [SSE_CHUNKED_HEAD.as_bytes(), &chunked(payload, 1000)].concat();
+        if std::io::Write::write_all(&mut conn.stream, &wire).is_ok() {
+            while let Ok(Some(_)) = conn.read_request() {}
+        }
+    });
+    let relay = spawn_relay(&fake.url(), provider, &["--model", MODEL]);
+    let relayed = relay_stream(relay.addr, body);
+    assert!(
+        lossy(&relayed).contains("\"hi\""),
+        "relayed {:?}",
+        lossy(&relayed)
+    );
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("the fake upstream saw no request")
+}
+
+/// OpenAI request shape: path, the client's model and max_tokens, `stream: true`, the prompt as the last user
+/// message.
+#[test]
+fn openai_upstream_request_shape() {
+    let req = upstream_request_seen(
+        "openai",
+        &prompt_body("openai shape", Some("other-model"), Some(7)),
+    );
+    assert_eq!(
+        req.head.method_and_target(),
+        ("POST", "/v1/chat/completions"),
+        "{:?}",
+        req.head
+    );
+    assert!(
+        req.head.header("host").is_some(),
+        "no Host header: {:?}",
+        req.head
+    );
+    let json = req.json();
+    assert_eq!(json["model"], "other-model", "{json}");
+    assert_eq!(json["stream"], true, "{json}");
+    assert_eq!(json["max_tokens"], 7, "{json}");
+    let last = json["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (last["role"].as_str(), last["content"].as_str()),
+        (Some("user"), Some("openai shape")),
+        "{json}"
+    );
+
+    // Without a model in the request, the configured default is used.
+    let req = upstream_request_seen("openai", &prompt_body("default model", None, None));
+    assert_eq!(req.json()["model"], MODEL);
+}
+
+/// Gemini request shape: the model in the path, `alt=sse`, the prompt in `contents[].parts[].text`,
+/// `generationConfig.maxOutputTokens`.
+#[test]
+fn gemini_upstream_request_shape() {
+    let req = upstream_request_seen("gemini", &prompt_body("gemini shape", None, Some(7)));
+    let expected_target = format!("/v1beta/models/{MODEL}:streamGenerateContent?alt=sse");
+    assert_eq!(
+        req.head.method_and_target(),
+        ("POST", expected_target.as_str()),
+        "{:?}",
+        req.head
+    );
+    let json = req.json();
+    let last = json["contents"]
+        .as_array()
+        .and_then(|c| c.last())
+        .cloned()
+        .unwrap_or_default();
+    let text: String = last["parts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["text"].as_str())
+        .collect();
+    assert_eq!(text, "gemini shape", "{json}");
+    assert_eq!(json["generationConfig"]["maxOutputTokens"], 7, "{json}");
+
+    let req = upstream_request_seen(
+        "gemini",
+        &prompt_body("client model", Some("other-model"), None),
+    );
+    assert_eq!(
+        req.head.method_and_target().1,
+        "/v1beta/models/other-model:streamGenerateContent?alt=sse"
+    );
+}
+
+/// `--upstream-idle-timeout 1`: a pooled upstream connection that stays idle is closed after about a second.
+#[test]
+fn idle_pooled_upstream_connection_is_closed_after_timeout() {
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let fake = FakeUpstream::start(1, move |_, mut conn| {
+        let Ok(Some(_)) = conn.read_request() else {
+            return;
+        };
+        let wire = [
+            SSE_CHUNKED_HEAD.as_bytes(),
+            &chunked(&fake_sse_payload(2), 1000),
+        ]
+        .concat();
+        if std::io::Write::write_all(&mut conn.stream, &wire).is_err() {
+            return;
+        }
+        // The response is complete: the relay pools the connection and sends nothing more, so this returns
+        // when the relay closes it.
+        if let Ok(None) = conn.read_request() {
+            let _ = closed_tx.send(Instant::now());
+        }
+    });
+    let relay = spawn_relay(
+        &fake.url(),
+        "openai",
+        &["--model", MODEL, "--upstream-idle-timeout", "1"],
+    );
+
+    relay_stream(relay.addr, &prompt_body("then idle", None, None));
+    let finished = Instant::now();
+    let closed_at = closed_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the relay did not close its idle pooled upstream connection within 5 s");
+    let took = closed_at.saturating_duration_since(finished);
+    assert!(
+        took >= Duration::from_millis(800),
+        "pooled connection closed after {took:?}, before the 1 s timeout"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "pooled connection closed only after {took:?} (timeout 1 s)"
+    );
+}
+
+/// An upstream may send interim `1xx` responses before the real one: they are skipped, not relayed.
+#[test]
+fn upstream_interim_responses_are_skipped() {
+    let payload = fake_sse_payload(4);
+    let fake_payload = payload.clone();
+    let fake = FakeUpstream::start(2, move |_, mut conn| {
+        let Ok(Some(_)) = conn.read_request() else {
+            return;
+        };
+        let wire = [
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n".as_slice(),
+            SSE_CHUNKED_HEAD.as_bytes(),
+            &chunked(&fake_payload, 50),
+        ]
+        .concat();
+        if write_fragmented(&mut conn.stream, &wire, 9, Duration::from_micros(100)).is_ok() {
+            while let Ok(Some(_)) = conn.read_request() {}
+        }
+    });
+    let relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
+    let relayed = relay_stream(relay.addr, &prompt_body("interim first", None, None));
+    assert_eq!(lossy(&relayed), lossy(&payload));
 }

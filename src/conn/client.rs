@@ -21,7 +21,7 @@ use mio::net::TcpStream;
 
 use super::{ReadOutcome, Readiness, read_once};
 use crate::http::request::RequestReader;
-use crate::http::response::chunk_size_line;
+use crate::http::response::{LAST_CHUNK, chunk_size_line};
 use crate::mock::MockStream;
 use crate::reactor::timers::TimerKey;
 use crate::reactor::token::ConnId;
@@ -32,9 +32,12 @@ pub enum ClientState {
     AwaitingRequest,
     /// The whole response is in `out`; when it drains, do `then`.
     Replying { then: AfterReply },
-    /// A streamed response is being produced by `source`; when it ends, the last chunk is queued and the
-    /// state becomes `Replying`.
-    Streaming { source: Source, then: AfterReply },
+    /// A streamed response is being produced by `source`, framed as `framing` says; when it ends
+    /// ([`ClientConn::end_stream`]) the state becomes `Replying`.
+    Streaming {
+        source: Source,
+        framing: StreamFraming,
+    },
     /// The reply is out and our side is shut; discard what the client still sends until it closes or the
     /// deadline passes, so that closing does not reset the connection under an unread reply.
     Lingering { deadline: TimerKey },
@@ -46,6 +49,36 @@ pub enum Source {
     Upstream(ConnId),
     /// The built-in mock LLM (the `mock-upstream` service).
     Mock(MockStream),
+}
+
+/// How a streamed body is delimited for this client. It also fixes what follows the body, so the two can
+/// never disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFraming {
+    /// HTTP/1.1: chunked. Only the last (zero-size) chunk marks the body complete; then `AfterReply`.
+    Chunked(AfterReply),
+    /// HTTP/1.0 clients cannot read chunked bodies (RFC 9112 §6.1): the payload goes as it is and closing
+    /// the connection ends it. A failure mid-way can then only be told in-band, by the SSE error event.
+    UntilClose,
+}
+
+impl StreamFraming {
+    /// The framing a request of HTTP/1.`version` gets, `then` being what its client asked for afterwards.
+    pub fn for_request(version: u8, then: AfterReply) -> Self {
+        if version == 0 {
+            StreamFraming::UntilClose
+        } else {
+            StreamFraming::Chunked(then)
+        }
+    }
+
+    /// What follows the body.
+    pub fn after(self) -> AfterReply {
+        match self {
+            StreamFraming::Chunked(then) => then,
+            StreamFraming::UntilClose => AfterReply::Close,
+        }
+    }
 }
 
 /// What happens when a response has been written out.
@@ -110,10 +143,38 @@ impl ClientConn {
         self.out.flush(&mut self.sock, &mut self.ready)
     }
 
-    /// Sends `payload` as one chunk of a chunked body (see [`OutBuf::send_chunk`]).
-    pub fn send_chunk(&mut self, payload: &[u8]) -> io::Result<()> {
-        self.out
-            .send_chunk(&mut self.sock, &mut self.ready, payload)
+    /// Sends `payload` as part of the streamed body: one chunk (see [`OutBuf::send_chunk`]), or the bare
+    /// bytes for a close-delimited body.
+    pub fn send_payload(&mut self, payload: &[u8]) -> io::Result<()> {
+        match self.state {
+            ClientState::Streaming {
+                framing: StreamFraming::UntilClose,
+                ..
+            } => self.send(payload),
+            _ => self
+                .out
+                .send_chunk(&mut self.sock, &mut self.ready, payload),
+        }
+    }
+
+    /// The streamed body is complete: queue the last chunk (chunked framing) and enter `Replying`.
+    pub fn end_stream(&mut self) {
+        if let ClientState::Streaming { framing, .. } = self.state {
+            if let StreamFraming::Chunked(_) = framing {
+                self.out.push(LAST_CHUNK);
+            }
+            self.state = ClientState::Replying {
+                then: framing.after(),
+            };
+        }
+    }
+
+    /// The streamed body failed mid-way (the caller has sent the SSE error event): no last chunk, so the
+    /// client sees an incomplete transfer, and the connection closes.
+    pub fn fail_stream(&mut self) {
+        self.state = ClientState::Replying {
+            then: AfterReply::Close,
+        };
     }
 }
 

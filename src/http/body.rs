@@ -128,6 +128,16 @@ impl BodyDecoder {
         }
     }
 
+    /// Payload bytes announced and not yet delivered: the rest of a Content-Length body, or of the current
+    /// chunk. Lets a reader refuse a body that is bound to exceed its limit before the bytes arrive.
+    pub fn announced_bytes(&self) -> u64 {
+        match self {
+            BodyDecoder::Chunked(d) => d.announced_bytes(),
+            BodyDecoder::Length { remaining } => *remaining,
+            BodyDecoder::UntilClose | BodyDecoder::Done => 0,
+        }
+    }
+
     /// True once the whole body has been decoded. Never true for `UntilClose`: only EOF ends that.
     pub fn is_done(&self) -> bool {
         match self {

@@ -254,6 +254,18 @@ impl ChunkedDecoder {
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
+
+    /// Payload bytes the current chunk has announced but not yet delivered. A reader that bounds a body
+    /// checks this as soon as a size line has been read, so that a peer announcing an enormous chunk is refused at
+    /// once instead of being waited for.
+    pub fn announced_bytes(&self) -> u64 {
+        match self.state {
+            // Counted only once the size line is complete and accepted: while it is still being read, a
+            // later byte may yet make it an error, and the verdict must not depend on how input was split.
+            State::Data { remaining } => remaining,
+            _ => 0,
+        }
+    }
 }
 
 /// The transition table for every state except `Data` (which `decode` handles a run at a time):

@@ -72,11 +72,14 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     pub method: String,
-    /// The request target without its query (`/v1/generate` for `/v1/generate?alt=sse`), as sent:
-    /// usually origin-form, but absolute-form (`http://host/p`) and `*` pass through unchanged.
+    /// The request target's path without its query (`/v1/generate` for `/v1/generate?alt=sse`). An
+    /// absolute-form target (`http://host/p?q`, RFC 9112 §3.2.2) is reduced to its path (`/p`); `*` passes
+    /// through unchanged.
     pub path: String,
     /// The query without its `?`, if the target had one.
     pub query: Option<String>,
+    /// The minor version of HTTP/1.x: 0 or 1. An HTTP/1.0 client cannot read a chunked response.
+    pub version: u8,
     /// Whether the connection may carry another request after this one's response.
     pub keep_alive: bool,
     /// The body payload (chunk framing removed).
@@ -272,6 +275,17 @@ impl RequestReader {
                         pending.request.body.extend_from_slice(payload);
                     }
                     *consumed += decoded.consumed;
+                    let announced =
+                        pending.request.body.len() as u64 + pending.decoder.announced_bytes();
+                    if announced > self.limits.max_body_bytes as u64 {
+                        // A chunk size line promised more than the limit allows: refuse now rather
+                        // than wait for bytes we would refuse anyway.
+                        return Err(HttpError::closing(
+                            413,
+                            "body_too_large",
+                            format!("request body exceeds {} bytes", self.limits.max_body_bytes),
+                        ));
+                    }
                     if !decoded.done {
                         return Ok(Progress::NeedMore);
                     }
@@ -391,6 +405,7 @@ fn parse_head(bytes: &[u8], limits: &Limits) -> Result<ParsedHead, HttpError> {
         && header_values(headers, "expect")
             .any(|v| trim_ows(v).eq_ignore_ascii_case(b"100-continue"));
 
+    let target = origin_form(target);
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
         None => (target.to_owned(), None),
@@ -399,6 +414,7 @@ fn parse_head(bytes: &[u8], limits: &Limits) -> Result<ParsedHead, HttpError> {
         method: method.to_owned(),
         path,
         query,
+        version,
         keep_alive: keep_alive(version, headers),
         body: Vec::new(), // grows as bytes arrive, never from a length the client merely claims
     };
@@ -453,6 +469,24 @@ fn request_framing(
         Err(ContentLengthError::Conflicting) => {
             Err(bad_framing("conflicting Content-Length values"))
         }
+    }
+}
+
+/// The origin-form part of a request target: servers must accept the absolute form
+/// (`http://host:port/path?query`, RFC 9112 §3.2.2), whose path is what routing needs.
+fn origin_form(target: &str) -> &str {
+    let lower = |n: usize| target.get(..n).map(str::to_ascii_lowercase);
+    let rest = if lower(7).as_deref() == Some("http://") {
+        &target[7..]
+    } else if lower(8).as_deref() == Some("https://") {
+        &target[8..]
+    } else {
+        return target;
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+        // `http://host` or `http://host?q`: the path is empty, which means `/`.
+        _ => "/",
     }
 }
 

@@ -384,6 +384,7 @@ impl RequestSpec {
             method: self.method.clone(),
             path: self.path.clone(),
             query: self.query.clone(),
+            version: if self.http_1_0 { 0 } else { 1 },
             keep_alive,
             body,
         }));

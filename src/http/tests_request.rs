@@ -150,6 +150,7 @@ fn body_bytes_are_consumed_as_they_arrive() {
             method: "POST".into(),
             path: "/".into(),
             query: None,
+            version: 1,
             keep_alive: true,
             body: b"abcd".to_vec(),
         })
@@ -461,4 +462,39 @@ fn a_huge_max_headers_setting_costs_nothing_per_request() {
     };
     let events = feed(&limits, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 1);
     assert!(matches!(&events[..], [Event::Request(_)]));
+}
+
+#[test]
+fn absolute_form_targets_route_by_their_path() {
+    let req = only_request(b"GET http://127.0.0.1:8080/healthz?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(
+        (req.path.as_str(), req.query.as_deref()),
+        ("/healthz", Some("x=1"))
+    );
+    let req = only_request(b"GET HTTPS://example.com HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(req.path, "/");
+    let req = only_request(b"GET /plain HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(req.path, "/plain");
+}
+
+#[test]
+fn a_chunk_announcing_more_than_the_body_limit_is_refused_at_once() {
+    let limits = Limits {
+        max_body_bytes: 100,
+        ..Limits::default()
+    };
+    let mut reader = RequestReader::new(limits);
+    let input =
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\n";
+    let (_, result) = reader.advance(input);
+    assert_eq!(result.unwrap_err().status, 413);
+    // Exactly at the limit is fine.
+    let mut reader = RequestReader::new(Limits {
+        max_body_bytes: 4,
+        ..Limits::default()
+    });
+    let input =
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n";
+    let (_, result) = reader.advance(input);
+    assert!(matches!(result, Ok(Progress::Complete(_))), "{result:?}");
 }

@@ -17,8 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::conn::Conn;
-use crate::conn::client::{AfterReply, ClientState, Source};
-use crate::http::response::LAST_CHUNK;
+use crate::conn::client::{ClientState, Source, StreamFraming};
 use crate::reactor::timers::{TimerKey, TimerKind, Timers};
 use crate::reactor::token::ConnId;
 use crate::reactor::{Service, Worker};
@@ -89,20 +88,23 @@ impl MockStream {
 
 impl Worker {
     /// Starts a mock answer for a generation request.
-    pub(crate) fn start_mock(&mut self, client: ConnId, body: &[u8], then: AfterReply) {
+    pub(crate) fn start_mock(&mut self, client: ConnId, body: &[u8], framing: StreamFraming) {
         let Service::Mock(mock) = &self.service else {
             return;
         };
         let request = match parse_mock_request(body) {
             Ok(r) => r,
-            Err(msg) => return self.reply_error(client, 400, "invalid_request", &msg, &[], then),
+            Err(msg) => {
+                let then = framing.after();
+                return self.reply_error(client, 400, "invalid_request", &msg, &[], then);
+            }
         };
         let stream = MockStream {
             script: MockScript::new(mock.format, &request, mock.tokens),
             next: 0,
             tick: None,
         };
-        self.begin_stream(client, Source::Mock(stream), then);
+        self.begin_stream(client, Source::Mock(stream), framing);
     }
 
     /// Sends events while the interval and the stream cap allow.
@@ -117,7 +119,7 @@ impl Worker {
             };
             let ClientState::Streaming {
                 source: Source::Mock(m),
-                then,
+                ..
             } = &mut c.state
             else {
                 return;
@@ -127,8 +129,7 @@ impl Worker {
                 return;
             }
             if m.next >= m.script.len() {
-                c.out.push(LAST_CHUNK);
-                c.state = ClientState::Replying { then: *then };
+                c.end_stream();
                 mock.stats.streams_completed.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -142,7 +143,7 @@ impl Worker {
                     TimerKind::MockTick,
                 ));
             }
-            if let Err(e) = c.send_chunk(&self.compose) {
+            if let Err(e) = c.send_payload(&self.compose) {
                 log::debug!("mock: client {id:?} gone: {e}");
                 return self.close(id);
             }

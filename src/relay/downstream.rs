@@ -12,7 +12,7 @@
 //! half-closes its side after sending its request is treated as gone, as nginx does by default.
 
 use super::routes::{self, Miss, Route, Table};
-use crate::conn::client::{AfterReply, ClientConn, ClientState, Source};
+use crate::conn::client::{AfterReply, ClientConn, ClientState, Source, StreamFraming};
 use crate::conn::{Conn, ReadOutcome, read_once};
 use crate::http::request::{HttpError, Progress, Request};
 use crate::http::response::{error_response, write_head};
@@ -118,6 +118,7 @@ impl Worker {
         } else {
             AfterReply::Close
         };
+        let framing = StreamFraming::for_request(req.version, then);
         let table = match &self.service {
             Service::Relay(_) => Table::Relay,
             Service::Mock(m) => {
@@ -153,8 +154,8 @@ impl Worker {
                 };
                 self.reply_json(id, 200, &stats, then);
             }
-            Ok(Route::Generate) => self.start_relay(id, &req.body, then),
-            Ok(Route::MockGenerate) => self.start_mock(id, &req.body, then),
+            Ok(Route::Generate) => self.start_relay(id, &req.body, framing),
+            Ok(Route::MockGenerate) => self.start_mock(id, &req.body, framing),
         }
     }
 
@@ -204,11 +205,11 @@ impl Worker {
         self.reply(id, &out, then);
     }
 
-    /// Queues the head of a streamed (chunked SSE) response and enters `Streaming`.
-    pub(crate) fn begin_stream(&mut self, id: ConnId, source: Source, then: AfterReply) {
+    /// Queues the head of a streamed (SSE) response and enters `Streaming`.
+    pub(crate) fn begin_stream(&mut self, id: ConnId, source: Source, framing: StreamFraming) {
         if let Some(Conn::Client(c)) = self.conns.get_mut(id) {
-            c.out.push(&stream_head(then));
-            c.state = ClientState::Streaming { source, then };
+            c.out.push(&stream_head(framing));
+            c.state = ClientState::Streaming { source, framing };
         }
     }
 
@@ -248,17 +249,19 @@ impl Worker {
     }
 }
 
-/// The head of every streamed response: SSE over chunked transfer coding, with the headers that stop caches
-/// and buffering proxies (nginx honours `X-Accel-Buffering: no`) from holding tokens back.
-pub(crate) fn stream_head(then: AfterReply) -> Vec<u8> {
+/// The head of every streamed response: SSE (chunked for HTTP/1.1 clients), with the headers that stop
+/// caches and buffering proxies (nginx honours `X-Accel-Buffering: no`) from holding tokens back.
+pub(crate) fn stream_head(framing: StreamFraming) -> Vec<u8> {
     let mut head = Vec::with_capacity(192);
     let mut headers = vec![
         ("Content-Type", "text/event-stream"),
         ("Cache-Control", "no-cache"),
         ("X-Accel-Buffering", "no"),
-        ("Transfer-Encoding", "chunked"),
     ];
-    if then == AfterReply::Close {
+    if let StreamFraming::Chunked(_) = framing {
+        headers.push(("Transfer-Encoding", "chunked"));
+    }
+    if framing.after() == AfterReply::Close {
         headers.push(("Connection", "close"));
     }
     write_head(&mut head, 200, &headers);

@@ -33,12 +33,12 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::conn::client::{AfterReply, ClientConn, ClientState, Source};
+use crate::conn::client::{ClientConn, ClientState, Source, StreamFraming};
 use crate::conn::upstream::{SendProgress, UpstreamState};
 use crate::conn::{Conn, ReadOutcome, UpstreamConn, read_once};
 use crate::http::body::BodyDecoder;
 use crate::http::chunked::{ChunkError, Decoded};
-use crate::http::response::{LAST_CHUNK, parse_response_head};
+use crate::http::response::parse_response_head;
 use crate::reactor::timers::TimerKind;
 use crate::reactor::token::ConnId;
 use crate::reactor::{Service, Worker};
@@ -94,7 +94,8 @@ enum RelayError {
 
 impl Worker {
     /// Starts relaying a generation for `client`: validate, build the upstream request, get a connection.
-    pub(crate) fn start_relay(&mut self, client: ConnId, body: &[u8], then: AfterReply) {
+    pub(crate) fn start_relay(&mut self, client: ConnId, body: &[u8], framing: StreamFraming) {
+        let then = framing.after();
         let Service::Relay(relay) = &self.service else {
             return;
         };
@@ -122,7 +123,7 @@ impl Worker {
             // No head yet: it goes out when the upstream answers 2xx, so a failure before that is a clean 502.
             c.state = ClientState::Streaming {
                 source: Source::Upstream(up),
-                then,
+                framing,
             };
         }
         self.pump(up);
@@ -341,10 +342,10 @@ impl Worker {
     /// Queues the streamed response's head, once the upstream said 2xx.
     fn send_stream_head(&mut self, client: ConnId) {
         if let Some(Conn::Client(c)) = self.conns.get_mut(client)
-            && let ClientState::Streaming { then, .. } = c.state
+            && let ClientState::Streaming { framing, .. } = c.state
         {
             // Flushed at once: the first token may be seconds away, and the client should know we're live.
-            c.out.push(&downstream::stream_head(then));
+            c.out.push(&downstream::stream_head(framing));
             if let Err(e) = c.flush() {
                 self.client_gone(client, &e.to_string());
             }
@@ -353,11 +354,8 @@ impl Worker {
 
     /// The body ended properly: last chunk to the client, the connection to the pool or closed.
     fn finish_stream(&mut self, up: ConnId, client: ConnId, reusable: bool) {
-        if let Some(Conn::Client(c)) = self.conns.get_mut(client)
-            && let ClientState::Streaming { then, .. } = c.state
-        {
-            c.out.push(LAST_CHUNK);
-            c.state = ClientState::Replying { then };
+        if let Some(Conn::Client(c)) = self.conns.get_mut(client) {
+            c.end_stream();
         }
         let expires_at = self.now;
         let Service::Relay(relay) = &mut self.service else {
@@ -414,7 +412,7 @@ impl Worker {
         let Some(Conn::Client(c)) = self.conns.get_mut(client) else {
             return;
         };
-        let ClientState::Streaming { then, .. } = c.state else {
+        let ClientState::Streaming { framing, .. } = c.state else {
             return;
         };
         if before_head {
@@ -424,18 +422,16 @@ impl Worker {
                 "upstream_failed",
                 &failure.to_string(),
                 &[],
-                then,
+                framing.after(),
             );
         } else {
             // Mid-stream: say so in-band, then end without the last chunk, so the client sees a failed
             // transfer rather than a short but seemingly complete stream.
             let event = sse_error_event(&failure);
-            if c.send_chunk(&event).is_err() {
+            if c.send_payload(&event).is_err() {
                 return self.close(client);
             }
-            c.state = ClientState::Replying {
-                then: AfterReply::Close,
-            };
+            c.fail_stream();
         }
     }
 
@@ -487,7 +483,7 @@ fn relay_bytes(
         .decode(input, ranges)
         .map_err(RelayError::Upstream)?;
     let payload = gather(input, ranges);
-    client.send_chunk(payload).map_err(RelayError::Client)?;
+    client.send_payload(payload).map_err(RelayError::Client)?;
     Ok(decoded)
 }
 
