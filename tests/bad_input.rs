@@ -451,3 +451,37 @@ fn upstream_garbage_or_silence_is_502() {
         );
     }
 }
+
+/// `HEAD /healthz` gets the head of the GET answer and no body: a GET pipelined behind it on the same
+/// connection is answered next, and its body is the only body on the wire.
+#[test]
+fn head_healthz_has_no_body() {
+    let s = RelayWithMock::start();
+    let mut c = std::net::TcpStream::connect(s.relay.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(
+        b"HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /healthz HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .unwrap();
+    let body = br#"{"status":"ok"}"#;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(body) {
+        let n = std::io::Read::read(&mut c, &mut buf).expect("both answers within 5 s");
+        assert!(
+            n > 0,
+            "connection closed early: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+    assert_eq!(text.matches(r#"{"status":"ok"}"#).count(), 1, "{text}");
+    let first = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(first.contains("content-length: 15"), "{first}");
+}

@@ -145,14 +145,15 @@ impl Worker {
                 );
             }
             Ok(Route::Healthz) => {
-                self.reply_json(id, 200, &serde_json::json!({"status": "ok"}), then)
+                let body = serde_json::json!({"status": "ok"});
+                self.reply_json(id, &req.method, &body, then)
             }
             Ok(Route::MockStats) => {
                 let stats = match &self.service {
                     Service::Mock(m) => m.stats.snapshot(),
                     Service::Relay(_) => serde_json::Value::Null,
                 };
-                self.reply_json(id, 200, &stats, then);
+                self.reply_json(id, &req.method, &stats, then);
             }
             Ok(Route::Generate) => self.start_relay(id, &req.body, framing),
             Ok(Route::MockGenerate) => self.start_mock(id, &req.body, framing),
@@ -189,7 +190,8 @@ impl Worker {
         self.reply(id, &out, then);
     }
 
-    fn reply_json(&mut self, id: ConnId, status: u16, body: &serde_json::Value, then: AfterReply) {
+    /// A `200` with a JSON body; for `HEAD`, the same head without the body.
+    fn reply_json(&mut self, id: ConnId, method: &str, body: &serde_json::Value, then: AfterReply) {
         let body = body.to_string();
         let len = body.len().to_string();
         let mut out = Vec::with_capacity(128 + body.len());
@@ -200,8 +202,10 @@ impl Worker {
         if then == AfterReply::Close {
             headers.push(("Connection", "close"));
         }
-        write_head(&mut out, status, &headers);
-        out.extend_from_slice(body.as_bytes());
+        write_head(&mut out, 200, &headers);
+        if method != "HEAD" {
+            out.extend_from_slice(body.as_bytes());
+        }
         self.reply(id, &out, then);
     }
 

@@ -2,7 +2,8 @@
 //!
 //! Routing is a pure function of (service, method, path) so that the 404/405 rules can be tested without a
 //! socket. A known path with the wrong method is a 405 that names the allowed methods in `Allow`
-//! (RFC 9110 §15.5.6); an unknown path is a 404.
+//! (RFC 9110 §15.5.6); an unknown path is a 404. Every `GET` route also answers `HEAD` (RFC 9110 §9.3.2
+//! expects it of a general-purpose server); the caller leaves the body out.
 
 /// Which service's table to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,13 +36,13 @@ pub enum Miss {
 /// Finds the route for `method` and `path` (the path without its query).
 pub fn resolve(table: Table, method: &str, path: &str) -> Result<Route, Miss> {
     let (route, allow) = match (table, path) {
-        (_, "/healthz") => (Route::Healthz, "GET"),
+        (_, "/healthz") => (Route::Healthz, "GET, HEAD"),
         (Table::Relay, "/api/v1/generate-stream" | "/api/v1/stream") => (Route::Generate, "POST"),
-        (Table::Mock, "/stats") => (Route::MockStats, "GET"),
+        (Table::Mock, "/stats") => (Route::MockStats, "GET, HEAD"),
         (Table::Mock, p) if is_mock_generate_path(p) => (Route::MockGenerate, "POST"),
         _ => return Err(Miss::NotFound),
     };
-    if method == allow {
+    if allow.split(", ").any(|m| m == method) {
         Ok(route)
     } else {
         Err(Miss::MethodNotAllowed(allow))
@@ -64,11 +65,19 @@ mod tests {
         assert_eq!(r("POST", "/api/v1/generate-stream"), Ok(Route::Generate));
         assert_eq!(r("POST", "/api/v1/stream"), Ok(Route::Generate));
         assert_eq!(r("GET", "/healthz"), Ok(Route::Healthz));
+        assert_eq!(r("HEAD", "/healthz"), Ok(Route::Healthz));
+        assert_eq!(
+            r("HEAD", "/api/v1/stream"),
+            Err(Miss::MethodNotAllowed("POST"))
+        );
         assert_eq!(
             r("GET", "/api/v1/generate-stream"),
             Err(Miss::MethodNotAllowed("POST"))
         );
-        assert_eq!(r("POST", "/healthz"), Err(Miss::MethodNotAllowed("GET")));
+        assert_eq!(
+            r("POST", "/healthz"),
+            Err(Miss::MethodNotAllowed("GET, HEAD"))
+        );
         assert_eq!(r("POST", "/api/v1/generate"), Err(Miss::NotFound));
         assert_eq!(r("GET", "/stats"), Err(Miss::NotFound));
     }
