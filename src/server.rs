@@ -56,7 +56,12 @@ pub fn start(
     let settings = Arc::new(settings);
     let mut workers = Vec::with_capacity(listeners.len());
     for (i, listener) in listeners.into_iter().enumerate() {
-        let worker = Worker::new(i, listener, settings.clone(), service(i))?;
+        let worker = Worker::new(
+            format!("{name}-{i}"),
+            listener,
+            settings.clone(),
+            service(i),
+        )?;
         let handle = std::thread::Builder::new()
             .name(format!("{name}-{i}"))
             .spawn(move || worker.run())?;

@@ -174,12 +174,13 @@ fn one_request_per_connection(close_after: bool, log: Arc<Mutex<Vec<String>>>) -
             return;
         };
         let wire = [SSE_CHUNKED_HEAD.as_bytes(), &chunked(&payload, 64)].concat();
-        if conn.stream.write_all(&wire).is_err() {
-            return;
-        }
+        // Logged before the answer goes out, so the entry is there by the time the client has the body.
         log.lock()
             .unwrap()
             .push(format!("conn {conn_index}: answered"));
+        if conn.stream.write_all(&wire).is_err() {
+            return;
+        }
         if close_after {
             return; // drops the connection: FIN
         }
@@ -257,12 +258,13 @@ fn connection_close_from_upstream_is_honoured() {
         };
         let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
         let wire = [head.as_bytes(), &chunked(&payload, 64)].concat();
-        if conn.stream.write_all(&wire).is_err() {
-            return;
-        }
+        // Logged before the answer goes out, so the entry is there by the time the client has the body.
         fake_log.lock().unwrap().push(format!(
             "conn {conn_index}: answered with Connection: close"
         ));
+        if conn.stream.write_all(&wire).is_err() {
+            return;
+        }
         if let Ok(Some(_)) = conn.read_request() {
             fake_log
                 .lock()

@@ -93,8 +93,8 @@ pub struct ClientConn {
     pub sock: TcpStream,
     pub ready: Readiness,
     /// Bytes received and not yet consumed by `reader`: a partial head, or requests pipelined behind the
-    /// one being answered. Bounded: the reader rejects heads over the limit, and while a response is in
-    /// progress the relay stops reading once this holds a head's worth.
+    /// one being answered. Bounded by the head limit plus one read: the reader rejects longer heads, and
+    /// while a response is in progress the client is read only while this holds less than a head's worth.
     pub inbuf: Vec<u8>,
     pub reader: RequestReader,
     pub out: OutBuf,

@@ -407,9 +407,10 @@ fn parse_head(bytes: &[u8], limits: &Limits) -> Result<ParsedHead, HttpError> {
 
     let target = origin_form(target);
     let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
-        None => (target.to_owned(), None),
+        Some((path, query)) => (path, Some(query.to_owned())),
+        None => (target, None),
     };
+    let path = if path.is_empty() { "/" } else { path }.to_owned();
     let request = Request {
         method: method.to_owned(),
         path,
@@ -483,11 +484,8 @@ fn origin_form(target: &str) -> &str {
     } else {
         return target;
     };
-    match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
-        // `http://host` or `http://host?q`: the path is empty, which means `/`.
-        _ => "/",
-    }
+    // `http://host` or `http://host?q` have an empty path, which the caller reads as `/`.
+    rest.find(['/', '?']).map_or("", |i| &rest[i..])
 }
 
 fn bad_request(message: impl Into<String>) -> HttpError {

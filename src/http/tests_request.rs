@@ -473,6 +473,11 @@ fn absolute_form_targets_route_by_their_path() {
     );
     let req = only_request(b"GET HTTPS://example.com HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(req.path, "/");
+    let req = only_request(b"GET http://example.com?q=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(
+        (req.path.as_str(), req.query.as_deref()),
+        ("/", Some("q=1"))
+    );
     let req = only_request(b"GET /plain HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(req.path, "/plain");
 }

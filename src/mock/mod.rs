@@ -20,7 +20,7 @@ use crate::conn::Conn;
 use crate::conn::client::{ClientState, Source, StreamFraming};
 use crate::reactor::timers::{TimerKey, TimerKind, Timers};
 use crate::reactor::token::ConnId;
-use crate::reactor::{Service, Worker};
+use crate::reactor::{Service, TURN_BUDGET, Worker};
 use script::{MockFormat, MockScript, parse_mock_request};
 
 /// What a mock worker serves.
@@ -107,13 +107,13 @@ impl Worker {
         self.begin_stream(client, Source::Mock(stream), framing);
     }
 
-    /// Sends events while the interval and the stream cap allow.
+    /// Sends events while the interval, the stream cap and the turn budget allow.
     pub(crate) fn mock_pump(&mut self, id: ConnId) {
         let cap = self.settings.stream_buffer;
         let Service::Mock(mock) = &self.service else {
             return;
         };
-        loop {
+        for _ in 0..TURN_BUDGET {
             let Some(Conn::Client(c)) = self.conns.get_mut(id) else {
                 return;
             };
@@ -151,6 +151,8 @@ impl Worker {
                 .bytes_sent
                 .fetch_add(self.compose.len() as u64, Ordering::Relaxed);
         }
+        // Had its turn (only a zero-interval stream to a fast reader gets here): let the others run.
+        self.defer(id);
     }
 
     /// The interval passed: the next event may go.

@@ -31,7 +31,7 @@ impl LoopStats {
     }
 
     /// Records one iteration; returns true (and logs a warning) when it was too slow.
-    pub fn record(&mut self, worker: usize, busy: Duration, events: usize) -> bool {
+    pub fn record(&mut self, worker: &str, busy: Duration, events: usize) -> bool {
         self.iterations += 1;
         self.max_busy = self.max_busy.max(busy);
         if busy <= self.warn_after {
@@ -39,7 +39,7 @@ impl LoopStats {
         }
         self.slow_iterations += 1;
         log::warn!(
-            "worker {worker}: loop iteration busy for {:.1} ms handling {events} events (over --loop-warn-ms {})",
+            "{worker}: loop iteration busy for {:.1} ms handling {events} events (over --loop-warn-ms {})",
             busy.as_secs_f64() * 1e3,
             self.warn_after.as_millis()
         );
@@ -54,8 +54,8 @@ mod tests {
     #[test]
     fn only_iterations_over_the_threshold_count_as_slow() {
         let mut s = LoopStats::new(Duration::from_millis(10));
-        assert!(!s.record(0, Duration::from_millis(10), 3));
-        assert!(s.record(0, Duration::from_millis(11), 3));
+        assert!(!s.record("w", Duration::from_millis(10), 3));
+        assert!(s.record("w", Duration::from_millis(11), 3));
         assert_eq!((s.iterations, s.slow_iterations), (2, 1));
         assert_eq!(s.max_busy, Duration::from_millis(11));
     }

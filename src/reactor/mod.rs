@@ -5,16 +5,19 @@
 //! its connections borrow in turn. [`Worker::run`] is the whole loop. Every iteration goes through the same
 //! phases, in this order:
 //!
-//! 1. **clock**: read `Instant::now()` once; everything in the iteration uses that instant;
-//! 2. **timeout**: the poll timeout is the time to the earliest deadline (none: wait for ever);
-//! 3. **poll**: sleep in `epoll_wait` until a socket is ready or the timeout passes;
-//! 4. **dispatch**: hand each event to its connection (stale events, for connections closed earlier, are
-//!    dropped by the generation check). Handlers write eagerly: there is no separate flush phase, because a
+//! 1. **clock**: read `Instant::now()`;
+//! 2. **timeout**: the poll timeout is the time to the earliest deadline (none: wait for ever), or zero when
+//!    some connection yielded its turn last time and waits to continue;
+//! 3. **poll**: sleep in `epoll_wait` until a socket is ready or the timeout passes, then read the clock
+//!    again: that instant is `now` for the whole batch (deadlines, timer firing, busy time);
+//! 4. **dispatch**: hand each event to its connection (events for connections closed earlier in the batch
+//!    find nothing and are dropped). Handlers write eagerly: there is no separate flush phase, because a
 //!    byte that can be written now should not wait for the end of the batch;
 //! 5. **timers**: fire every deadline that is due;
-//! 6. **reap**: free the connections that handlers marked for closing, and whatever they take with them
+//! 6. **resume**: drive again the connections that used up their turn ([`TURN_BUDGET`]) last time;
+//! 7. **reap**: free the connections that handlers marked for closing, and whatever they take with them
 //!    (a client's upstream); handlers never free anything themselves;
-//! 7. **measure**: record how long the iteration was busy, and warn when it passed `--loop-warn-ms`.
+//! 8. **measure**: record how long the iteration was busy, and warn when it passed `--loop-warn-ms`.
 //!
 //! What the handlers do lives elsewhere: the client side of every exchange in [`crate::relay::downstream`],
 //! the upstream side and the relay between them in [`crate::relay`], the mock LLM in [`crate::mock`].
@@ -40,6 +43,10 @@ use crate::relay::RelayService;
 use instrument::LoopStats;
 use timers::{TimerKind, Timers};
 use token::{ConnId, Conns};
+
+/// How many reads (relay) or events (mock) one stream may handle in one turn before it yields to the others
+/// ([`Worker::defer`]). A stream whose peer is always ready would otherwise keep the loop to itself.
+pub const TURN_BUDGET: usize = 16;
 
 /// Size of the per-worker read buffer. Every socket read lands here first; a connection keeps only what it
 /// cannot pass on at once, so memory per idle stream does not depend on this figure.
@@ -67,8 +74,8 @@ pub enum Service {
 
 /// One event loop and everything it owns.
 pub struct Worker {
-    /// Index of this worker, for logs.
-    pub(crate) index: usize,
+    /// This worker's name in logs, e.g. `relay-0` or `mock-0`.
+    pub(crate) name: String,
     pub(crate) poll: Poll,
     pub(crate) conns: Conns<Conn>,
     pub(crate) timers: Timers,
@@ -80,6 +87,8 @@ pub struct Worker {
     pub(crate) payload: Vec<Range<usize>>,
     /// Scratch for bytes we compose (mock events).
     pub(crate) compose: Vec<u8>,
+    /// Connections that yielded their turn and are driven again in the next iteration.
+    deferred: Vec<ConnId>,
     pub(crate) settings: Arc<Settings>,
     pub(crate) service: Service,
     stats: LoopStats,
@@ -88,7 +97,7 @@ pub struct Worker {
 impl Worker {
     /// A worker that will accept on `listener` and serve `service`.
     pub fn new(
-        index: usize,
+        name: String,
         listener: std::net::TcpListener,
         settings: Arc<Settings>,
         service: Service,
@@ -102,7 +111,7 @@ impl Worker {
                 .register(l, id.token(), Interest::READABLE)?;
         }
         Ok(Worker {
-            index,
+            name,
             poll,
             conns,
             timers: Timers::default(),
@@ -110,6 +119,7 @@ impl Worker {
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             payload: Vec::new(),
             compose: Vec::new(),
+            deferred: Vec::new(),
             stats: LoopStats::new(settings.loop_warn),
             settings,
             service,
@@ -120,12 +130,15 @@ impl Worker {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            // 1. clock, 2. timeout
+            // 1. clock, 2. timeout (none if work was deferred: then we only collect what is ready)
             self.now = Instant::now();
-            let timeout = self
-                .timers
-                .next_deadline()
-                .map(|at| at.saturating_duration_since(self.now));
+            let timeout = if self.deferred.is_empty() {
+                self.timers
+                    .next_deadline()
+                    .map(|at| at.saturating_duration_since(self.now))
+            } else {
+                Some(Duration::ZERO)
+            };
             // 3. poll
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -145,10 +158,12 @@ impl Worker {
             while let Some((id, kind)) = self.timers.pop_due(self.now) {
                 self.on_timer(id, kind);
             }
-            // 6. reap
+            // 6. resume connections that yielded their turn last time
+            self.resume_deferred();
+            // 7. reap
             self.reap();
-            // 7. measure
-            self.stats.record(self.index, busy_from.elapsed(), n_events);
+            // 8. measure
+            self.stats.record(&self.name, busy_from.elapsed(), n_events);
         }
     }
 
@@ -194,7 +209,7 @@ impl Worker {
                 Err(e) => {
                     // EMFILE/ENFILE and the like: stop for now. The next incoming connection raises a new edge.
                     // A proper fd budget (refusing politely before the limit) comes with the resilience work.
-                    log::warn!("worker {}: accept failed: {e}", self.index);
+                    log::warn!("{}: accept failed: {e}", self.name);
                     return;
                 }
             }
@@ -213,23 +228,40 @@ impl Worker {
         if let Service::Mock(m) = &self.service {
             m.stats.on_accept();
         }
-        self.register(id);
+        if let Err(e) = self.register(id) {
+            log::warn!("{}: cannot register a new client: {e}", self.name);
+            self.close(id);
+        }
     }
 
     /// Registers a connection's socket for both directions, once. Edge-triggered readiness for both means no
     /// `epoll_ctl` call is ever needed to switch interest: the flags in [`crate::conn::Readiness`] say
     /// what the socket can do, and the state says what we want from it.
-    pub(crate) fn register(&mut self, id: ConnId) {
+    /// On error the caller decides what the failure means (a client is dropped, an upstream is a 502).
+    pub(crate) fn register(&mut self, id: ConnId) -> io::Result<()> {
         let registry = self.poll.registry();
         let both = Interest::READABLE | Interest::WRITABLE;
-        let result = match self.conns.get_mut(id) {
+        match self.conns.get_mut(id) {
             Some(Conn::Client(c)) => registry.register(&mut c.sock, id.token(), both),
             Some(Conn::Upstream(u)) => registry.register(&mut u.sock, id.token(), both),
             Some(Conn::Listener(_)) | None => Ok(()),
-        };
-        if let Err(e) = result {
-            log::warn!("worker {}: register failed: {e}", self.index);
-            self.close(id);
+        }
+    }
+
+    /// Asks for `id` to be driven again in the next iteration. A handler that has done its share of work
+    /// for one turn (see [`TURN_BUDGET`]) yields this way, so one fast stream cannot hold up the others.
+    pub(crate) fn defer(&mut self, id: ConnId) {
+        self.deferred.push(id);
+    }
+
+    /// Phase 6: drive the connections that yielded their turn in the previous iteration.
+    fn resume_deferred(&mut self) {
+        for id in std::mem::take(&mut self.deferred) {
+            match self.conns.get(id) {
+                Some(Conn::Client(_)) => self.drive_client(id),
+                Some(Conn::Upstream(_)) => self.on_upstream_ready(id),
+                Some(Conn::Listener(_)) | None => {}
+            }
         }
     }
 

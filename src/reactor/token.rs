@@ -1,15 +1,17 @@
 //! Connection ids that stay safe when a slab slot is reused.
 //!
 //! Every socket of a worker lives in one [`slab::Slab`]. A slab reuses the slot of a removed entry for the
-//! next insert, so a bare slot index is not a safe name for a connection: `epoll` may hand us, in the same
-//! batch, an event for a socket we closed a moment ago, and by then its slot may hold a brand-new connection.
-//! Delivering that stale event to the newcomer would be the classic ABA bug.
+//! next insert, so a bare slot index is not a safe name for a connection. Names outlive what they name: a
+//! timer armed for a connection, an idle connection's place in the pool, a client's note of its upstream,
+//! the events of the batch being dispatched. If the connection closed and its slot went to a newcomer,
+//! such a name would reach the newcomer: the classic ABA bug.
 //!
 //! The fix lives here, in one place: a [`ConnId`] is a *(slot, generation)* pair. The worker bumps a counter on
 //! every insert and stores it next to the entry; the `mio::Token` carries both halves. [`Conns::get_mut`] checks
 //! the generation, so an event or timer for a previous occupant finds nothing and is dropped.
 //!
-//! Closing is deferred: [`Conns::mark_closing`] hides an entry from every lookup at once, and the reactor's reap
+//! Closing is deferred as well: [`Conns::mark_closing`] hides an entry from every lookup at once (so the rest
+//! of the batch cannot see it), and the reactor's reap
 //! phase ([`Conns::pop_closing`]) removes it at the end of the iteration. Handlers therefore never free a connection
 //! under the feet of another handler that is still running in the same batch.
 

@@ -108,7 +108,7 @@ impl Worker {
 
     /// The client hung up or its socket failed. The reap phase takes its upstream along.
     pub(crate) fn client_gone(&mut self, id: ConnId, why: &str) {
-        log::debug!("worker {}: client {id:?} gone: {why}", self.index);
+        log::debug!("{}: client {id:?} gone: {why}", self.name);
         self.close(id);
     }
 

@@ -10,9 +10,11 @@
 //! then read body bytes into the worker's scratch buffer, decode them (chunked, Content-Length or
 //! close-delimited) and pass the payload to the client as one chunk per read. It reads only while the
 //! client's unsent bytes are below the stream cap (`--stream-buffer-bytes`), and at most the room that is
-//! left, so a slow client costs at most the cap: when the cap is reached the upstream is simply not read,
+//! left, so a slow client costs about the cap: when the cap is reached the upstream is simply not read,
 //! TCP flow control pushes back on the model server, and [`Worker::drive_client`] calls `pump` again once
-//! the client has drained.
+//! the client's queue has drained completely (so that new payload again goes out by `writev` straight
+//! from the read buffer instead of being copied behind a backlog). The cap is exceeded by a little: chunk
+//! framing, and the body bytes that arrive in the same read as the response head (at most one read, once).
 //!
 //! A stream ends in one of three ways, each in one function: the body ends ([`Worker::finish_stream`]: last
 //! chunk to the client, connection to the pool if the body ended exactly at the end of what was read); the
@@ -41,7 +43,7 @@ use crate::http::chunked::{ChunkError, Decoded};
 use crate::http::response::parse_response_head;
 use crate::reactor::timers::TimerKind;
 use crate::reactor::token::ConnId;
-use crate::reactor::{Service, Worker};
+use crate::reactor::{Service, TURN_BUDGET, Worker};
 use pool::Pool;
 use providers::{Origin, Provider, ProviderKey};
 
@@ -160,7 +162,10 @@ impl Worker {
     ) -> io::Result<ConnId> {
         let conn = UpstreamConn::connect(addr, client, request)?;
         let up = self.conns.insert_with(|_| Conn::Upstream(conn));
-        self.register(up);
+        if let Err(e) = self.register(up) {
+            self.close(up);
+            return Err(e);
+        }
         Ok(up)
     }
 
@@ -189,9 +194,10 @@ impl Worker {
         )
     }
 
-    /// Moves an upstream connection forward until it has to wait (for the socket, or for the client to drain).
+    /// Moves an upstream connection forward until it has to wait (for the socket, or for the client to
+    /// drain), or until it has had its turn ([`TURN_BUDGET`] steps) and yields to the other connections.
     pub(crate) fn pump(&mut self, up: ConnId) {
-        loop {
+        for _ in 0..TURN_BUDGET {
             let Some(Conn::Upstream(u)) = self.conns.get_mut(up) else {
                 return;
             };
@@ -215,6 +221,7 @@ impl Worker {
                 return;
             }
         }
+        self.defer(up);
     }
 
     /// Reads and parses the response head. Returns true to keep pumping.
@@ -357,6 +364,11 @@ impl Worker {
         if let Some(Conn::Client(c)) = self.conns.get_mut(client) {
             c.end_stream();
         }
+        log::debug!(
+            "{}: stream for client {client:?} complete; upstream {up:?} {}",
+            self.name,
+            if reusable { "reusable" } else { "closing" }
+        );
         let expires_at = self.now;
         let Service::Relay(relay) = &mut self.service else {
             return;
@@ -408,7 +420,7 @@ impl Worker {
                 return self.pump(new);
             }
         }
-        log::warn!("worker {}: {failure}", self.index);
+        log::warn!("{}: {failure}", self.name);
         let Some(Conn::Client(c)) = self.conns.get_mut(client) else {
             return;
         };
@@ -441,6 +453,9 @@ impl Worker {
         let Some(Conn::Upstream(u)) = self.conns.get_mut(up) else {
             return false;
         };
+        if !u.ready.readable {
+            return false;
+        }
         match read_once(&mut u.sock, &mut u.ready, &mut self.scratch) {
             ReadOutcome::Drained => {}
             ReadOutcome::Data(_) | ReadOutcome::Eof | ReadOutcome::Failed(_) => self.close(up),
