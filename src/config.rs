@@ -81,6 +81,10 @@ pub struct CommonArgs {
     pub max_body_bytes: usize,
 }
 
+/// The longest duration any option accepts (a day). Durations are added to `Instant`s, which panics on
+/// overflow, so no option may be unbounded.
+pub const MAX_SECS: u64 = 24 * 60 * 60;
+
 /// The number of cores, the relay's default worker count.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -126,7 +130,8 @@ pub struct ServeArgs {
         long,
         env = "TOKENPIPE_UPSTREAM_IDLE_TIMEOUT",
         default_value_t = 30,
-        value_name = "SECS"
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..=MAX_SECS)
     )]
     pub upstream_idle_timeout: u64,
     /// Most idle keep-alive connections each worker keeps to the upstream.
@@ -141,7 +146,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub mock_tokens: u32,
     /// Pause between tokens of the embedded mock.
-    #[arg(long, default_value_t = 50, value_name = "MS")]
+    #[arg(long, default_value_t = 50, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=MAX_SECS * 1000))]
     pub mock_interval_ms: u64,
 }
 
@@ -160,7 +165,7 @@ pub struct MockArgs {
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub tokens: u32,
     /// Pause between events; 0 sends as fast as the client reads.
-    #[arg(long, default_value_t = 50, value_name = "MS")]
+    #[arg(long, default_value_t = 50, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=MAX_SECS * 1000))]
     pub interval_ms: u64,
     /// Which provider's stream shape to imitate.
     #[arg(long, value_enum, default_value = "openai")]
@@ -276,6 +281,28 @@ mod tests {
         assert_eq!(provider, Provider::OpenAi);
         assert_eq!(origin.port, 9000);
         assert_eq!(key.unwrap().expose(), "sk-test");
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        assert!(
+            Cli::try_parse_from([
+                "tokenpipe",
+                "--upstream-idle-timeout",
+                "18446744073709551615"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["tokenpipe", "--upstream-idle-timeout", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "tokenpipe",
+                "mock-upstream",
+                "--interval-ms",
+                "999999999999"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

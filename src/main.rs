@@ -45,7 +45,7 @@ fn run_mock(args: MockArgs) -> Result<(), String> {
         args.interval_ms,
     )?;
     announce(started.addr);
-    started.join().map_err(|e| e.to_string())
+    started.wait().map_err(|e| e.to_string())
 }
 
 fn run_relay(args: ServeArgs) -> Result<(), String> {
@@ -117,7 +117,7 @@ fn run_relay(args: ServeArgs) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     announce(started.addr);
-    started.join().map_err(|e| e.to_string())
+    started.wait().map_err(|e| e.to_string())
 }
 
 fn start_mock(

@@ -11,7 +11,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::mpsc::{self, Receiver, Sender};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -24,22 +24,37 @@ const BACKLOG: i32 = 4096;
 pub struct Started {
     /// The bound address (with the real port when `:0` was asked).
     pub addr: SocketAddr,
-    pub workers: Vec<JoinHandle<io::Result<()>>>,
+    /// One message per worker that stopped: its name and why.
+    exits: Receiver<(String, io::Result<()>)>,
 }
 
 impl Started {
-    /// Waits for every worker; the first error wins. Workers only return on a fatal `poll` error.
-    pub fn join(self) -> io::Result<()> {
-        let mut result = Ok(());
-        for w in self.workers {
-            let r = w
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("worker thread panicked")));
-            if result.is_ok() {
-                result = r;
-            }
+    /// Waits until any worker stops, and reports why. A worker only stops on a fatal error (or a bug that
+    /// panicked it); running on with fewer workers would hide that, so the caller should exit.
+    pub fn wait(self) -> io::Result<()> {
+        match self.exits.recv() {
+            Ok((name, Ok(()))) => Err(io::Error::other(format!("worker {name} stopped"))),
+            Ok((name, Err(e))) => Err(io::Error::other(format!("worker {name} failed: {e}"))),
+            Err(_) => Err(io::Error::other("all workers are gone")),
         }
-        result
+    }
+}
+
+/// Reports a worker's end on drop, which also happens when its thread unwinds from a panic.
+struct ExitReport {
+    name: String,
+    result: Option<io::Result<()>>,
+    to: Sender<(String, io::Result<()>)>,
+}
+
+impl Drop for ExitReport {
+    fn drop(&mut self) {
+        let result = self
+            .result
+            .take()
+            .unwrap_or_else(|| Err(io::Error::other("panicked")));
+        // The receiver may be gone if the process is already stopping; nothing to do then.
+        let _ = self.to.send((std::mem::take(&mut self.name), result));
     }
 }
 
@@ -54,24 +69,34 @@ pub fn start(
     let listeners = bind_listeners(addr, count.max(1))?;
     let addr = listeners[0].local_addr()?;
     let settings = Arc::new(settings);
-    let mut workers = Vec::with_capacity(listeners.len());
+    let (to, exits) = mpsc::channel();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let worker = Worker::new(
-            format!("{name}-{i}"),
-            listener,
-            settings.clone(),
-            service(i),
-        )?;
-        let handle = std::thread::Builder::new()
-            .name(format!("{name}-{i}"))
-            .spawn(move || worker.run())?;
-        workers.push(handle);
+        let name = format!("{name}-{i}");
+        let worker = Worker::new(name.clone(), listener, settings.clone(), service(i))?;
+        let report = ExitReport {
+            name: name.clone(),
+            result: None,
+            to: to.clone(),
+        };
+        std::thread::Builder::new().name(name).spawn(move || {
+            // Moved whole into the thread (a closure would otherwise capture only the field it assigns), so
+            // it is dropped here: when the loop returns, or when the thread unwinds.
+            let mut report = report;
+            report.result = Some(worker.run());
+        })?;
     }
-    Ok(Started { addr, workers })
+    Ok(Started { addr, exits })
 }
 
 /// `count` listening sockets sharing one address through `SO_REUSEPORT`.
+///
+/// `SO_REUSEPORT` would also let a *second* tokenpipe started by mistake on the same port join the group
+/// silently and take half the connections. So a fixed port is first probed with a plain bind, which fails
+/// with "address in use" if anyone listens there.
 pub fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+    if addr.port() != 0 {
+        drop(TcpListener::bind(addr)?);
+    }
     let first = bind_one(addr)?;
     let addr = first.local_addr()?;
     let mut all = vec![first];
@@ -95,6 +120,14 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_taken_port_is_refused_even_with_reuseport() {
+        let ours = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let taken = ours[0].local_addr().unwrap();
+        let err = bind_listeners(taken, 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
 
     #[test]
     fn port_zero_gives_all_listeners_the_same_real_port() {

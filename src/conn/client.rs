@@ -5,9 +5,12 @@
 //!   AwaitingRequest ─────────────────┬──────────────────────────────┐
 //!        ▲                           │ fixed answer (error, health) │ stream (relay or mock)
 //!        │                           ▼                              ▼
-//!        │ keep-alive           Replying ◀─── last chunk queued ── Streaming
-//!        └──────────── `out` drained │                              │ client gone / write error
-//!                                    │ Close                        ▼
+//!        │ keep-alive           Replying ◀── end_stream ────────── Streaming
+//!        └──────────── `out` drained │   ◀── 502 (upstream failed    │ client gone / write error
+//!                                    │        before its head)      ▼
+//!                                    │   ◀── fail_stream (mid-     (closed by the reactor)
+//!                                    │        stream failure: Close)
+//!                                    │ Close
 //!                                    └──▶ Lingering ──EOF/deadline──▶ (closed by the reactor)
 //! ```
 //!
@@ -221,17 +224,20 @@ impl OutBuf {
         self.len() == 0
     }
 
-    /// Appends bytes behind whatever is queued.
+    /// Appends bytes behind whatever is queued, without writing: the caller must flush, or be inside
+    /// `Worker::drive_client`, whose loop flushes before it decides anything else.
     pub fn push(&mut self, bytes: &[u8]) {
         self.compact();
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Moves the unwritten bytes to the front. Without this a client that always lags a little would make
-    /// `buf` grow forever (written bytes at the front are never reclaimed until a full drain), so the
-    /// backpressure cap, which counts only unwritten bytes, would not bound memory.
+    /// Moves the unwritten bytes to the front once the written ones make up half the buffer. Without this
+    /// a client that always lags a little would make `buf` grow forever (written bytes at the front are
+    /// never reclaimed until a full drain), so the backpressure cap, which counts only unwritten bytes,
+    /// would not bound memory. Waiting for "half" keeps the copying amortized: each byte moves at most once
+    /// per doubling, and the buffer stays under twice the unwritten bytes plus one push.
     fn compact(&mut self) {
-        if self.pos > 0 {
+        if self.pos > 0 && self.pos * 2 >= self.buf.len() {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }

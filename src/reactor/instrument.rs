@@ -2,8 +2,8 @@
 //!
 //! A reactor has one thread doing everything, so one slow handler delays every connection of the worker.
 //! The number that tells an operator this is happening is the *busy time* of an iteration: from the moment
-//! `poll` returned to the moment the loop is ready to wait again. We measure it every iteration (two clock
-//! reads the loop makes anyway) and warn, with the duration and the batch size, when it passes
+//! `poll` returned to the moment the loop is ready to wait again. We measure it every iteration (it starts at
+//! the clock read the loop makes after `poll` anyway, and costs one more read at the end) and warn, with the duration and the batch size, when it passes
 //! `--loop-warn-ms`. Histograms and Prometheus export come with the metrics work; the hook is here.
 
 use std::time::Duration;

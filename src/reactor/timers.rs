@@ -1,6 +1,7 @@
 //! Deadlines: one ordered set per worker.
 //!
-//! A worker has few kinds of deadline (a pooled upstream connection expiring, the mock's next token) and
+//! A worker has few kinds of deadline ([`TimerKind`]: a pooled upstream connection expiring, the mock's next
+//! token, the end of a lingering close) and
 //! needs three things from them: the earliest one (to compute the poll timeout), the due ones (to fire them),
 //! and cancelling one (when the thing it guarded happened first). A `BTreeMap` keyed by
 //! *(instant, sequence number)* does all three in O(log n) with no cleverness to explain; the sequence number

@@ -73,7 +73,7 @@ impl Worker {
                         ReadOutcome::Data(_) => {}
                         ReadOutcome::Drained => return,
                         ReadOutcome::Eof if matches!(step, Step::Watch) => {
-                            return self.client_gone(id, "client closed its side mid-response");
+                            self.client_half_closed(id);
                         }
                         ReadOutcome::Eof => return self.close(id),
                         ReadOutcome::Failed(e) => return self.client_gone(id, &e.to_string()),
@@ -103,6 +103,23 @@ impl Worker {
             c.read_into_inbuf(&mut self.scratch)
         } else {
             read_once(&mut c.sock, &mut c.ready, &mut self.scratch)
+        }
+    }
+
+    /// The client closed its sending side while we were answering. Mid-stream that means it left (as nginx
+    /// assumes too): the stream is abandoned. A complete reply still being written is finished first, and
+    /// the connection closes after it.
+    fn client_half_closed(&mut self, id: ConnId) {
+        let Some(Conn::Client(c)) = self.conns.get_mut(id) else {
+            return;
+        };
+        match &mut c.state {
+            ClientState::Replying { then } => {
+                *then = AfterReply::Close;
+                // Nothing more will come; don't read again (there will be no new edge to clear the flag).
+                c.ready.readable = false;
+            }
+            _ => self.client_gone(id, "client closed its side mid-response"),
         }
     }
 

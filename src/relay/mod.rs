@@ -42,7 +42,7 @@ use crate::http::body::BodyDecoder;
 use crate::http::chunked::{ChunkError, Decoded};
 use crate::http::response::parse_response_head;
 use crate::reactor::timers::TimerKind;
-use crate::reactor::token::ConnId;
+use crate::reactor::token::{ConnId, Conns};
 use crate::reactor::{Service, TURN_BUDGET, Worker};
 use pool::Pool;
 use providers::{Origin, Provider, ProviderKey};
@@ -92,6 +92,19 @@ impl fmt::Display for Failure {
 enum RelayError {
     Upstream(ChunkError),
     Client(io::Error),
+}
+
+/// What relaying one read came to.
+enum Relayed {
+    /// The body goes on.
+    More,
+    /// The body ended; `reusable` if the connection may go back to the pool.
+    Finished {
+        reusable: bool,
+    },
+    BadBody(ChunkError),
+    ClientFailed(io::Error),
+    NoClient,
 }
 
 impl Worker {
@@ -198,6 +211,16 @@ impl Worker {
     /// drain), or until it has had its turn ([`TURN_BUDGET`] steps) and yields to the other connections.
     pub(crate) fn pump(&mut self, up: ConnId) {
         for _ in 0..TURN_BUDGET {
+            let Some(Conn::Upstream(u)) = self.conns.get(up) else {
+                return;
+            };
+            // The link is recorded on both sides; the client's side is the authority. An exchange whose
+            // client no longer streams from it (gone, or moved to a retry connection) has no one to serve.
+            if let Some(client) = u.state.client()
+                && !self.is_streaming_from(client, up)
+            {
+                return self.close(up);
+            }
             let Some(Conn::Upstream(u)) = self.conns.get_mut(up) else {
                 return;
             };
@@ -233,6 +256,9 @@ impl Worker {
         let UpstreamState::AwaitingHead { client, head, .. } = &mut u.state else {
             return false;
         };
+        if !u.ready.readable {
+            return false;
+        }
         let client = *client;
         match read_once(&mut u.sock, &mut u.ready, &mut self.scratch) {
             ReadOutcome::Data(n) => head.extend_from_slice(&self.scratch[..n]),
@@ -266,7 +292,8 @@ impl Worker {
         };
         self.send_stream_head(client);
         // Body bytes that came with the head.
-        self.relay_input(up, client, &mut rest)
+        let relayed = relay_input(&mut self.conns, &mut self.payload, up, client, &mut rest);
+        self.after_relay(up, client, relayed)
     }
 
     /// Reads body bytes, at most the room the client has left, and relays them. Returns true to keep pumping.
@@ -292,10 +319,9 @@ impl Worker {
         };
         match read_once(&mut u.sock, &mut u.ready, &mut self.scratch[..room]) {
             ReadOutcome::Data(n) => {
-                let mut input = std::mem::take(&mut self.scratch);
-                let more = self.relay_input(up, client, &mut input[..n]);
-                self.scratch = input;
-                more
+                let input = &mut self.scratch[..n];
+                let relayed = relay_input(&mut self.conns, &mut self.payload, up, client, input);
+                self.after_relay(up, client, relayed)
             }
             ReadOutcome::Drained => false,
             ReadOutcome::Eof => {
@@ -312,37 +338,24 @@ impl Worker {
         }
     }
 
-    /// Decodes `input` (body bytes just read) and sends the payload to the client. Returns true to keep pumping.
-    fn relay_input(&mut self, up: ConnId, client: ConnId, input: &mut [u8]) -> bool {
-        let Some((Conn::Upstream(u), Conn::Client(c))) = self.conns.pair_mut(up, client) else {
-            return false;
-        };
-        let UpstreamState::Body {
-            decoder,
-            keep_alive,
-            ..
-        } = &mut u.state
-        else {
-            return false;
-        };
-        let keep_alive = *keep_alive;
-        match relay_bytes(decoder, input, &mut self.payload, c) {
-            Ok(d) if d.done => {
-                // Reusable only if the body ended exactly where our bytes did: anything after it would be a
-                // response we never asked for.
-                let reusable = keep_alive && d.consumed == input.len();
+    /// Acts on what relaying one read came to. Returns true to keep pumping.
+    fn after_relay(&mut self, up: ConnId, client: ConnId, relayed: Relayed) -> bool {
+        match relayed {
+            Relayed::More => true,
+            Relayed::Finished { reusable } => {
                 self.finish_stream(up, client, reusable);
                 false
             }
-            Ok(_) => true,
-            Err(RelayError::Upstream(e)) => {
+            Relayed::BadBody(e) => {
                 self.upstream_failed(up, Failure::BadBody(e));
                 false
             }
-            Err(RelayError::Client(e)) => {
+            Relayed::ClientFailed(e) => {
                 self.client_gone(client, &e.to_string());
                 false
             }
+            // The client is closing; its reap closes this connection too.
+            Relayed::NoClient => false,
         }
     }
 
@@ -370,6 +383,7 @@ impl Worker {
             if reusable { "reusable" } else { "closing" }
         );
         let expires_at = self.now;
+        let reusable = reusable && self.nothing_unread(up);
         let Service::Relay(relay) = &mut self.service else {
             return;
         };
@@ -383,6 +397,22 @@ impl Worker {
         } else {
             self.close(up);
         }
+    }
+
+    /// True when the socket holds nothing past the body we just finished. The read that ended the body may
+    /// have been cut short by the stream cap, so the edge that announced further bytes (or the server's FIN)
+    /// may be spent already; one more read settles it. A connection with anything unread must not be pooled:
+    /// the next exchange would take those bytes for its response.
+    fn nothing_unread(&mut self, up: ConnId) -> bool {
+        let Some(Conn::Upstream(u)) = self.conns.get_mut(up) else {
+            return false;
+        };
+        let mut probe = [0u8; 1];
+        !u.ready.readable
+            || matches!(
+                read_once(&mut u.sock, &mut u.ready, &mut probe),
+                ReadOutcome::Drained
+            )
     }
 
     /// The exchange on `up` failed: close it and tell its client, or retry once on a new connection when a
@@ -406,6 +436,7 @@ impl Worker {
             return;
         };
         if let Some(request) = retry
+            && self.is_streaming_from(client, up)
             && let Service::Relay(relay) = &self.service
             && !matches!(failure, Failure::Status(_))
         {
@@ -482,6 +513,38 @@ impl Worker {
     }
 }
 
+/// Decodes `input` (body bytes just read) and sends the payload to the client. A free function over the
+/// parts of the worker it needs, so that `input` can live in the worker's read buffer while it runs.
+fn relay_input(
+    conns: &mut Conns<Conn>,
+    ranges: &mut Vec<Range<usize>>,
+    up: ConnId,
+    client: ConnId,
+    input: &mut [u8],
+) -> Relayed {
+    let Some((Conn::Upstream(u), Conn::Client(c))) = conns.pair_mut(up, client) else {
+        return Relayed::NoClient;
+    };
+    let UpstreamState::Body {
+        decoder,
+        keep_alive,
+        ..
+    } = &mut u.state
+    else {
+        return Relayed::NoClient;
+    };
+    match relay_bytes(decoder, input, ranges, c) {
+        // Reusable only if the body ended exactly where our bytes did: anything after it would be a
+        // response we never asked for.
+        Ok(d) if d.done => Relayed::Finished {
+            reusable: *keep_alive && d.consumed == input.len(),
+        },
+        Ok(_) => Relayed::More,
+        Err(RelayError::Upstream(e)) => Relayed::BadBody(e),
+        Err(RelayError::Client(e)) => Relayed::ClientFailed(e),
+    }
+}
+
 /// Decodes one read's worth of body bytes and sends the payload to the client as a single chunk.
 ///
 /// The decoder reports where the payload lies inside `input` (framing is skipped, nothing is copied). When a
@@ -520,10 +583,15 @@ fn gather<'a>(buf: &'a mut [u8], ranges: &[Range<usize>]) -> &'a [u8] {
 }
 
 /// The SSE event that tells a client its stream failed mid-way.
+///
+/// It starts with a blank line: the upstream may have broken off inside an event, and without it our
+/// `event:` line would be glued to that event's last line. SSE has no way to cancel a partial event, so a
+/// client sees it end (truncated) and then this `error` event; after a complete event, the extra blank line
+/// is ignored by every SSE parser (an empty line with no data dispatches nothing).
 fn sse_error_event(failure: &Failure) -> Vec<u8> {
     let data =
         serde_json::json!({"error": {"code": "upstream_failed", "message": failure.to_string()}});
-    format!("event: error\ndata: {data}\n\n").into_bytes()
+    format!("\n\nevent: error\ndata: {data}\n\n").into_bytes()
 }
 
 #[cfg(test)]
@@ -543,10 +611,10 @@ mod tests {
     #[test]
     fn error_event_is_one_sse_event_with_json_data() {
         let ev = String::from_utf8(sse_error_event(&Failure::Truncated)).unwrap();
-        assert!(ev.starts_with("event: error\ndata: {"));
+        assert!(ev.starts_with("\n\nevent: error\ndata: {"));
         assert!(ev.ends_with("\n\n"));
         let json: serde_json::Value =
-            serde_json::from_str(ev.lines().nth(1).unwrap().trim_start_matches("data: ")).unwrap();
+            serde_json::from_str(ev.lines().nth(3).unwrap().trim_start_matches("data: ")).unwrap();
         assert_eq!(json["error"]["code"], "upstream_failed");
     }
 }
