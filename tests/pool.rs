@@ -282,3 +282,44 @@ fn connection_close_from_upstream_is_honoured() {
     assert!(!log.iter().any(|l| l.contains("REUSED")), "{log:?}");
     assert_eq!(log.len(), 3, "{log:?}");
 }
+
+/// A body read that the stream cap cut short can end exactly at the body's end while more bytes wait in the
+/// socket (here: a whole second response the relay never asked for). Its edge is spent, so no event will
+/// reveal them: the relay must look before pooling, or the next client gets those bytes as its answer.
+#[test]
+fn connection_with_unread_bytes_is_not_pooled() {
+    let fake = FakeUpstream::start(4, move |conn_index, mut conn| {
+        let Ok(Some(_)) = conn.read_request() else {
+            return;
+        };
+        let s = &mut conn.stream;
+        if conn_index == 0 {
+            let head =
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 5\r\n\r\n";
+            let _ = s.write_all(head.as_bytes());
+            // Pacing only: lets the relay take the head in a read of its own, so the 5-byte room of the
+            // stream cap decides the next read.
+            std::thread::sleep(Duration::from_millis(200));
+            let stale = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 13\r\n\r\ndata: STALE\n\n";
+            let _ = s.write_all(format!("data\n{stale}").as_bytes());
+        } else {
+            let fresh = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 13\r\n\r\ndata: FRESH\n\n";
+            let _ = s.write_all(fresh.as_bytes());
+        }
+        // Keep the connection open (without this the FIN would give the stale bytes away).
+        let _ = conn.read_request();
+    });
+    let relay = spawn_relay(
+        &fake.url(),
+        "openai",
+        &["--model", MODEL, "--stream-buffer-bytes", "5"],
+    );
+    let first = relay_stream(relay.addr, &prompt_body("first", None, None));
+    assert_eq!(lossy(&first), "data\n");
+    let second = relay_stream(relay.addr, &prompt_body("second", None, None));
+    assert_eq!(
+        lossy(&second),
+        "data: FRESH\n\n",
+        "the second client got bytes left on a pooled connection"
+    );
+}
