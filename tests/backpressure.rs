@@ -7,7 +7,6 @@ use common::*;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 const EVENT_LEN: usize = 1024;
@@ -83,25 +82,8 @@ fn slow_client_bounds_relay_memory_and_stalls_upstream() {
     let head = client.expect_head("big stream");
     assert_stream_head(&head);
 
-    // Stop reading; wait until the upstream stops making progress: no growth for 300 ms, polled every 50 ms.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = pushed.load(Ordering::SeqCst);
-    let mut last_change = Instant::now();
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the upstream never stopped making progress ({last} bytes pushed)"
-        );
-        thread::sleep(Duration::from_millis(50));
-        let now = pushed.load(Ordering::SeqCst);
-        if now != last {
-            last = now;
-            last_change = Instant::now();
-        } else if last > 0 && last_change.elapsed() >= Duration::from_millis(300) {
-            break;
-        }
-    }
-    let stalled_at = last;
+    // Stop reading; wait until the upstream stops making progress.
+    let stalled_at = wait_until_stalled(&pushed, "slow client");
     let rss_after = vm_rss_kib(relay.pid());
     let growth_kib = rss_after.saturating_sub(rss_before);
     eprintln!(

@@ -170,22 +170,7 @@ fn client_disconnect_while_backpressured_closes_upstream() {
     let head = client.expect_head("stream");
     assert_stream_head(&head);
 
-    // Wait until the upstream is blocked: no progress for 300 ms (polled every 50 ms, within 10 s).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (mut last, mut last_change) = (pushed.load(Ordering::SeqCst), Instant::now());
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the upstream never blocked ({last} bytes pushed)"
-        );
-        thread::sleep(Duration::from_millis(50));
-        let now = pushed.load(Ordering::SeqCst);
-        if now != last {
-            (last, last_change) = (now, Instant::now());
-        } else if last > 0 && last_change.elapsed() >= Duration::from_millis(300) {
-            break;
-        }
-    }
+    wait_until_stalled(&pushed, "backpressured disconnect");
     assert!(
         closed_rx.try_recv().is_err(),
         "the upstream write failed before the client left"

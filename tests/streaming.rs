@@ -299,9 +299,9 @@ fn upstream_dies_mid_body(content_length: bool) {
     // more lines of the broken one.
     let events = sse_events(&received);
     let last = events.last().map(String::as_str).unwrap_or_default();
-    let data = last.strip_prefix("event: error\ndata: ").unwrap_or_else(|| {
-        panic!("the failure is not an SSE event of its own: {last:?}")
-    });
+    let data = last
+        .strip_prefix("event: error\ndata: ")
+        .unwrap_or_else(|| panic!("the failure is not an SSE event of its own: {last:?}"));
     let data: serde_json::Value = serde_json::from_str(data).expect("error event data is JSON");
     assert_eq!(data["error"]["code"], "upstream_failed", "{data}");
     assert_healthy(relay.addr, "an upstream that died mid-body");

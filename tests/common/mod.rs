@@ -218,3 +218,25 @@ pub fn vm_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS line")
 }
+
+/// Waits until an upstream's byte counter stops growing (no change for 300 ms, checked every 50 ms, at most
+/// 10 s) and returns the final count. Used to wait for TCP flow control to stall a writer: "no progress" is
+/// the event, and the poll interval is only how often we look at the counter.
+pub fn wait_until_stalled(pushed: &std::sync::atomic::AtomicU64, what: &str) -> u64 {
+    use std::sync::atomic::Ordering;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut last, mut last_change) = (pushed.load(Ordering::SeqCst), Instant::now());
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the upstream never stalled ({last} bytes pushed)"
+        );
+        thread::sleep(Duration::from_millis(50));
+        let now = pushed.load(Ordering::SeqCst);
+        if now != last {
+            (last, last_change) = (now, Instant::now());
+        } else if last > 0 && last_change.elapsed() >= Duration::from_millis(300) {
+            return last;
+        }
+    }
+}
