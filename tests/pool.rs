@@ -323,3 +323,36 @@ fn connection_with_unread_bytes_is_not_pooled() {
         "the second client got bytes left on a pooled connection"
     );
 }
+
+/// `--workers 4`: four reactors share the port through SO_REUSEPORT and each serves the connections the
+/// kernel hands it, with a pool of its own. Forty sequential streams on fresh client connections are spread
+/// over the workers, so the mock sees one pooled connection per worker that served: more than one (several
+/// workers served) and no more than four (each reused its own pool).
+#[test]
+fn workers_share_the_port_and_keep_their_own_pools() {
+    let mock = spawn_mock(&["--tokens", "2", "--interval-ms", "0", "--format", "openai"]);
+    let url = mock.url();
+    let relay = Proc::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "4",
+        "--upstream",
+        &url,
+        "--provider",
+        "openai",
+        "--model",
+        MODEL,
+    ]);
+    for i in 0..40 {
+        let payload = relay_stream(relay.addr, &prompt_body("spread me", None, None));
+        assert!(lossy(&payload).ends_with("data: [DONE]\n\n"), "stream {i}");
+    }
+    let stats = mock_stats(mock.addr);
+    let conns = stats["connections"].as_u64().unwrap_or(0) - 1; // minus this /stats request's own
+    assert!(
+        (2..=4).contains(&conns),
+        "upstream connections {conns} for 40 streams over 4 workers: {stats}"
+    );
+}
