@@ -28,8 +28,7 @@
 //!
 //! # Rules that hold everywhere
 //!
-//! - No input can panic: parsers return errors, never `unwrap()` on input, and there is no
-//!   `unsafe`.
+//! - No input can panic: parsers return errors and never `unwrap()` on input; all of it is safe Rust.
 //! - Memory is bounded by explicit limits ([`request::Limits`], `max_head_bytes`, the chunked
 //!   decoder's caps). A peer can make us refuse its input, never make us hold more of it.
 //! - When two readings of the framing are possible (Content-Length *and* Transfer-Encoding,

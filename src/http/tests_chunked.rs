@@ -1,4 +1,6 @@
 //! Unit tests for the chunked decoder and the body decoder, speaking raw wire bytes.
+//!
+//! Test code only: its parent declares it `#[cfg(test)]`.
 
 use super::body::{BodyDecoder, Framing, Truncated};
 use super::chunked::{ChunkError, ChunkedDecoder, Decoded, MAX_EXTENSION_BYTES, MAX_TRAILER_BYTES};

@@ -1,4 +1,6 @@
 //! Unit tests for `find_head_end`, the resumable search for the end of a request head.
+//!
+//! Test code only: its parent declares it `#[cfg(test)]`.
 
 use super::{HeadSearch, find_head_end};
 

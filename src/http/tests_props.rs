@@ -1,5 +1,7 @@
 //! Property tests: results never depend on how input is split, and no input panics or escapes the
 //! limits.
+//!
+//! Test code only: its parent declares it `#[cfg(test)]`.
 
 use proptest::prelude::*;
 use proptest::sample::Index;

@@ -1,4 +1,6 @@
 //! Unit tests for `RequestReader`: every status rule, and the classic request smuggling shapes.
+//!
+//! Test code only: its parent declares it `#[cfg(test)]`.
 
 use super::request::{HttpError, Limits, Progress, Request, RequestReader};
 

@@ -1,4 +1,6 @@
 //! Unit tests for the response side: heads we write, and upstream heads we read.
+//!
+//! Test code only: its parent declares it `#[cfg(test)]`.
 
 use super::body::Framing;
 use super::response::{

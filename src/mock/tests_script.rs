@@ -1,4 +1,6 @@
 //! Tests of `script`.
+//!
+//! Test code only: its parent declares it `#[cfg(test)]`.
 
 use super::*;
 use crate::relay::api::GenerateRequest;

@@ -1,4 +1,6 @@
 //! Tests of `providers`.
+//!
+//! Test code only: its parent declares it `#[cfg(test)]`.
 
 use super::*;
 use proptest::prelude::*;
