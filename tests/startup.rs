@@ -1,0 +1,172 @@
+//! What the process says and sets up at start: the fd limit, loop-latency warnings, the embedded mock.
+//!
+//! These tests read the child's stderr (its log) line by line on a thread and wait, with a deadline, for the
+//! line they expect: the event they synchronize on is the line being written.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A child whose stdout and stderr lines arrive on one channel; killed on drop.
+struct Logged {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Logged {
+    fn spawn(args: &[&str], rust_log: &str) -> Logged {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenpipe"))
+            .args(args)
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("GEMINI_API_KEY")
+            .env_remove("TOKENPIPE_LISTEN")
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tokenpipe");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        let tx2 = tx.clone();
+        thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .for_each(|l| drop(tx.send(l)))
+        });
+        thread::spawn(move || {
+            BufReader::new(err)
+                .lines()
+                .map_while(Result::ok)
+                .for_each(|l| drop(tx2.send(l)))
+        });
+        Logged { child, lines }
+    }
+
+    /// Waits (at most 10 s) for a line containing `needle`; returns it.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no line containing {needle:?} within 10 s; saw {seen:#?}"),
+            }
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        let line = self.wait_for("listening on http://");
+        line.trim_start_matches("listening on http://")
+            .trim()
+            .parse()
+            .expect("address")
+    }
+}
+
+/// `--max-fds N` sets the soft RLIMIT_NOFILE (as the kernel reports it for the process) and the log says
+/// what it was and what it is.
+#[test]
+fn max_fds_sets_and_logs_the_soft_limit() {
+    let p = Logged::spawn(
+        &[
+            "mock-upstream",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-fds",
+            "512",
+        ],
+        "info",
+    );
+    let line = p.wait_for("file descriptor limit: soft");
+    assert!(line.contains("-> 512"), "{line}");
+    p.addr();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.child.id())).expect("limits");
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    assert_eq!(
+        open_files.split_whitespace().nth(3),
+        Some("512"),
+        "{open_files}"
+    );
+}
+
+/// An iteration busier than `--loop-warn-ms` is logged with its duration (0 ms makes every busy iteration
+/// qualify).
+#[test]
+fn slow_loop_iterations_are_logged() {
+    let p = Logged::spawn(
+        &[
+            "mock-upstream",
+            "--listen",
+            "127.0.0.1:0",
+            "--loop-warn-ms",
+            "0",
+        ],
+        "warn",
+    );
+    let addr = p.addr();
+    let resp = fetch(addr, &get("/healthz"));
+    assert_eq!(resp.status(), 200);
+    let line = p.wait_for("loop iteration busy for");
+    assert!(line.contains("mock-0") && line.contains(" ms "), "{line}");
+}
+
+/// With no key and no --upstream, the relay starts the mock inside the process, says so, and streams from it.
+#[test]
+fn no_key_and_no_upstream_runs_the_embedded_mock() {
+    let p = Logged::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--mock-interval-ms",
+            "1",
+            "--mock-tokens",
+            "3",
+        ],
+        "warn",
+    );
+    p.wait_for("built-in mock upstream");
+    let addr = p.addr();
+    let payload = relay_stream(addr, &prompt_body("embedded mock", None, None));
+    assert_eq!(token_texts(&payload).len(), 3, "{:?}", lossy(&payload));
+}
+
+/// A key without --upstream would mean the provider's HTTPS API, which this build cannot reach yet: the
+/// relay refuses to start with a message that says why, instead of relaying somewhere unexpected.
+#[test]
+fn a_key_without_an_http_upstream_is_refused_clearly() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenpipe"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("OPENAI_API_KEY", "sk-test-not-a-real-key")
+        .env_remove("GEMINI_API_KEY")
+        .env_remove("TOKENPIPE_UPSTREAM")
+        .output()
+        .expect("run tokenpipe");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("https"), "{err}");
+    assert!(
+        !err.contains("sk-test-not-a-real-key"),
+        "the key leaked into the message: {err}"
+    );
+}
