@@ -50,12 +50,12 @@ fn run_mock(args: MockArgs) -> Result<(), String> {
 
 fn run_relay(args: ServeArgs) -> Result<(), String> {
     raise_fd_limit(&args.common);
-    let (provider, origin, key, _mock) = match args.plan(|k| std::env::var(k).ok())? {
+    let (provider, origin, key) = match args.plan(|k| std::env::var(k).ok())? {
         UpstreamPlan::Remote {
             provider,
             origin,
             key,
-        } => (provider, origin, key, None),
+        } => (provider, origin, key),
         UpstreamPlan::EmbeddedMock { provider } => {
             let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
             let format = match provider {
@@ -79,7 +79,14 @@ fn run_relay(args: ServeArgs) -> Result<(), String> {
                 "no API key and no --upstream configured: relaying to the built-in mock upstream at http://{}",
                 mock.addr
             );
-            (provider, origin, None, Some(mock))
+            // Same rule as for the relay's own workers: if the mock stops, every stream would fail, so
+            // the process stops too rather than answer 502 for ever.
+            std::thread::spawn(move || {
+                let why = mock.wait();
+                eprintln!("tokenpipe: the embedded mock upstream stopped: {why:?}");
+                std::process::exit(1);
+            });
+            (provider, origin, None)
         }
     };
     // Resolved once, at start; DNS on a helper thread comes with HTTPS upstreams.

@@ -12,10 +12,13 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A child whose stdout and stderr lines arrive on one channel; killed on drop.
+/// A child whose stdout and stderr lines arrive on one channel; killed on drop. The two pipes are read by
+/// two threads, so lines of one may overtake lines of the other: every line is kept, and a wait looks at
+/// the lines already seen before it waits for new ones.
 struct Logged {
     child: Child,
     lines: mpsc::Receiver<String>,
+    seen: std::cell::RefCell<Vec<String>>,
 }
 
 impl Drop for Logged {
@@ -53,19 +56,32 @@ impl Logged {
                 .map_while(Result::ok)
                 .for_each(|l| drop(tx2.send(l)))
         });
-        Logged { child, lines }
+        Logged {
+            child,
+            lines,
+            seen: Default::default(),
+        }
     }
 
     /// Waits (at most 10 s) for a line containing `needle`; returns it.
     fn wait_for(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut seen = Vec::new();
+        if let Some(line) = self.seen.borrow().iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!("no line containing {needle:?} within 10 s; saw {seen:#?}"),
+                Ok(line) => {
+                    self.seen.borrow_mut().push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line containing {needle:?} within 10 s; saw {:#?}",
+                    self.seen.borrow()
+                ),
             }
         }
     }

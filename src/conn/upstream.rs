@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
-use super::{ReadOutcome, Readiness, read_once};
+use super::Readiness;
 use crate::http::body::BodyDecoder;
 use crate::reactor::timers::TimerKey;
 use crate::reactor::token::ConnId;
@@ -137,10 +137,5 @@ impl UpstreamConn {
                 retry,
             };
         }
-    }
-
-    /// Reads once into `buf`.
-    pub fn read(&mut self, buf: &mut [u8]) -> ReadOutcome {
-        read_once(&mut self.sock, &mut self.ready, buf)
     }
 }

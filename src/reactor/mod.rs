@@ -7,14 +7,15 @@
 //!
 //! 1. **clock**: read `Instant::now()`;
 //! 2. **timeout**: the poll timeout is the time to the earliest deadline (none: wait for ever), or zero when
-//!    some connection yielded its turn last time and waits to continue;
+//!    some connection yielded its turn and waits to continue;
 //! 3. **poll**: sleep in `epoll_wait` until a socket is ready or the timeout passes, then read the clock
 //!    again: that instant is `now` for the whole batch (deadlines, timer firing, busy time);
 //! 4. **dispatch**: hand each event to its connection (events for connections closed earlier in the batch
 //!    find nothing and are dropped). Handlers write eagerly: there is no separate flush phase, because a
 //!    byte that can be written now should not wait for the end of the batch;
 //! 5. **timers**: fire every deadline that is due;
-//! 6. **resume**: drive again the connections that used up their turn ([`TURN_BUDGET`]) last time;
+//! 6. **resume**: drive again the connections that used up their turn ([`TURN_BUDGET`]), now that the rest
+//!    of the batch has been served; one that yields again here waits for the next iteration;
 //! 7. **reap**: free the connections that handlers marked for closing, and whatever they take with them
 //!    (a client's upstream); handlers never free anything themselves;
 //! 8. **measure**: record how long the iteration was busy, and warn when it passed `--loop-warn-ms`.
@@ -87,7 +88,7 @@ pub struct Worker {
     pub(crate) payload: Vec<Range<usize>>,
     /// Scratch for bytes we compose (mock events).
     pub(crate) compose: Vec<u8>,
-    /// Connections that yielded their turn and are driven again in the next iteration.
+    /// Connections that yielded their turn and are driven again in phase 6.
     deferred: Vec<ConnId>,
     pub(crate) settings: Arc<Settings>,
     pub(crate) service: Service,
@@ -130,7 +131,7 @@ impl Worker {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            // 1. clock, 2. timeout (none if work was deferred: then we only collect what is ready)
+            // 1. clock, 2. timeout (zero if work was deferred: then we only collect what is ready)
             self.now = Instant::now();
             let timeout = if self.deferred.is_empty() {
                 self.timers
@@ -158,7 +159,7 @@ impl Worker {
             while let Some((id, kind)) = self.timers.pop_due(self.now) {
                 self.on_timer(id, kind);
             }
-            // 6. resume connections that yielded their turn last time
+            // 6. resume connections that yielded their turn
             self.resume_deferred();
             // 7. reap
             self.reap();
@@ -248,13 +249,14 @@ impl Worker {
         }
     }
 
-    /// Asks for `id` to be driven again in the next iteration. A handler that has done its share of work
+    /// Asks for `id` to be driven again in phase 6, after the rest of the batch. A handler that has done its share of work
     /// for one turn (see [`TURN_BUDGET`]) yields this way, so one fast stream cannot hold up the others.
     pub(crate) fn defer(&mut self, id: ConnId) {
         self.deferred.push(id);
     }
 
-    /// Phase 6: drive the connections that yielded their turn in the previous iteration.
+    /// Phase 6: drive the connections that yielded their turn. The list is taken first, so one that yields
+    /// again is left for the next iteration (whose poll then does not wait).
     fn resume_deferred(&mut self) {
         for id in std::mem::take(&mut self.deferred) {
             match self.conns.get(id) {
@@ -270,7 +272,7 @@ impl Worker {
         self.conns.mark_closing(id);
     }
 
-    /// Phase 6. Freeing a connection may mark others (a client takes its upstream along), so this runs until
+    /// Phase 7. Freeing a connection may mark others (a client takes its upstream along), so this runs until
     /// nothing is left to free. Dropping a socket closes its descriptor, which also removes it from the epoll
     /// set: no `epoll_ctl(DEL)` call is needed.
     fn reap(&mut self) {

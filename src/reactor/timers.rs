@@ -26,7 +26,7 @@ pub enum TimerKind {
     UpstreamIdle,
     /// The mock upstream's next token is due.
     MockTick,
-    /// A client we are closing after an error reply has had its time to read the reply: close it now.
+    /// A client we are closing after its last reply has had its time to read the reply: close it now.
     Linger,
 }
 

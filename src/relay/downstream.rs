@@ -18,14 +18,19 @@ use crate::http::request::{HttpError, Progress, Request};
 use crate::http::response::{error_response, write_head};
 use crate::reactor::timers::TimerKind;
 use crate::reactor::token::ConnId;
-use crate::reactor::{Service, Worker};
+use crate::reactor::{Service, TURN_BUDGET, Worker};
 
-/// How long a client we are closing after an error reply may keep sending before we stop listening.
+/// How long a client we are closing after its last reply (an error, `Connection: close`, HTTP/1.0) may keep
+/// sending before we stop listening.
 /// Closing a socket with unread input makes the kernel send a reset, which can destroy the reply before the
 /// client reads it; so we half-close, read and discard for a moment, then close (a "lingering close").
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Steps of [`Worker::drive_client`] per turn: a few per request (read, parse, answer, flush), so a turn
+/// covers a handful of pipelined requests before the client yields.
+const CLIENT_STEPS: usize = 4 * TURN_BUDGET;
 
 /// What a client connection should do next.
 enum Step {
@@ -56,7 +61,9 @@ impl Worker {
         // A stream is resumed at most once per call: if it produced nothing, looping again would spin.
         let mut resumed = false;
         let max_head = self.settings.limits.max_head_bytes;
-        loop {
+        // Bounded like every handler's turn: a client pipelining requests as fast as it reads the answers
+        // would otherwise keep the worker to itself.
+        for _ in 0..CLIENT_STEPS {
             let Some(Conn::Client(c)) = self.conns.get_mut(id) else {
                 return;
             };
@@ -93,6 +100,7 @@ impl Worker {
                 Step::ResumeMock => self.mock_pump(id),
             }
         }
+        self.defer(id);
     }
 
     fn read_client(&mut self, id: ConnId, keep: bool) -> ReadOutcome {
