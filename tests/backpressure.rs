@@ -7,6 +7,7 @@ use common::*;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const EVENT_LEN: usize = 1024;
@@ -145,5 +146,53 @@ fn slow_client_bounds_relay_memory_and_stalls_upstream() {
         received,
         chunks * chunk_payload.len(),
         "relayed payload length"
+    );
+}
+
+/// the stream cap, so no chunk can be larger than the cap.
+#[test]
+fn relay_reads_no_more_than_the_room_left() {
+    const CAP: usize = 4096;
+    const BODY: usize = 256 * 1024;
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let fake = FakeUpstream::start(1, move |_, mut conn| {
+        let Ok(Some(_)) = conn.read_request() else {
+            return;
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {BODY}\r\n\r\n"
+        );
+        if conn.stream.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        // The body goes out only once the client has the head: no body byte shares the head's read.
+        if go_rx
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(10))
+            .is_err()
+        {
+            return;
+        }
+        let _ = conn.stream.write_all(&vec![b'x'; BODY]);
+        let _ = conn.read_request();
+    });
+    let relay = spawn_relay(
+        &fake.url(),
+        "openai",
+        &["--model", MODEL, "--stream-buffer-bytes", &CAP.to_string()],
+    );
+    let mut c = Conn::connect(relay.addr);
+    c.send(&stream_request(&prompt_body("big", None, None)));
+    assert_stream_head(&c.expect_head("capped stream"));
+    go_tx.send(()).unwrap();
+    let body = c.read_chunked_body().expect("body");
+    assert!(body.complete);
+    assert_eq!(body.payload.len(), BODY);
+    let biggest = body.chunks.iter().map(|&(_, n)| n).max().unwrap();
+    assert!(
+        biggest <= CAP,
+        "a {biggest}-byte chunk: the relay read past the {CAP}-byte cap"
     );
 }

@@ -485,3 +485,56 @@ fn head_healthz_has_no_body() {
         .to_ascii_lowercase();
     assert!(first.contains("content-length: 15"), "{first}");
 }
+
+/// sent bytes the relay never read.
+#[test]
+fn closing_error_with_unread_input_ends_with_fin_not_reset() {
+    let s = RelayWithMock::start();
+    let mut c = Conn::connect(s.relay.addr);
+    let mut raw = b"POST /api/v1/generate-stream HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n".to_vec();
+    raw.extend_from_slice(&vec![b'x'; 256 * 1024]);
+    let mut w = c.stream.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&raw);
+    });
+    let resp = c.read_response("413 with unread body");
+    assert_json_error(&resp, 413, "413 with unread body");
+    writer.join().unwrap();
+    c.wait_closed(Duration::from_secs(5)).expect("closed");
+    assert!(
+        !c.reset,
+        "the relay reset the connection instead of lingering"
+    );
+}
+
+/// a request pipelined while a stream is in progress is kept and answered after it.
+#[test]
+fn request_pipelined_mid_stream_is_answered_next() {
+    let s = RelayWithMock::start();
+    let mut c = Conn::connect(s.relay.addr);
+    c.send(&stream_request(&prompt_body("first", None, Some(6))));
+    assert_stream_head(&c.expect_head("first stream"));
+    // The relay is streaming now; the next request arrives while it watches the socket.
+    c.send(&get("/healthz"));
+    let first = c.read_chunked_body().expect("first body");
+    assert!(first.complete);
+    let resp = c.read_response("GET /healthz pipelined mid-stream");
+    assert_eq!(resp.status(), 200);
+}
+
+/// HTTP/1.0 with keep-alive still gets a close-delimited stream, never chunked.
+#[test]
+fn http10_keep_alive_stream_is_close_delimited() {
+    let s = RelayWithMock::start();
+    let body = prompt_body("old client", None, Some(3));
+    let raw = format!(
+        "POST /api/v1/generate-stream HTTP/1.0\r\nConnection: keep-alive\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut c = Conn::connect(s.relay.addr);
+    c.send(raw.as_bytes());
+    let head = c.expect_head("HTTP/1.0 keep-alive stream");
+    assert!(head.header("transfer-encoding").is_none(), "{head:?}");
+    let payload = c.read_to_eof().expect("read to EOF");
+    assert_eq!(token_texts(&payload).len(), 3, "{:?}", lossy(&payload));
+}

@@ -5,8 +5,9 @@ mod common;
 
 use common::*;
 use std::io::Write;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const TOKENS: u64 = 3;
 
@@ -354,5 +355,126 @@ fn workers_share_the_port_and_keep_their_own_pools() {
     assert!(
         (2..=4).contains(&conns),
         "upstream connections {conns} for 40 streams over 4 workers: {stats}"
+    );
+}
+
+/// when the upstream closes a pooled idle connection, the relay closes its end at once.
+#[test]
+fn pooled_connection_closed_by_upstream_is_dropped_at_once() {
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let (res_tx, res_rx) = mpsc::channel::<Result<(), String>>();
+    let res_tx = std::sync::Mutex::new(res_tx);
+    let fake = FakeUpstream::start(1, move |_, mut conn| {
+        let Ok(Some(_)) = conn.read_request() else {
+            return;
+        };
+        let wire = [
+            SSE_CHUNKED_HEAD.as_bytes(),
+            &chunked(&fake_sse_payload(2), 64),
+        ]
+        .concat();
+        if conn.stream.write_all(&wire).is_err() {
+            return;
+        }
+        // Wait until the client has the whole stream: the relay has pooled the connection by then.
+        if go_rx
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(10))
+            .is_err()
+        {
+            return;
+        }
+        let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+        conn.set_read_timeout(Duration::from_secs(5));
+        let r = match conn.read_request() {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err("a request on a connection the upstream had closed".to_string()),
+            Err(e) => Err(format!("relay kept the connection open: {e}")),
+        };
+        let _ = res_tx.lock().unwrap().send(r);
+    });
+    let relay = spawn_relay(
+        &fake.url(),
+        "openai",
+        &["--model", MODEL, "--upstream-idle-timeout", "300"],
+    );
+    relay_stream(
+        relay.addr,
+        &prompt_body("then the server hangs up", None, None),
+    );
+    go_tx.send(()).unwrap();
+    res_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("fake reported")
+        .expect("relay closed its end");
+}
+
+/// the idle timeout counts from the last time the connection went back to the pool.
+#[test]
+fn idle_timeout_restarts_when_a_connection_is_reused() {
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let fake = FakeUpstream::start(2, move |_, mut conn| {
+        for i in 0..2 {
+            let Ok(Some(_)) = conn.read_request() else {
+                return;
+            };
+            if i == 1 {
+                // The second stream's body is held until the test says so (after ~600 ms).
+                if std::io::Write::write_all(&mut conn.stream, SSE_CHUNKED_HEAD.as_bytes()).is_err()
+                {
+                    return;
+                }
+                if go_rx
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(10))
+                    .is_err()
+                {
+                    return;
+                }
+                if std::io::Write::write_all(&mut conn.stream, &chunked(&fake_sse_payload(2), 1000))
+                    .is_err()
+                {
+                    return;
+                }
+            } else {
+                let wire = [
+                    SSE_CHUNKED_HEAD.as_bytes(),
+                    &chunked(&fake_sse_payload(2), 1000),
+                ]
+                .concat();
+                if std::io::Write::write_all(&mut conn.stream, &wire).is_err() {
+                    return;
+                }
+            }
+        }
+        if let Ok(None) = conn.read_request() {
+            let _ = closed_tx.send(Instant::now());
+        }
+    });
+    let relay = spawn_relay(
+        &fake.url(),
+        "openai",
+        &["--model", MODEL, "--upstream-idle-timeout", "1"],
+    );
+    relay_stream(relay.addr, &prompt_body("first", None, None));
+    let mut c = Conn::connect(relay.addr);
+    c.send(&stream_request(&prompt_body("second", None, None)));
+    assert_stream_head(&c.expect_head("second"));
+    std::thread::sleep(Duration::from_millis(600));
+    go_tx.send(()).unwrap();
+    assert!(c.read_chunked_body().unwrap().complete);
+    let second_done = Instant::now();
+    let closed_at = closed_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("closed within 5 s");
+    let took = closed_at.saturating_duration_since(second_done);
+    assert!(
+        took >= Duration::from_millis(800),
+        "closed {took:?} after its second use: the first idle timer was still armed"
     );
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::io::Write as _;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -508,4 +509,44 @@ fn upstream_interim_responses_are_skipped() {
     let relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
     let relayed = relay_stream(relay.addr, &prompt_body("interim first", None, None));
     assert_eq!(lossy(&relayed), lossy(&payload));
+}
+
+/// the stream head goes out as soon as the upstream says 2xx, before any token.
+#[test]
+fn stream_head_is_sent_before_the_first_token() {
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let fake = FakeUpstream::start(1, move |_, mut conn| {
+        let Ok(Some(_)) = conn.read_request() else {
+            return;
+        };
+        if conn.stream.write_all(SSE_CHUNKED_HEAD.as_bytes()).is_err() {
+            return;
+        }
+        if go_rx
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(10))
+            .is_err()
+        {
+            return;
+        }
+        let _ = conn.stream.write_all(&chunked(&fake_sse_payload(2), 64));
+        let _ = conn.read_request();
+    });
+    let relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
+    let mut c = Conn::connect(relay.addr);
+    c.set_read_timeout(Duration::from_secs(3));
+    c.send(&stream_request(&prompt_body(
+        "slow first token",
+        None,
+        None,
+    )));
+    let head = c.expect_head("head while the upstream holds its first token");
+    assert_stream_head(&head);
+    c.set_read_timeout(IO_TIMEOUT);
+    go_tx.send(()).unwrap();
+    let body = c.read_chunked_body().expect("body");
+    assert!(body.complete);
+    assert_eq!(lossy(&body.payload), lossy(&fake_sse_payload(2)));
 }

@@ -304,3 +304,27 @@ impl OutBuf {
         }
     }
 }
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    /// a client that always lags a little must not make `buf` grow without bound.
+    #[test]
+    fn a_client_that_always_lags_does_not_grow_the_buffer() {
+        let mut out = OutBuf::default();
+        let piece = [b'x'; 1000];
+        out.push(&piece);
+        for round in 0..1000 {
+            out.push(&piece);
+            out.advance(1000); // the socket took as much as was pushed: 1000 bytes stay unwritten
+            assert_eq!(out.len(), 1000);
+            assert!(
+                out.buf.len() <= 2 * out.len() + piece.len(),
+                "round {round}: {} bytes held for {} unwritten",
+                out.buf.len(),
+                out.len()
+            );
+        }
+    }
+}

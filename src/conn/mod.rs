@@ -74,3 +74,53 @@ pub fn read_once(sock: &mut TcpStream, ready: &mut Readiness, buf: &mut [u8]) ->
         };
     }
 }
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Duration;
+
+    /// `read_once` clears `readable` exactly when the socket says WouldBlock.
+    #[test]
+    fn read_once_clears_readable_on_would_block_only() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let mut sock = TcpStream::from_std(sock);
+        let mut ready = Readiness {
+            readable: true,
+            writable: true,
+        };
+        let mut buf = [0u8; 16];
+        assert!(matches!(
+            read_once(&mut sock, &mut ready, &mut buf),
+            ReadOutcome::Drained
+        ));
+        assert!(!ready.readable, "WouldBlock must clear the readable flag");
+
+        peer.write_all(b"abc").unwrap();
+        let mut poll = mio::Poll::new().unwrap();
+        poll.registry()
+            .register(&mut sock, mio::Token(0), mio::Interest::READABLE)
+            .unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        while !ready.readable {
+            poll.poll(&mut events, Some(Duration::from_secs(5)))
+                .unwrap();
+            assert!(!events.is_empty(), "no readable event within 5 s");
+            events.iter().for_each(|e| ready.absorb(e));
+        }
+        assert!(matches!(
+            read_once(&mut sock, &mut ready, &mut buf),
+            ReadOutcome::Data(3)
+        ));
+        assert!(ready.readable, "data must not clear the flag");
+        assert!(matches!(
+            read_once(&mut sock, &mut ready, &mut buf),
+            ReadOutcome::Drained
+        ));
+        assert!(!ready.readable);
+    }
+}

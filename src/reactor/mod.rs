@@ -285,3 +285,6 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests_turns;

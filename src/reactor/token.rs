@@ -212,3 +212,30 @@ mod tests {
         assert!(conns.pair_mut(a, b).is_none());
     }
 }
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    /// every lookup, not only `get`, refuses a stale id whose slot has a new occupant.
+    #[test]
+    fn stale_id_reaches_nothing_through_any_lookup() {
+        let mut conns = Conns::default();
+        let other = conns.insert_with(|_| "other");
+        let old = conns.insert_with(|_| "old");
+        conns.mark_closing(old);
+        conns.pop_closing();
+        let new = conns.insert_with(|_| "new");
+        assert_eq!(new.slot, old.slot);
+        assert!(
+            conns.get_mut(old).is_none(),
+            "get_mut reached the slot's new occupant"
+        );
+        assert!(conns.pair_mut(old, other).is_none());
+        assert!(
+            !conns.mark_closing(old),
+            "closing a stale id closed the new occupant"
+        );
+        assert_eq!(conns.get(new), Some(&"new"));
+    }
+}
