@@ -14,7 +14,7 @@ use tokenpipe::mock::{MockService, MockStats};
 use tokenpipe::reactor::{Service, fdlimit};
 use tokenpipe::relay::RelayService;
 use tokenpipe::relay::pool::Pool;
-use tokenpipe::relay::providers::{Origin, Provider};
+use tokenpipe::relay::providers::{self, Origin, Provider};
 use tokenpipe::server::{self, Started};
 
 fn main() -> ExitCode {
@@ -49,6 +49,10 @@ fn run_mock(args: MockArgs) -> Result<(), String> {
 }
 
 fn run_relay(args: ServeArgs) -> Result<(), String> {
+    // The model goes into the upstream's request path: refuse a bad one now rather than fail every request.
+    if let Some(model) = &args.model {
+        providers::validate_model(model).map_err(|e| format!("--model {model:?}: {e}"))?;
+    }
     raise_fd_limit(&args.common);
     let (provider, origin, key) = match args.plan(|k| std::env::var(k).ok())? {
         UpstreamPlan::Remote {

@@ -189,3 +189,55 @@ fn client_disconnect_while_backpressured_closes_upstream() {
     );
     assert_healthy(relay.addr, "a client disconnect under backpressure");
 }
+
+/// A client that has sent a head's worth of pipelined bytes during its stream (so the relay stopped reading
+/// it) and then leaves, while the upstream is silent: no write fails to reveal the departure, so the relay
+/// must learn it from the kernel's hang-up report (EPOLLRDHUP) and close the upstream within 100 ms.
+#[test]
+fn client_leaving_with_a_full_input_buffer_is_noticed() {
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let fake = FakeUpstream::start(1, move |_, mut conn| {
+        let Ok(Some(_)) = conn.read_request() else {
+            return;
+        };
+        let event = b"data: {\"choices\":[{\"delta\":{\"content\":\"only one\"}}]}\n\n";
+        let chunk = [format!("{:x}\r\n", event.len()).as_bytes(), event, b"\r\n"].concat();
+        if conn
+            .stream
+            .write_all(&[SSE_CHUNKED_HEAD.as_bytes(), &chunk].concat())
+            .is_err()
+        {
+            return;
+        }
+        // Then silence: the relay sends nothing more, so this read ends only when it closes.
+        conn.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        if matches!(conn.stream.read(&mut buf), Ok(0) | Err(_)) {
+            let _ = closed_tx.send(Instant::now());
+        }
+    });
+    let relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
+    let mut client = Conn::connect(relay.addr);
+    client.send(&stream_request(&prompt_body("then silence", None, None)));
+    assert_stream_head(&client.expect_head("stream"));
+    assert!(matches!(
+        client.read_chunk().expect("first event"),
+        Chunk::Data(_)
+    ));
+    // 20,000 pipelined bytes: more than the 16 KiB the relay buffers while a response is in progress.
+    client.send(&vec![b'x'; 20_000]);
+    // Let them arrive (pacing only: the assertion below holds either way, this makes the case the one meant).
+    thread::sleep(Duration::from_millis(50));
+    let dropped_at = Instant::now();
+    drop(client);
+    let closed_at = closed_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the relay never closed the upstream after the client left");
+    let took = closed_at.saturating_duration_since(dropped_at);
+    assert!(
+        took < LIMIT,
+        "upstream closed {took:?} after the client left (limit {LIMIT:?})"
+    );
+}

@@ -186,3 +186,18 @@ fn a_key_without_an_http_upstream_is_refused_clearly() {
         "the key leaked into the message: {err}"
     );
 }
+
+/// A `--model` that could not be put in an upstream path is refused at start, not with a 500 per request.
+#[test]
+fn an_invalid_model_is_refused_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenpipe"))
+        .args(["--listen", "127.0.0.1:0", "--model", "../../v1/files"])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("GEMINI_API_KEY")
+        .output()
+        .expect("run tokenpipe");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--model"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
+}

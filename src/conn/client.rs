@@ -125,13 +125,17 @@ impl ClientConn {
         outcome
     }
 
-    /// Drops the first `n` bytes of `inbuf` (the reader consumed them), releasing the buffer when empty so an
-    /// idle keep-alive connection holds no input memory.
+    /// Drops the first `n` bytes of `inbuf` (the reader consumed them). The buffer is released when empty,
+    /// and shrunk when a few leftover bytes (the start of a pipelined request) sit in a buffer grown for a
+    /// large body, so an idle keep-alive connection holds little or no input memory.
     pub fn consume_inbuf(&mut self, n: usize) {
         if n >= self.inbuf.len() {
             self.inbuf = Vec::new();
         } else if n > 0 {
             self.inbuf.drain(..n);
+            if self.inbuf.capacity() > 4 * self.inbuf.len() + 4096 {
+                self.inbuf.shrink_to_fit();
+            }
         }
     }
 

@@ -32,10 +32,16 @@ pub enum Conn {
 /// remains. So we remember the edge in a flag, and clear the flag only when the socket itself says
 /// `WouldBlock`. A connection that stops reading for a while (backpressure) consults the flag when it
 /// resumes; without it, the socket would wait forever for an edge that already came.
+///
+/// `read_closed` is different in kind: it is a fact about the peer, not about the socket's buffer. Once the
+/// peer has shut its sending side (epoll reports `EPOLLRDHUP`, or a read returned end-of-file), nothing
+/// more will come after the bytes already received, so it is never cleared. Knowing it without reading
+/// matters when we have stopped reading (a client with a full input buffer) but must still notice it left.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Readiness {
     pub readable: bool,
     pub writable: bool,
+    pub read_closed: bool,
 }
 
 impl Readiness {
@@ -44,6 +50,13 @@ impl Readiness {
         let trouble = event.is_error();
         self.readable |= event.is_readable() || event.is_read_closed() || trouble;
         self.writable |= event.is_writable() || event.is_write_closed() || trouble;
+        self.read_closed |= event.is_read_closed();
+    }
+
+    /// A read returned end-of-file: nothing more to read, ever.
+    pub fn saw_eof(&mut self) {
+        self.readable = false;
+        self.read_closed = true;
     }
 }
 
@@ -63,7 +76,10 @@ pub enum ReadOutcome {
 pub fn read_once(sock: &mut TcpStream, ready: &mut Readiness, buf: &mut [u8]) -> ReadOutcome {
     loop {
         return match sock.read(buf) {
-            Ok(0) => ReadOutcome::Eof,
+            Ok(0) => {
+                ready.saw_eof();
+                ReadOutcome::Eof
+            }
             Ok(n) => ReadOutcome::Data(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 ready.readable = false;
@@ -92,6 +108,7 @@ mod more_tests {
         let mut ready = Readiness {
             readable: true,
             writable: true,
+            read_closed: false,
         };
         let mut buf = [0u8; 16];
         assert!(matches!(

@@ -47,6 +47,9 @@ use std::ops::Range;
 use super::body::{self, BodyDecoder, ContentLengthError, Framing};
 use super::{header_values, keep_alive, trim_ows};
 
+/// Payload ranges whose capacity a reader keeps between reads (see `RequestReader::advance`).
+const KEPT_RANGES: usize = 16;
+
 /// Bounds on what one request may make us hold.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -274,6 +277,9 @@ impl RequestReader {
                         }
                         pending.request.body.extend_from_slice(payload);
                     }
+                    // A body of tiny chunks can leave thousands of ranges behind; the connection may then
+                    // idle for minutes, so don't keep their capacity.
+                    self.ranges.shrink_to(KEPT_RANGES);
                     *consumed += decoded.consumed;
                     let announced =
                         pending.request.body.len() as u64 + pending.decoder.announced_bytes();

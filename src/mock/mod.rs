@@ -144,7 +144,7 @@ impl Worker {
                 ));
             }
             if let Err(e) = c.send_payload(&self.compose) {
-                log::debug!("mock: client {id:?} gone: {e}");
+                log::debug!("{}: client {id:?} gone: {e}", self.name);
                 return self.close(id);
             }
             mock.stats

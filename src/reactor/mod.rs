@@ -220,7 +220,7 @@ impl Worker {
     fn add_client(&mut self, sock: TcpStream) {
         // Tokens are small writes that must leave at once; Nagle would hold them back.
         if let Err(e) = sock.set_nodelay(true) {
-            log::debug!("set_nodelay: {e}");
+            log::debug!("{}: set_nodelay: {e}", self.name);
         }
         let reader = RequestReader::new(self.settings.limits.clone());
         let id = self
@@ -258,7 +258,12 @@ impl Worker {
     /// Phase 6: drive the connections that yielded their turn. The list is taken first, so one that yields
     /// again is left for the next iteration (whose poll then does not wait).
     fn resume_deferred(&mut self) {
-        for id in std::mem::take(&mut self.deferred) {
+        let mut ids = std::mem::take(&mut self.deferred);
+        // A connection may have yielded twice in one batch (say, an upstream from its own event and again
+        // from its client's): it still gets one turn, not two.
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
             match self.conns.get(id) {
                 Some(Conn::Client(_)) => self.drive_client(id),
                 Some(Conn::Upstream(_)) => self.on_upstream_ready(id),

@@ -48,6 +48,10 @@ enum Step {
     Watch,
     /// The reply is out and the connection must close: half-close and linger.
     Linger,
+    /// Close now: the client has closed its side and nothing it sent is left to answer.
+    Close,
+    /// The client closed its side while its stream was running: it left.
+    Left,
     /// Lingering: read and discard until the client closes.
     Discard,
     /// The client drained its queue: let the paused stream produce more.
@@ -77,12 +81,10 @@ impl Worker {
                 Step::ReadRequest | Step::Watch | Step::Discard => {
                     let keep = !matches!(step, Step::Discard);
                     match self.read_client(id, keep) {
-                        ReadOutcome::Data(_) => {}
+                        // End-of-file is recorded in the readiness flags; `next_step` decides what it
+                        // means in the current state.
+                        ReadOutcome::Data(_) | ReadOutcome::Eof => {}
                         ReadOutcome::Drained => return,
-                        ReadOutcome::Eof if matches!(step, Step::Watch) => {
-                            self.client_half_closed(id);
-                        }
-                        ReadOutcome::Eof => return self.close(id),
                         ReadOutcome::Failed(e) => return self.client_gone(id, &e.to_string()),
                     }
                 }
@@ -92,10 +94,12 @@ impl Worker {
                     self.handle_request(id, req);
                 }
                 Step::BadRequest(e) => {
-                    log::debug!("bad request: {} {}", e.status, e.message);
+                    log::debug!("{}: bad request: {} {}", self.name, e.status, e.message);
                     self.reply_error(id, e.status, e.code, &e.message, &[], AfterReply::Close);
                 }
                 Step::Linger => return self.start_linger(id),
+                Step::Close => return self.close(id),
+                Step::Left => return self.client_gone(id, "client closed its side mid-stream"),
                 Step::ResumeUpstream(up) => self.pump(up),
                 Step::ResumeMock => self.mock_pump(id),
             }
@@ -111,23 +115,6 @@ impl Worker {
             c.read_into_inbuf(&mut self.scratch)
         } else {
             read_once(&mut c.sock, &mut c.ready, &mut self.scratch)
-        }
-    }
-
-    /// The client closed its sending side while we were answering. Mid-stream that means it left (as nginx
-    /// assumes too): the stream is abandoned. A complete reply still being written is finished first, and
-    /// the connection closes after it.
-    fn client_half_closed(&mut self, id: ConnId) {
-        let Some(Conn::Client(c)) = self.conns.get_mut(id) else {
-            return;
-        };
-        match &mut c.state {
-            ClientState::Replying { then } => {
-                *then = AfterReply::Close;
-                // Nothing more will come; don't read again (there will be no new edge to clear the flag).
-                c.ready.readable = false;
-            }
-            _ => self.client_gone(id, "client closed its side mid-response"),
         }
     }
 
@@ -300,7 +287,10 @@ pub(crate) fn stream_head(framing: StreamFraming) -> Vec<u8> {
 /// Decides the next step from the connection's state alone.
 fn next_step(c: &mut ClientConn, resumed: &mut bool, max_head: usize) -> Step {
     let drained = c.out.is_empty();
+    let ready = c.ready;
     match &mut c.state {
+        // A client that shuts its side mid-stream has left (as nginx assumes too): stop the stream.
+        ClientState::Streaming { .. } if ready.read_closed => Step::Left,
         ClientState::Replying { then } if drained => match then {
             AfterReply::KeepAlive => {
                 c.state = ClientState::AwaitingRequest;
@@ -325,13 +315,16 @@ fn next_step(c: &mut ClientConn, resumed: &mut bool, max_head: usize) -> Step {
                     c.out.push(CONTINUE);
                     Step::Again
                 }
-                Ok(Progress::NeedMore) if c.ready.readable => Step::ReadRequest,
+                Ok(Progress::NeedMore) if ready.readable => Step::ReadRequest,
+                // Every request the client sent before closing its side has been answered.
+                Ok(Progress::NeedMore) if ready.read_closed => Step::Close,
                 Ok(Progress::NeedMore) => Step::Wait,
             }
         }
-        ClientState::Lingering { .. } if c.ready.readable => Step::Discard,
+        ClientState::Lingering { .. } if ready.readable => Step::Discard,
+        ClientState::Lingering { .. } if ready.read_closed => Step::Close,
         ClientState::Replying { .. } | ClientState::Streaming { .. }
-            if c.ready.readable && c.inbuf.len() < max_head =>
+            if ready.readable && !ready.read_closed && c.inbuf.len() < max_head =>
         {
             Step::Watch
         }

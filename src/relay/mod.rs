@@ -422,7 +422,10 @@ impl Worker {
             && let Service::Relay(relay) = &self.service
             && !matches!(failure, Failure::Status(_))
         {
-            log::debug!("reused upstream connection failed ({failure}); retrying on a new one");
+            log::debug!(
+                "{}: reused upstream connection failed ({failure}); retrying on a new one",
+                self.name
+            );
             let addr = relay.addr;
             if let Ok(new) = self.connect_upstream(addr, client, request) {
                 if let Some(Conn::Client(c)) = self.conns.get_mut(client)
