@@ -7,9 +7,11 @@
 //! drained, finish the reply or resume the paused stream; then read.
 //!
 //! Reading depends on the state. `AwaitingRequest` parses. While a response is in progress the connection
-//! still reads (up to one head's worth of pipelined bytes, kept for later) so that a client hanging up is
-//! noticed at once, and its upstream is closed at once, rather than at the next token. A client that
-//! half-closes its side after sending its request is treated as gone, as nginx does by default.
+//! still reads (up to one head's worth of pipelined bytes, kept for later), and the kernel's hang-up report
+//! (`Readiness::read_closed`) covers the case where it has stopped reading, so a client that hangs up is
+//! noticed at once and its upstream closed at once, rather than at the next token. A client that shuts its
+//! side while its stream runs is treated as gone, as nginx does by default; after a complete reply, what it
+//! sent before closing is still answered.
 
 use super::routes::{self, Miss, Route, Table};
 use crate::conn::client::{AfterReply, ClientConn, ClientState, Source, StreamFraming};
