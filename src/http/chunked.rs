@@ -193,6 +193,25 @@ impl ChunkedDecoder {
     /// ended inside `input`, in which case `done` is true and `consumed` is the index just after
     /// the final CRLF. Once done, further calls return `consumed: 0, done: true`. Once failed,
     /// further calls return the same error.
+    ///
+    /// The payload is found, not copied: the ranges point into `input`, whatever the split.
+    ///
+    /// ```
+    /// use tokenpipe::http::chunked::ChunkedDecoder;
+    /// let mut decoder = ChunkedDecoder::new();
+    /// let mut ranges = Vec::new();
+    /// let first = b"5\r\nhel";
+    /// let d = decoder.decode(first, &mut ranges).unwrap();
+    /// assert_eq!((d.consumed, d.done), (first.len(), false));
+    /// assert_eq!(&first[ranges[0].clone()], b"hel");
+    ///
+    /// ranges.clear();
+    /// let rest = b"lo\r\n0\r\n\r\nGET /next";
+    /// let d = decoder.decode(rest, &mut ranges).unwrap();
+    /// assert!(d.done);
+    /// assert_eq!(&rest[ranges[0].clone()], b"lo");
+    /// assert_eq!(&rest[d.consumed..], b"GET /next"); // the next message is not ours
+    /// ```
     pub fn decode(
         &mut self,
         input: &[u8],

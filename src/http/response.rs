@@ -136,6 +136,13 @@ pub fn error_response(
 
 /// The chunk-size line for a chunk of `len` bytes (lowercase hex, then CRLF, e.g. `"1a\r\n"`),
 /// written into `buf`; returns the used part. 16 hex digits + CRLF fit in 20 bytes for any `usize`.
+///
+/// ```
+/// use tokenpipe::http::response::chunk_size_line;
+/// let mut buf = [0u8; 20];
+/// assert_eq!(chunk_size_line(26, &mut buf), b"1a\r\n");
+/// assert_eq!(chunk_size_line(0, &mut buf), b"0\r\n");
+/// ```
 pub fn chunk_size_line(len: usize, buf: &mut [u8; 20]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     // Digits are written right to left, ending just before the CRLF at the end of `buf`.
