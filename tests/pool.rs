@@ -174,7 +174,7 @@ fn one_request_per_connection(close_after: bool, log: Arc<Mutex<Vec<String>>>) -
         let Ok(Some(_)) = conn.read_request() else {
             return;
         };
-        let wire = [SSE_CHUNKED_HEAD.as_bytes(), &chunked(&payload, 64)].concat();
+        let wire = sse_chunked_response(&payload, 64);
         // Logged before the answer goes out, so the entry is there by the time the client has the body.
         log.lock()
             .unwrap()
@@ -369,11 +369,7 @@ fn pooled_connection_closed_by_upstream_is_dropped_at_once() {
         let Ok(Some(_)) = conn.read_request() else {
             return;
         };
-        let wire = [
-            SSE_CHUNKED_HEAD.as_bytes(),
-            &chunked(&fake_sse_payload(2), 64),
-        ]
-        .concat();
+        let wire = sse_chunked_response(&fake_sse_payload(2), 64);
         if conn.stream.write_all(&wire).is_err() {
             return;
         }
@@ -442,11 +438,7 @@ fn idle_timeout_restarts_when_a_connection_is_reused() {
                     return;
                 }
             } else {
-                let wire = [
-                    SSE_CHUNKED_HEAD.as_bytes(),
-                    &chunked(&fake_sse_payload(2), 1000),
-                ]
-                .concat();
+                let wire = sse_chunked_response(&fake_sse_payload(2), 1000);
                 if std::io::Write::write_all(&mut conn.stream, &wire).is_err() {
                     return;
                 }

@@ -351,7 +351,7 @@ fn upstream_request_seen(provider: &str, body: &str) -> Request {
         let _ = tx.send(req);
         let payload: &[u8] =
             b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"hi\"}],\"role\":\"model\"},\"index\":0}]}\r\n\r\n";
-        let wire = [SSE_CHUNKED_HEAD.as_bytes(), &chunked(payload, 1000)].concat();
+        let wire = sse_chunked_response(payload, 1000);
         if std::io::Write::write_all(&mut conn.stream, &wire).is_ok() {
             while let Ok(Some(_)) = conn.read_request() {}
         }
@@ -451,11 +451,7 @@ fn idle_pooled_upstream_connection_is_closed_after_timeout() {
         let Ok(Some(_)) = conn.read_request() else {
             return;
         };
-        let wire = [
-            SSE_CHUNKED_HEAD.as_bytes(),
-            &chunked(&fake_sse_payload(2), 1000),
-        ]
-        .concat();
+        let wire = sse_chunked_response(&fake_sse_payload(2), 1000);
         if std::io::Write::write_all(&mut conn.stream, &wire).is_err() {
             return;
         }

@@ -34,6 +34,42 @@ fn mock_service() -> Service {
     })
 }
 
+/// A relay service whose upstream is `addr` (a listener the test owns).
+fn relay_service(addr: std::net::SocketAddr) -> Service {
+    Service::Relay(RelayService {
+        provider: Provider::OpenAi,
+        origin: Origin {
+            host: "127.0.0.1".into(),
+            port: addr.port(),
+            base_path: String::new(),
+        },
+        addr,
+        key: None,
+        default_model: "m".into(),
+        pool: Pool::new(4),
+        idle_timeout: Duration::from_secs(60),
+    })
+}
+
+/// Starts a relayed generation for client `id` and returns the upstream connection it streams from.
+fn start_relay_for(w: &mut Worker, id: ConnId) -> ConnId {
+    w.start_relay(
+        id,
+        br#"{"prompt":"hi"}"#,
+        StreamFraming::Chunked(AfterReply::KeepAlive),
+    );
+    match w.conns.get(id) {
+        Some(Conn::Client(c)) => match c.state {
+            ClientState::Streaming {
+                source: Source::Upstream(up),
+                ..
+            } => up,
+            _ => panic!("not streaming from an upstream"),
+        },
+        _ => panic!("client gone"),
+    }
+}
+
 /// A client connection in the worker's slab, and the test's end of it.
 fn client(w: &mut Worker) -> (ConnId, std::net::TcpStream) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -115,35 +151,9 @@ fn a_fire_hose_mock_stream_yields_after_its_turn() {
 fn an_upstream_its_client_no_longer_streams_from_is_closed() {
     let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = origin.local_addr().unwrap();
-    let mut w = worker(Service::Relay(RelayService {
-        provider: Provider::OpenAi,
-        origin: Origin {
-            host: "127.0.0.1".into(),
-            port: addr.port(),
-            base_path: String::new(),
-        },
-        addr,
-        key: None,
-        default_model: "m".into(),
-        pool: Pool::new(4),
-        idle_timeout: Duration::from_secs(60),
-    }));
+    let mut w = worker(relay_service(addr));
     let (id, _peer) = client(&mut w);
-    w.start_relay(
-        id,
-        br#"{"prompt":"hi"}"#,
-        StreamFraming::Chunked(AfterReply::KeepAlive),
-    );
-    let up = match w.conns.get(id) {
-        Some(Conn::Client(c)) => match c.state {
-            ClientState::Streaming {
-                source: Source::Upstream(up),
-                ..
-            } => up,
-            _ => panic!("not streaming from an upstream"),
-        },
-        _ => panic!("client gone"),
-    };
+    let up = start_relay_for(&mut w, id);
     if let Some(Conn::Client(c)) = w.conns.get_mut(id) {
         c.state = ClientState::AwaitingRequest;
     }
@@ -185,38 +195,9 @@ fn a_fire_hose_upstream_yields_after_its_turn() {
     let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = origin.local_addr().unwrap();
     // A 1 KiB cap: each read takes at most 1 KiB, so a 64 KiB body needs 64 reads.
-    let mut w = worker_with_cap(
-        Service::Relay(RelayService {
-            provider: Provider::OpenAi,
-            origin: Origin {
-                host: "127.0.0.1".into(),
-                port: addr.port(),
-                base_path: String::new(),
-            },
-            addr,
-            key: None,
-            default_model: "m".into(),
-            pool: Pool::new(4),
-            idle_timeout: Duration::from_secs(60),
-        }),
-        1024,
-    );
+    let mut w = worker_with_cap(relay_service(addr), 1024);
     let (id, _peer) = client(&mut w);
-    w.start_relay(
-        id,
-        br#"{"prompt":"hi"}"#,
-        StreamFraming::Chunked(AfterReply::KeepAlive),
-    );
-    let up = match w.conns.get(id) {
-        Some(Conn::Client(c)) => match c.state {
-            ClientState::Streaming {
-                source: Source::Upstream(up),
-                ..
-            } => up,
-            _ => panic!("not streaming from an upstream"),
-        },
-        _ => panic!("client gone"),
-    };
+    let up = start_relay_for(&mut w, id);
     let (mut origin_side, _) = origin.accept().unwrap();
     origin_side
         .write_all(

@@ -103,3 +103,9 @@ pub fn write_fragmented(
 
 /// The head of a fake upstream's chunked SSE response.
 pub const SSE_CHUNKED_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+/// A complete chunked SSE response: the head every fake upstream uses, then `payload` in chunks of at most
+/// `chunk` bytes and the last chunk.
+pub fn sse_chunked_response(payload: &[u8], chunk: usize) -> Vec<u8> {
+    [SSE_CHUNKED_HEAD.as_bytes(), &chunked(payload, chunk)].concat()
+}
