@@ -374,12 +374,7 @@ fn pooled_connection_closed_by_upstream_is_dropped_at_once() {
             return;
         }
         // Wait until the client has the whole stream: the relay has pooled the connection by then.
-        if go_rx
-            .lock()
-            .unwrap()
-            .recv_timeout(Duration::from_secs(10))
-            .is_err()
-        {
+        if !go_ahead(&go_rx) {
             return;
         }
         let _ = conn.stream.shutdown(std::net::Shutdown::Write);
@@ -424,12 +419,7 @@ fn idle_timeout_restarts_when_a_connection_is_reused() {
                 {
                     return;
                 }
-                if go_rx
-                    .lock()
-                    .unwrap()
-                    .recv_timeout(Duration::from_secs(10))
-                    .is_err()
-                {
+                if !go_ahead(&go_rx) {
                     return;
                 }
                 if std::io::Write::write_all(&mut conn.stream, &chunked(&fake_sse_payload(2), 1000))

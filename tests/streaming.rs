@@ -519,12 +519,7 @@ fn stream_head_is_sent_before_the_first_token() {
         if conn.stream.write_all(SSE_CHUNKED_HEAD.as_bytes()).is_err() {
             return;
         }
-        if go_rx
-            .lock()
-            .unwrap()
-            .recv_timeout(Duration::from_secs(10))
-            .is_err()
-        {
+        if !go_ahead(&go_rx) {
             return;
         }
         let _ = conn.stream.write_all(&chunked(&fake_sse_payload(2), 64));

@@ -109,3 +109,11 @@ pub const SSE_CHUNKED_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-
 pub fn sse_chunked_response(payload: &[u8], chunk: usize) -> Vec<u8> {
     [SSE_CHUNKED_HEAD.as_bytes(), &chunked(payload, chunk)].concat()
 }
+
+/// Waits (at most 10 s) for the test's go-ahead on a channel a fake upstream shares with it; false if it
+/// never came (the fake then gives up).
+pub fn go_ahead(rx: &std::sync::Mutex<mpsc::Receiver<()>>) -> bool {
+    rx.lock()
+        .map(|rx| rx.recv_timeout(Duration::from_secs(10)).is_ok())
+        .unwrap_or(false)
+}
