@@ -149,6 +149,7 @@ fn slow_client_bounds_relay_memory_and_stalls_upstream() {
     );
 }
 
+/// Every relayed chunk comes from one upstream read, and a read takes at most the room left under
 /// the stream cap, so no chunk can be larger than the cap.
 #[test]
 fn relay_reads_no_more_than_the_room_left() {

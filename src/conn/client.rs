@@ -236,7 +236,7 @@ impl OutBuf {
     }
 
     /// Moves the unwritten bytes to the front once the written ones make up half the buffer. Without this
-    /// a client that always lags a little would make `buf` grow forever (written bytes at the front are
+    /// A client that always lags a little would make `buf` grow forever (written bytes at the front are
     /// never reclaimed until a full drain), so the backpressure cap, which counts only unwritten bytes,
     /// would not bound memory. Waiting for "half" keeps the copying amortized: each byte moves at most once
     /// per doubling, and the buffer stays under twice the unwritten bytes plus one push.

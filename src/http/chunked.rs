@@ -201,13 +201,13 @@ impl ChunkedDecoder {
     /// let mut decoder = ChunkedDecoder::new();
     /// let mut ranges = Vec::new();
     /// let first = b"5\r\nhel";
-    /// let d = decoder.decode(first, &mut ranges).unwrap();
+    /// let d = decoder.decode(first, &mut ranges).expect("well-formed chunked bytes");
     /// assert_eq!((d.consumed, d.done), (first.len(), false));
     /// assert_eq!(&first[ranges[0].clone()], b"hel");
     ///
     /// ranges.clear();
     /// let rest = b"lo\r\n0\r\n\r\nGET /next";
-    /// let d = decoder.decode(rest, &mut ranges).unwrap();
+    /// let d = decoder.decode(rest, &mut ranges).expect("well-formed chunked bytes");
     /// assert!(d.done);
     /// assert_eq!(&rest[ranges[0].clone()], b"lo");
     /// assert_eq!(&rest[d.consumed..], b"GET /next"); // the next message is not ours

@@ -107,7 +107,7 @@ fn wait_ready(w: &mut Worker, id: ConnId) {
     }
 }
 
-/// (drive_client) a client pipelining many requests gets one turn, then yields.
+/// `drive_client`: a client pipelining many requests gets one turn, then yields.
 #[test]
 fn a_pipelining_client_yields_after_its_turn() {
     let mut w = worker(mock_service());
@@ -123,7 +123,7 @@ fn a_pipelining_client_yields_after_its_turn() {
     );
 }
 
-/// (mock_pump) a zero-interval stream to a fast reader sends TURN_BUDGET events, then yields.
+/// `mock_pump`: a zero-interval stream to a fast reader sends TURN_BUDGET events, then yields.
 #[test]
 fn a_fire_hose_mock_stream_yields_after_its_turn() {
     let mut w = worker(mock_service());
@@ -145,7 +145,7 @@ fn a_fire_hose_mock_stream_yields_after_its_turn() {
     );
 }
 
-/// the client's side is the authority; an upstream whose client streams from something else is
+/// The client's side of the link is the authority; an upstream whose client streams from something else is
 /// closed the moment it is pumped, before it writes anything.
 #[test]
 fn an_upstream_its_client_no_longer_streams_from_is_closed() {
@@ -187,7 +187,7 @@ fn until(w: &mut Worker, what: &str, mut done: impl FnMut(&mut Worker) -> bool) 
     }
 }
 
-/// (pump) an upstream that always has bytes (and a client that takes them) gets TURN_BUDGET
+/// `pump`: an upstream that always has bytes (and a client that takes them) gets TURN_BUDGET
 /// reads, then yields.
 #[test]
 fn a_fire_hose_upstream_yields_after_its_turn() {

@@ -217,7 +217,7 @@ mod tests {
 mod more_tests {
     use super::*;
 
-    /// every lookup, not only `get`, refuses a stale id whose slot has a new occupant.
+    /// Every lookup, not only `get`, refuses a stale id whose slot has a new occupant.
     #[test]
     fn stale_id_reaches_nothing_through_any_lookup() {
         let mut conns = Conns::default();
