@@ -1,19 +1,20 @@
-//! Every option, its default and its environment variable, and how they combine into a plan.
+//! Every option, its default and its environment variable, and the [`Config`] they make.
 //!
-//! The command line is parsed by `clap`; [`ServeArgs::plan`] then decides where generations go, in this
+//! The command line is parsed by `clap` into [`ServeArgs`] / [`MockArgs`]; [`ServeArgs::config`] then checks
+//! what clap cannot (values that could never serve a request) and decides where generations go, in this
 //! order: `--upstream` if given; otherwise the provider's public API if its key is set (`GEMINI_API_KEY`,
 //! `OPENAI_API_KEY`); otherwise the built-in mock upstream, started inside the same process, so that
-//! `cargo run --release` works on a machine with no key and no network.
+//! `cargo run --release` works on a machine with no key and no network. The result, a [`Config`], is what
+//! `tokenpipe::Server::start` takes: tests and benchmarks build one directly.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::http::request::Limits;
 use crate::mock::script::MockFormat;
-use crate::reactor::Settings;
-use crate::relay::providers::{Origin, Provider, ProviderKey, parse_upstream_url};
+use crate::relay::providers::{self, Origin, Provider, ProviderKey, parse_upstream_url};
 
 /// Relays streamed LLM responses (SSE over chunked HTTP/1.1) on a hand-written mio event loop.
 #[derive(Parser, Debug)]
@@ -59,28 +60,6 @@ impl From<ProviderArg> for MockFormat {
     }
 }
 
-/// Options shared by the relay and the mock: limits and loop health.
-#[derive(Args, Debug, Clone)]
-pub struct CommonArgs {
-    /// Soft limit for open file descriptors [default: the hard limit].
-    #[arg(long, env = "TOKENPIPE_MAX_FDS")]
-    pub max_fds: Option<u64>,
-    /// Warn when one loop iteration is busy for longer than this.
-    #[arg(
-        long,
-        env = "TOKENPIPE_LOOP_WARN_MS",
-        default_value_t = 10,
-        value_name = "MS"
-    )]
-    pub loop_warn_ms: u64,
-    /// Most bytes held per stream that the client has not read yet; the upstream is not read past it.
-    #[arg(long, env = "TOKENPIPE_STREAM_BUFFER_BYTES", default_value_t = 64 * 1024, value_name = "BYTES")]
-    pub stream_buffer_bytes: usize,
-    /// Largest accepted request body (413 above it).
-    #[arg(long, env = "TOKENPIPE_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
-    pub max_body_bytes: usize,
-}
-
 /// The longest duration any option accepts (a day). Durations are added to `Instant`s, which panics on
 /// overflow, so no option may be unbounded.
 pub const MAX_SECS: u64 = 24 * 60 * 60;
@@ -90,16 +69,76 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Parses `--listen`: `HOST:PORT` (`127.0.0.1:8080`, `[::1]:8080`, `localhost:8080`) or a bare `PORT`
+/// (on 127.0.0.1). A host name is resolved once, here; its first IPv4 address is preferred.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let expected =
+        "expected HOST:PORT (e.g. 127.0.0.1:8080, localhost:8080, [::1]:8080) or a bare PORT";
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let port: u16 = s
+            .parse()
+            .map_err(|_| format!("port {s} is out of range (0-65535)"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?}: {expected}"));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{s:?}: port {port:?} is not a number from 0 to 65535"))?;
+    if host.is_empty() {
+        return Err(format!("{s:?}: {expected}"));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?}: cannot resolve {host:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?}: {host:?} has no address"))
+}
+
+/// Options shared by the relay and the mock: limits and loop health.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Soft limit for open file descriptors [default: the hard limit].
+    #[arg(long, env = "TOKENPIPE_MAX_FDS", value_name = "N")]
+    pub max_fds: Option<u64>,
+    /// Pending connections the kernel may queue per listener [default: the kernel's maximum, somaxconn].
+    #[arg(long, env = "TOKENPIPE_BACKLOG", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub backlog: Option<u32>,
+    /// Warn when one loop iteration is busy for longer than this.
+    #[arg(long, env = "TOKENPIPE_LOOP_WARN_MS", default_value_t = 10, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(0..=MAX_SECS * 1000))]
+    pub loop_warn_ms: u64,
+    /// Most bytes held per stream that the client has not read yet; the upstream is not read past it.
+    #[arg(long, env = "TOKENPIPE_STREAM_BUFFER_BYTES", default_value_t = 64 * 1024, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    pub stream_buffer_bytes: u64,
+    /// Largest accepted request body (413 above it).
+    #[arg(long, env = "TOKENPIPE_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    pub max_body_bytes: u64,
+}
+
 impl CommonArgs {
-    /// Settings for the workers.
-    pub fn settings(&self) -> Settings {
-        Settings {
+    fn loop_settings(&self) -> LoopConfig {
+        LoopConfig {
+            max_fds: self.max_fds,
+            backlog: self.backlog,
+            loop_warn: Duration::from_millis(self.loop_warn_ms),
             limits: Limits {
-                max_body_bytes: self.max_body_bytes,
+                max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
                 ..Limits::default()
             },
-            stream_buffer: self.stream_buffer_bytes.max(1),
-            loop_warn: Duration::from_millis(self.loop_warn_ms),
+            stream_buffer: usize::try_from(self.stream_buffer_bytes).unwrap_or(usize::MAX),
         }
     }
 }
@@ -107,8 +146,8 @@ impl CommonArgs {
 /// Options of `tokenpipe serve`.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Address to listen on; `127.0.0.1:0` picks a free port (the chosen one is printed).
-    #[arg(long, env = "TOKENPIPE_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to listen on: HOST:PORT, or a bare PORT on 127.0.0.1; port 0 picks a free one (printed).
+    #[arg(long, env = "TOKENPIPE_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Worker threads, each with its own event loop and SO_REUSEPORT listener [default: number of cores].
     #[arg(long, env = "TOKENPIPE_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
@@ -126,15 +165,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKENPIPE_MODEL")]
     pub model: Option<String>,
     /// Close pooled upstream connections idle for this long.
-    #[arg(
-        long,
-        env = "TOKENPIPE_UPSTREAM_IDLE_TIMEOUT",
-        default_value_t = 30,
-        value_name = "SECS",
-        value_parser = clap::value_parser!(u64).range(1..=MAX_SECS)
-    )]
+    #[arg(long, env = "TOKENPIPE_UPSTREAM_IDLE_TIMEOUT", default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub upstream_idle_timeout: u64,
-    /// Most idle keep-alive connections each worker keeps to the upstream.
+    /// Most idle keep-alive connections each worker keeps to the upstream (0: none).
     #[arg(
         long,
         env = "TOKENPIPE_UPSTREAM_MAX_CONNS",
@@ -153,8 +187,8 @@ pub struct ServeArgs {
 /// Options of `tokenpipe mock-upstream`.
 #[derive(Args, Debug, Clone)]
 pub struct MockArgs {
-    /// Address to listen on; `127.0.0.1:0` picks a free port (the chosen one is printed).
-    #[arg(long, default_value = "127.0.0.1:9090")]
+    /// Address to listen on: HOST:PORT, or a bare PORT on 127.0.0.1; port 0 picks a free one (printed).
+    #[arg(long, default_value = "127.0.0.1:9090", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Worker threads.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
@@ -172,22 +206,120 @@ pub struct MockArgs {
     pub format: ProviderArg,
 }
 
+/// What every server needs, relay or mock: its listener, its loop, its limits.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// Soft `RLIMIT_NOFILE` to set (`None`: the hard limit).
+    pub max_fds: Option<u64>,
+    /// Listen backlog (`None`: the kernel's maximum, `somaxconn`).
+    pub backlog: Option<u32>,
+    /// An iteration busier than this is logged.
+    pub loop_warn: Duration,
+    /// Request limits (head size, body size, header count).
+    pub limits: Limits,
+    /// Most bytes held for one stream that its client has not taken yet.
+    pub stream_buffer: usize,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig {
+            max_fds: None,
+            backlog: None,
+            loop_warn: Duration::from_millis(10),
+            limits: Limits::default(),
+            stream_buffer: 64 * 1024,
+        }
+    }
+}
+
+/// The built-in mock: what it says and how fast.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub format: MockFormat,
+    /// Tokens per answer, unless a request asks for fewer.
+    pub tokens: u32,
+    /// Pause between events (zero: as fast as the client reads).
+    pub interval: Duration,
+    pub common: LoopConfig,
+}
+
 /// Where the relay sends generations.
-#[derive(Debug)]
-pub enum UpstreamPlan {
+#[derive(Debug, Clone)]
+pub enum UpstreamConfig {
     /// A configured upstream.
     Remote {
         provider: Provider,
         origin: Origin,
         key: Option<ProviderKey>,
     },
-    /// No key and no `--upstream`: start the mock in-process and relay to it.
-    EmbeddedMock { provider: Provider },
+    /// No key and no `--upstream`: the mock, started in the same process, in `provider`'s shape.
+    EmbeddedMock {
+        provider: Provider,
+        tokens: u32,
+        interval: Duration,
+    },
+}
+
+/// Everything `tokenpipe::Server::start` needs to run the relay.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub upstream: UpstreamConfig,
+    /// Model used when a request names none.
+    pub default_model: String,
+    /// Most idle keep-alive upstream connections per worker.
+    pub pool_max_idle: usize,
+    /// How long a pooled connection may idle.
+    pub idle_timeout: Duration,
+    pub common: LoopConfig,
+}
+
+impl Config {
+    /// A relay on `listen` (one worker) in front of a plain-HTTP `provider` upstream at `origin`, with
+    /// every other option at its default: the usual start for a test or a benchmark.
+    pub fn new(listen: SocketAddr, provider: Provider, origin: Origin) -> Config {
+        Config {
+            listen,
+            workers: 1,
+            upstream: UpstreamConfig::Remote {
+                provider,
+                origin,
+                key: None,
+            },
+            default_model: provider.default_model().to_string(),
+            pool_max_idle: 64,
+            idle_timeout: Duration::from_secs(30),
+            common: LoopConfig::default(),
+        }
+    }
+}
+
+impl MockArgs {
+    /// The mock's configuration.
+    pub fn config(&self) -> MockConfig {
+        MockConfig {
+            listen: self.listen,
+            workers: usize::from(self.workers),
+            format: self.format.into(),
+            tokens: self.tokens,
+            interval: Duration::from_millis(self.interval_ms),
+            common: self.common.loop_settings(),
+        }
+    }
 }
 
 impl ServeArgs {
-    /// Decides the upstream from the options and the environment (`GEMINI_API_KEY`, `OPENAI_API_KEY`).
-    pub fn plan(&self, env: impl Fn(&str) -> Option<String>) -> Result<UpstreamPlan, String> {
+    /// Checks the options and decides the upstream, with `env` as the environment (`GEMINI_API_KEY`,
+    /// `OPENAI_API_KEY`).
+    pub fn config(&self, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        // The model goes into the upstream's request path: refuse a bad one now rather than fail every request.
+        if let Some(model) = &self.model {
+            providers::validate_model(model).map_err(|e| format!("--model {model:?}: {e}"))?;
+        }
         let key_var = |p: Provider| match p {
             Provider::OpenAi => "OPENAI_API_KEY",
             Provider::Gemini => "GEMINI_API_KEY",
@@ -201,131 +333,44 @@ impl ServeArgs {
         let key = key_of(provider)
             .map(|k| ProviderKey::new(k.trim()).map_err(|e| format!("{}: {e}", key_var(provider))))
             .transpose()?;
-        let url = match (&self.upstream, &key) {
-            (Some(url), _) => url.clone(),
-            (None, Some(_)) => match provider {
-                Provider::OpenAi => "https://api.openai.com".to_string(),
-                Provider::Gemini => "https://generativelanguage.googleapis.com".to_string(),
+        let upstream = match (&self.upstream, &key) {
+            (Some(url), _) => UpstreamConfig::Remote {
+                provider,
+                origin: parse_upstream_url(url).map_err(|e| format!("--upstream {url}: {e}"))?,
+                key,
             },
-            (None, None) => return Ok(UpstreamPlan::EmbeddedMock { provider }),
+            (None, Some(_)) => {
+                let api = match provider {
+                    Provider::OpenAi => "https://api.openai.com",
+                    Provider::Gemini => "https://generativelanguage.googleapis.com",
+                };
+                let var = key_var(provider);
+                return Err(format!(
+                    "{var} is set, which means the {provider} API at {api}, but this build relays to plain \
+                     http:// upstreams only; pass --upstream http://HOST:PORT for a local server, or unset \
+                     {var} to use the built-in mock"
+                ));
+            }
+            (None, None) => UpstreamConfig::EmbeddedMock {
+                provider,
+                tokens: self.mock_tokens,
+                interval: Duration::from_millis(self.mock_interval_ms),
+            },
         };
-        let origin = parse_upstream_url(&url).map_err(|e| format!("--upstream {url}: {e}"))?;
-        Ok(UpstreamPlan::Remote {
-            provider,
-            origin,
-            key,
+        Ok(Config {
+            listen: self.listen,
+            workers: self.workers.map_or_else(cores, usize::from),
+            upstream,
+            default_model: self
+                .model
+                .clone()
+                .unwrap_or_else(|| provider.default_model().to_string()),
+            pool_max_idle: self.upstream_max_conns,
+            idle_timeout: Duration::from_secs(self.upstream_idle_timeout),
+            common: self.common.loop_settings(),
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn serve(args: &[&str]) -> ServeArgs {
-        let cli =
-            Cli::try_parse_from(std::iter::once("tokenpipe").chain(args.iter().copied())).unwrap();
-        match cli.command {
-            Some(Command::Serve(s)) => s,
-            None => cli.serve,
-            Some(other) => panic!("not serve: {other:?}"),
-        }
-    }
-
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
-
-    #[test]
-    fn no_key_and_no_upstream_means_the_embedded_mock() {
-        let plan = serve(&[]).plan(no_env).unwrap();
-        assert!(matches!(
-            plan,
-            UpstreamPlan::EmbeddedMock {
-                provider: Provider::OpenAi
-            }
-        ));
-        assert_eq!(serve(&[]).listen.to_string(), "127.0.0.1:8080");
-    }
-
-    #[test]
-    fn serve_is_the_default_subcommand() {
-        let a = serve(&["--listen", "127.0.0.1:0", "--workers", "1"]);
-        let b = serve(&["serve", "--listen", "127.0.0.1:0", "--workers", "1"]);
-        assert_eq!(a.listen, b.listen);
-        assert_eq!(a.workers, Some(1));
-        assert!(Cli::try_parse_from(["tokenpipe", "--workers", "0"]).is_err());
-    }
-
-    #[test]
-    fn a_gemini_key_picks_gemini_and_its_https_api_is_refused_for_now() {
-        let env = |k: &str| (k == "GEMINI_API_KEY").then(|| "k".to_string());
-        let err = serve(&[]).plan(env).unwrap_err();
-        assert!(err.contains("https"), "{err}");
-    }
-
-    #[test]
-    fn explicit_upstream_with_key() {
-        let env = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk-test".to_string());
-        let plan = serve(&["--upstream", "http://127.0.0.1:9000/base"])
-            .plan(env)
-            .unwrap();
-        let UpstreamPlan::Remote {
-            provider,
-            origin,
-            key,
-        } = plan
-        else {
-            panic!("not remote");
-        };
-        assert_eq!(provider, Provider::OpenAi);
-        assert_eq!(origin.port, 9000);
-        assert_eq!(key.unwrap().expose(), "sk-test");
-    }
-
-    #[test]
-    fn durations_are_bounded() {
-        assert!(
-            Cli::try_parse_from([
-                "tokenpipe",
-                "--upstream-idle-timeout",
-                "18446744073709551615"
-            ])
-            .is_err()
-        );
-        assert!(Cli::try_parse_from(["tokenpipe", "--upstream-idle-timeout", "0"]).is_err());
-        assert!(
-            Cli::try_parse_from([
-                "tokenpipe",
-                "mock-upstream",
-                "--interval-ms",
-                "999999999999"
-            ])
-            .is_err()
-        );
-    }
-
-    #[test]
-    fn mock_upstream_options() {
-        let cli = Cli::try_parse_from([
-            "tokenpipe",
-            "mock-upstream",
-            "--listen",
-            "127.0.0.1:0",
-            "--tokens",
-            "5",
-            "--interval-ms",
-            "0",
-            "--format",
-            "gemini",
-        ])
-        .unwrap();
-        let Some(Command::MockUpstream(m)) = cli.command else {
-            panic!("not mock-upstream");
-        };
-        assert_eq!(
-            (m.tokens, m.interval_ms, m.format),
-            (5, 0, ProviderArg::Gemini)
-        );
-    }
-}
+mod tests;

@@ -1,50 +1,264 @@
-//! Starting workers: one thread, one event loop and one listening socket each.
+//! Assembly: from a [`Config`] to running workers, and back to a stop.
+//!
+//! [`Server::start`] is what the binary, the tests and the benchmarks call. It raises the descriptor limit
+//! and grows the descriptor table (`reactor::fdlimit`), resolves the upstream, starts the embedded mock when
+//! no upstream is configured, binds one listening socket per worker and starts each worker on its own
+//! thread, serving the relay. It returns a [`Running`]: the bound addresses, the workers' figures, a way to
+//! wait for the first worker that stops, and a way to stop them all.
 //!
 //! Each worker has its own listener bound to the same address with `SO_REUSEPORT`, so the kernel spreads
 //! incoming connections across workers and no worker ever touches another's sockets: there is no shared
-//! accept queue, no lock and no hand-off. Binding `port 0` would give every socket a different port, so the
-//! first socket binds and the others bind to the port it got.
+//! accept queue, no lock and no hand-off. Binding port 0 would give every socket a different port, so the
+//! first socket binds and the others bind to the port it got. Where the kernel does not balance
+//! `SO_REUSEPORT` listeners (macOS and the BSDs other than FreeBSD's `SO_REUSEPORT_LB`), the workers share
+//! one listening socket instead: each registers its own duplicate, the first to accept gets the
+//! connection, and the others find the backlog empty.
 //!
-//! All listeners are bound before any worker starts, so once [`Started::addr`] is known (and printed),
+//! All listeners are bound before any worker starts, so once [`Running::addr`] is known (and printed),
 //! connections succeed: the kernel queues them until the workers accept.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::reactor::{Service, Settings, Worker};
+use crate::config::{Config, LoopConfig, MockConfig, UpstreamConfig};
+use crate::mock::script::MockFormat;
+use crate::mock::{Mock, MockStats};
+use crate::reactor::instrument::{StatsSnapshot, WorkerStats};
+use crate::reactor::{Handler, Remote, Worker, fdlimit};
+use crate::relay::providers::{Origin, Provider};
+use crate::relay::{Relay, UpstreamTarget};
 
-/// Pending connections the kernel may queue per listener (it caps this at `net.core.somaxconn`).
-const BACKLOG: i32 = 4096;
-
-/// Running workers.
-pub struct Started {
-    /// The bound address (with the real port when `:0` was asked).
-    pub addr: SocketAddr,
-    /// One message per worker that stopped: its name and why.
-    exits: Receiver<(String, io::Result<()>)>,
+/// Descriptors a process needs besides its streams: standard streams, and per worker its listener, its
+/// epoll instance and its waker; plus two for one stream, or nothing could be served.
+fn fds_needed(workers: usize) -> u64 {
+    3 + 3 * workers as u64 + 2
 }
 
-impl Started {
-    /// Waits until any worker stops, and reports why. A worker only stops on a fatal error (or a bug that
-    /// panicked it); running on with fewer workers would hide that, so the caller should exit.
-    pub fn wait(self) -> io::Result<()> {
-        match self.exits.recv() {
-            Ok((name, Ok(()))) => Err(io::Error::other(format!("worker {name} stopped"))),
-            Ok((name, Err(e))) => Err(io::Error::other(format!("worker {name} failed: {e}"))),
-            Err(_) => Err(io::Error::other("all workers are gone")),
+/// Starts servers.
+pub struct Server;
+
+impl Server {
+    /// Starts the relay described by `config` (and, if it says so, the embedded mock it relays to).
+    pub fn start(config: Config) -> Result<Running, String> {
+        let mock_workers = usize::from(matches!(
+            config.upstream,
+            UpstreamConfig::EmbeddedMock { .. }
+        ));
+        prepare_fds(&config.common, config.workers + mock_workers)?;
+        let (to, exits) = mpsc::channel();
+        let mut group = Running {
+            addr: config.listen,
+            mock_addr: None,
+            mock_stats: None,
+            workers: Vec::new(),
+            exits,
+        };
+        let (provider, origin, key) = match config.upstream {
+            UpstreamConfig::Remote {
+                provider,
+                origin,
+                key,
+            } => (provider, origin, key),
+            UpstreamConfig::EmbeddedMock {
+                provider,
+                tokens,
+                interval,
+            } => {
+                let mock = MockConfig {
+                    listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    workers: 1,
+                    format: match provider {
+                        Provider::OpenAi => MockFormat::OpenAi,
+                        Provider::Gemini => MockFormat::Gemini,
+                    },
+                    tokens,
+                    interval,
+                    common: config.common.clone(),
+                };
+                let stats = Arc::new(MockStats::default());
+                let addr = spawn_mock(&mock, stats.clone(), &to, &mut group.workers)?;
+                group.mock_addr = Some(addr);
+                group.mock_stats = Some(stats);
+                let origin = Origin {
+                    host: "127.0.0.1".into(),
+                    port: addr.port(),
+                    base_path: String::new(),
+                };
+                (provider, origin, None)
+            }
+        };
+        // Resolved once, at start, while no worker runs yet.
+        let addr = (origin.host.as_str(), origin.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve upstream host {}: {e}", origin.host))?
+            .next()
+            .ok_or_else(|| format!("upstream host {} has no address", origin.host))?;
+        log::info!(
+            "relaying to the {provider} API at http://{}{} ({addr})",
+            origin.host_header(),
+            origin.base_path
+        );
+        let target = Arc::new(UpstreamTarget {
+            provider,
+            origin,
+            addr,
+            key,
+            default_model: config.default_model.clone(),
+        });
+        let listeners = bind_listeners(config.listen, config.workers, config.common.backlog)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        group.addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let relay = Relay::new(
+                target.clone(),
+                config.common.limits.clone(),
+                config.common.stream_buffer,
+                config.pool_max_idle,
+                config.idle_timeout,
+            );
+            let name = format!("relay-{i}");
+            spawn(
+                name,
+                listener,
+                &config.common,
+                relay,
+                &to,
+                &mut group.workers,
+            )?;
         }
+        Ok(group)
     }
+
+    /// Starts the mock upstream on its own.
+    pub fn start_mock(config: MockConfig) -> Result<Running, String> {
+        prepare_fds(&config.common, config.workers)?;
+        let (to, exits) = mpsc::channel();
+        let stats = Arc::new(MockStats::default());
+        let mut workers = Vec::new();
+        let addr = spawn_mock(&config, stats.clone(), &to, &mut workers)?;
+        Ok(Running {
+            addr,
+            mock_addr: Some(addr),
+            mock_stats: Some(stats),
+            workers,
+            exits,
+        })
+    }
+}
+
+/// Raises the descriptor limit and grows the table (both process-wide), and refuses a limit too low to
+/// serve anything.
+fn prepare_fds(common: &LoopConfig, workers: usize) -> Result<(), String> {
+    let limit = match fdlimit::raise(common.max_fds) {
+        Ok(limit) => limit.after,
+        Err(e) => {
+            log::warn!("could not raise the file descriptor limit: {e}");
+            return Ok(());
+        }
+    };
+    let needed = fds_needed(workers);
+    if limit < needed {
+        return Err(format!(
+            "--max-fds {limit} is too low: {workers} worker(s) need at least {needed} file descriptors \
+             to listen and serve one stream"
+        ));
+    }
+    if let Err(e) = fdlimit::grow_table(limit) {
+        log::warn!("could not grow the descriptor table: {e}");
+    }
+    Ok(())
+}
+
+fn spawn_mock(
+    config: &MockConfig,
+    stats: Arc<MockStats>,
+    to: &Sender<Exit>,
+    workers: &mut Vec<WorkerHandle>,
+) -> Result<SocketAddr, String> {
+    let listeners = bind_listeners(config.listen, config.workers, config.common.backlog)
+        .map_err(|e| format!("mock upstream cannot listen on {}: {e}", config.listen))?;
+    let addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let mock = Mock::new(
+            config.format,
+            config.tokens,
+            config.interval,
+            config.common.limits.clone(),
+            config.common.stream_buffer,
+            stats.clone(),
+        );
+        spawn(
+            format!("mock-{i}"),
+            listener,
+            &config.common,
+            mock,
+            to,
+            workers,
+        )?;
+    }
+    Ok(addr)
+}
+
+/// A worker's name and result when it stopped.
+type Exit = (String, io::Result<()>);
+
+/// One running worker.
+struct WorkerHandle {
+    remote: Remote,
+    stats: Arc<WorkerStats>,
+    thread: JoinHandle<()>,
+}
+
+fn spawn<H>(
+    name: String,
+    listener: TcpListener,
+    common: &LoopConfig,
+    handler: H,
+    to: &Sender<Exit>,
+    workers: &mut Vec<WorkerHandle>,
+) -> Result<(), String>
+where
+    H: Handler + Send + 'static,
+    H::Conn: Send,
+    H::Timer: Send,
+{
+    let fail = |e: io::Error| format!("cannot start worker {name}: {e}");
+    let mut worker = Worker::new(name.clone(), common.loop_warn, handler).map_err(fail)?;
+    worker.listen(listener).map_err(fail)?;
+    let report = ExitReport {
+        name: name.clone(),
+        result: None,
+        to: to.clone(),
+    };
+    let remote = worker.remote();
+    let stats = worker.stats();
+    let thread = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            // Moved whole into the thread (a closure would otherwise capture only the field it assigns), so
+            // it is dropped here: when the loop returns, or when the thread unwinds.
+            let mut report = report;
+            report.result = Some(worker.run());
+        })
+        .map_err(fail)?;
+    workers.push(WorkerHandle {
+        remote,
+        stats,
+        thread,
+    });
+    Ok(())
 }
 
 /// Reports a worker's end on drop, which also happens when its thread unwinds from a panic.
 struct ExitReport {
     name: String,
     result: Option<io::Result<()>>,
-    to: Sender<(String, io::Result<()>)>,
+    to: Sender<Exit>,
 }
 
 impl Drop for ExitReport {
@@ -58,62 +272,104 @@ impl Drop for ExitReport {
     }
 }
 
-/// Binds `count` listeners on `addr` and starts a worker on each, serving what `service(i)` builds.
-pub fn start(
-    name: &str,
+/// Running workers.
+pub struct Running {
     addr: SocketAddr,
-    count: usize,
-    settings: Settings,
-    mut service: impl FnMut(usize) -> Service,
-) -> io::Result<Started> {
-    let listeners = bind_listeners(addr, count.max(1))?;
-    let addr = listeners[0].local_addr()?;
-    let settings = Arc::new(settings);
-    let (to, exits) = mpsc::channel();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let name = format!("{name}-{i}");
-        let worker = Worker::new(name.clone(), listener, settings.clone(), service(i))?;
-        let report = ExitReport {
-            name: name.clone(),
-            result: None,
-            to: to.clone(),
-        };
-        std::thread::Builder::new().name(name).spawn(move || {
-            // Moved whole into the thread (a closure would otherwise capture only the field it assigns), so
-            // it is dropped here: when the loop returns, or when the thread unwinds.
-            let mut report = report;
-            report.result = Some(worker.run());
-        })?;
-    }
-    Ok(Started { addr, exits })
+    mock_addr: Option<SocketAddr>,
+    mock_stats: Option<Arc<MockStats>>,
+    workers: Vec<WorkerHandle>,
+    exits: Receiver<Exit>,
 }
 
-/// `count` listening sockets sharing one address through `SO_REUSEPORT`.
+impl Running {
+    /// The bound address (with the real port when `:0` was asked).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The mock's address: the embedded mock of a relay, or the mock itself.
+    pub fn mock_addr(&self) -> Option<SocketAddr> {
+        self.mock_addr
+    }
+
+    /// The mock's counters, as `GET /stats` serves them.
+    pub fn mock_stats(&self) -> Option<serde_json::Value> {
+        self.mock_stats.as_ref().map(|s| s.snapshot())
+    }
+
+    /// Every worker's figures, added up (published once per loop iteration).
+    pub fn stats(&self) -> StatsSnapshot {
+        self.workers
+            .iter()
+            .map(|w| w.stats.snapshot())
+            .fold(StatsSnapshot::default(), |a, b| a + b)
+    }
+
+    /// Waits until any worker stops, and says why. A worker only stops on a fatal error (or a bug that
+    /// panicked it); running on with fewer workers would hide that, so the caller should exit.
+    pub fn wait(self) -> Result<(), String> {
+        match self.exits.recv() {
+            Ok((name, Ok(()))) => Err(format!("worker {name} stopped")),
+            Ok((name, Err(e))) => Err(format!("worker {name} failed: {e}")),
+            Err(_) => Err("all workers are gone".into()),
+        }
+    }
+
+    /// Stops every worker and waits for their threads. Connections still open are closed.
+    pub fn stop(self) {
+        for w in &self.workers {
+            if let Err(e) = w.remote.stop() {
+                log::warn!("cannot wake a worker to stop it: {e}");
+            }
+        }
+        for w in self.workers {
+            let _ = w.thread.join();
+        }
+    }
+}
+
+/// `count` listening sockets sharing one address (see the module docs).
 ///
 /// `SO_REUSEPORT` would also let a *second* tokenpipe started by mistake on the same port join the group
 /// silently and take half the connections. So a fixed port is first probed with a plain bind, which fails
 /// with "address in use" if anyone listens there.
-pub fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+pub fn bind_listeners(
+    addr: SocketAddr,
+    count: usize,
+    backlog: Option<u32>,
+) -> io::Result<Vec<TcpListener>> {
+    let count = count.max(1);
     if addr.port() != 0 {
         drop(TcpListener::bind(addr)?);
     }
-    let first = bind_one(addr)?;
+    let first = bind_one(addr, backlog)?;
     let addr = first.local_addr()?;
     let mut all = vec![first];
     for _ in 1..count {
-        all.push(bind_one(addr)?);
+        all.push(if BALANCED_REUSEPORT {
+            bind_one(addr, backlog)?
+        } else {
+            all[0].try_clone()?
+        });
     }
     Ok(all)
 }
 
-fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Whether the kernel spreads connections across `SO_REUSEPORT` listeners.
+const BALANCED_REUSEPORT: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+fn bind_one(addr: SocketAddr, backlog: Option<u32>) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // Restarting must not wait for old connections in TIME_WAIT.
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    if BALANCED_REUSEPORT {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
+    // The kernel caps the backlog at its `somaxconn`; asking for the most an `int` holds gets exactly that.
+    let backlog = backlog.map_or(i32::MAX, |b| i32::try_from(b).unwrap_or(i32::MAX));
+    socket.listen(backlog)?;
     Ok(socket.into())
 }
 
@@ -123,15 +379,15 @@ mod tests {
 
     #[test]
     fn a_taken_port_is_refused_even_with_reuseport() {
-        let ours = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let ours = bind_listeners("127.0.0.1:0".parse().unwrap(), 2, None).unwrap();
         let taken = ours[0].local_addr().unwrap();
-        let err = bind_listeners(taken, 2).unwrap_err();
+        let err = bind_listeners(taken, 2, None).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 
     #[test]
     fn port_zero_gives_all_listeners_the_same_real_port() {
-        let ls = bind_listeners("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let ls = bind_listeners("127.0.0.1:0".parse().unwrap(), 3, Some(16)).unwrap();
         let port = ls[0].local_addr().unwrap().port();
         assert_ne!(port, 0);
         assert!(ls.iter().all(|l| l.local_addr().unwrap().port() == port));

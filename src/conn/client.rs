@@ -1,57 +1,66 @@
 //! The downstream connection: a client that sends requests and receives (streamed) responses.
 //!
 //! ```text
-//!                    request complete
-//!   AwaitingRequest ─────────────────┬──────────────────────────────┐
-//!        ▲                           │ fixed answer (error, health) │ stream (relay or mock)
-//!        │                           ▼                              ▼
-//!        │ keep-alive           Replying ◀── end_stream ────────── Streaming
-//!        └──────────── `out` drained │   ◀── 502 (upstream failed    │ client gone / write error
-//!                                    │        before its head)      ▼
-//!                                    │   ◀── fail_stream (mid-     (closed by the reactor)
-//!                                    │        stream failure: Close)
-//!                                    │ Close
-//!                                    └──▶ Lingering ──EOF/deadline──▶ (closed by the reactor)
+//!                      request complete
+//!   AwaitingRequest ───────────────────┬──────────────────────────────┐
+//!        ▲                             │ fixed answer (error, health) │ the application serves it
+//!        │ keep-alive                  ▼                              ▼   (relay exchange, mock stream)
+//!        └──────── `out` drained ── Replying ◀───── it is done ───── Serving(W)
+//!                                      │                              │ client left / write error
+//!                                      │ Close                        ▼
+//!                                      └──▶ Lingering ──EOF/deadline──▶ (closed by the reactor)
 //! ```
 //!
 //! The two directions are independent: bytes from the client collect in `inbuf` and are parsed only in
 //! `AwaitingRequest` (pipelined requests wait there, answered in order); bytes for the client go through
 //! [`OutBuf`], which tries the socket first and keeps only what the socket would not take.
+//!
+//! [`drive`] is the client driver every application shares. It is a loop of three moves: flush what is
+//! queued; *decide* the next step from the connection's state alone ([`decide`], a pure function of
+//! [`Facts`]); *do* it. Only the steps that need the application ([`ClientApp`]) leave this module: a
+//! complete request, and a queue that drained under a paused stream.
 
-use std::io::{self, IoSlice, Write};
+use std::net::SocketAddr;
 
-use mio::net::TcpStream;
+use super::outbuf::{Flushed, OutBuf};
+use super::transport::{ReadOutcome, Transport};
+use crate::http::request::{Progress, Request, RequestReader};
+use crate::http::response::{error_response, write_head};
+use crate::reactor::{ConnId, Cx, Handler, TURN_BUDGET, TimerKey};
 
-use super::{ReadOutcome, Readiness, read_once};
-use crate::http::request::RequestReader;
-use crate::http::response::{LAST_CHUNK, chunk_size_line};
-use crate::mock::MockStream;
-use crate::reactor::timers::TimerKey;
-use crate::reactor::token::ConnId;
+/// How long a client we are closing after its last reply (an error, `Connection: close`, HTTP/1.0) may keep
+/// sending before we stop listening. Closing a socket with unread input makes the kernel send a reset,
+/// which can destroy the reply before the client reads it; so we half-close, read and discard for a
+/// moment, then close (a "lingering close").
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Steps of [`drive`] per turn: a few per request (read, parse, answer, flush), so a turn covers a handful
+/// of pipelined requests before the client yields.
+const CLIENT_STEPS: usize = 4 * TURN_BUDGET;
 
 /// What a client connection is doing.
-pub enum ClientState {
+pub enum ClientState<W> {
     /// Waiting for (the rest of) a request.
     AwaitingRequest,
-    /// The whole response is in `out`; when it drains, do `then`.
+    /// The application is answering a request; `W` is how far it got (the relay's exchange, the mock's
+    /// stream). It ends by calling [`ClientConn::finish`].
+    Serving(W),
+    /// The whole response is queued in `out`; when it drains, do `then`.
     Replying { then: AfterReply },
-    /// A streamed response is being produced by `source`, framed as `framing` says; when it ends
-    /// ([`ClientConn::end_stream`]) the state becomes `Replying`.
-    Streaming {
-        source: Source,
-        framing: StreamFraming,
-    },
     /// The reply is out and our side is shut; discard what the client still sends until it closes or the
     /// deadline passes, so that closing does not reset the connection under an unread reply.
     Lingering { deadline: TimerKey },
 }
 
-/// Where a streamed response comes from.
-pub enum Source {
-    /// An upstream connection of the same worker (the relay). Its state says whether the head arrived yet.
-    Upstream(ConnId),
-    /// The built-in mock LLM (the `mock-upstream` service).
-    Mock(MockStream),
+/// Whether `inbuf` may hold a request the reader has not seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// New bytes arrived (or a request was just taken from the buffer): parse before reading more.
+    Unparsed,
+    /// The reader has seen all of `inbuf` and needs more bytes.
+    NeedMore,
 }
 
 /// How a streamed body is delimited for this client. It also fixes what follows the body, so the two can
@@ -91,44 +100,48 @@ pub enum AfterReply {
     Close,
 }
 
+impl AfterReply {
+    /// What a request asked for.
+    pub fn of(req: &Request) -> AfterReply {
+        if req.keep_alive {
+            AfterReply::KeepAlive
+        } else {
+            AfterReply::Close
+        }
+    }
+}
+
 /// A downstream connection.
-pub struct ClientConn {
-    pub sock: TcpStream,
-    pub ready: Readiness,
+pub struct ClientConn<W> {
+    pub peer: SocketAddr,
+    pub io: Transport,
     /// Bytes received and not yet consumed by `reader`: a partial head, or requests pipelined behind the
     /// one being answered. Bounded by the head limit plus one read: the reader rejects longer heads, and
     /// while a response is in progress the client is read only while this holds less than a head's worth.
     pub inbuf: Vec<u8>,
+    pub input: Input,
     pub reader: RequestReader,
     pub out: OutBuf,
-    pub state: ClientState,
+    pub state: ClientState<W>,
 }
 
-impl ClientConn {
-    pub fn new(sock: TcpStream, reader: RequestReader) -> Self {
+impl<W> ClientConn<W> {
+    pub fn new(io: Transport, peer: SocketAddr, reader: RequestReader) -> Self {
         ClientConn {
-            sock,
-            ready: Readiness::default(),
+            peer,
+            io,
             inbuf: Vec::new(),
+            input: Input::NeedMore,
             reader,
             out: OutBuf::default(),
             state: ClientState::AwaitingRequest,
         }
     }
 
-    /// Reads once through `scratch` and appends what came to `inbuf`.
-    pub fn read_into_inbuf(&mut self, scratch: &mut [u8]) -> ReadOutcome {
-        let outcome = read_once(&mut self.sock, &mut self.ready, scratch);
-        if let ReadOutcome::Data(n) = outcome {
-            self.inbuf.extend_from_slice(&scratch[..n]);
-        }
-        outcome
-    }
-
     /// Drops the first `n` bytes of `inbuf` (the reader consumed them). The buffer is released when empty,
     /// and shrunk when a few leftover bytes (the start of a pipelined request) sit in a buffer grown for a
     /// large body, so an idle keep-alive connection holds little or no input memory.
-    pub fn consume_inbuf(&mut self, n: usize) {
+    fn consume_inbuf(&mut self, n: usize) {
         if n >= self.inbuf.len() {
             self.inbuf = Vec::new();
         } else if n > 0 {
@@ -139,196 +152,287 @@ impl ClientConn {
         }
     }
 
-    /// Queues `bytes` and writes as much as the socket takes now.
-    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.out.push(bytes);
-        self.flush()
-    }
-
-    /// Writes queued bytes while the socket takes them.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush(&mut self.sock, &mut self.ready)
-    }
-
-    /// Sends `payload` as part of the streamed body: one chunk (see [`OutBuf::send_chunk`]), or the bare
-    /// bytes for a close-delimited body.
-    pub fn send_payload(&mut self, payload: &[u8]) -> io::Result<()> {
-        match self.state {
-            ClientState::Streaming {
-                framing: StreamFraming::UntilClose,
-                ..
-            } => self.send(payload),
-            _ => self
-                .out
-                .send_chunk(&mut self.sock, &mut self.ready, payload),
-        }
-    }
-
-    /// The streamed body is complete: queue the last chunk (chunked framing) and enter `Replying`.
-    pub fn end_stream(&mut self) {
-        if let ClientState::Streaming { framing, .. } = self.state {
-            if let StreamFraming::Chunked(_) = framing {
-                self.out.push(LAST_CHUNK);
-            }
-            self.state = ClientState::Replying {
-                then: framing.after(),
-            };
-        }
-    }
-
-    /// The streamed body failed mid-way (the caller has sent the SSE error event): no last chunk, so the
-    /// client sees an incomplete transfer, and the connection closes.
-    pub fn fail_stream(&mut self) {
-        self.state = ClientState::Replying {
-            then: AfterReply::Close,
-        };
-    }
-}
-
-/// One `writev` of `parts`; returns how many bytes went out (0 if the socket would block).
-fn write_parts(
-    sock: &mut TcpStream,
-    ready: &mut Readiness,
-    parts: &[&[u8]; 3],
-) -> io::Result<usize> {
-    let slices = parts.map(IoSlice::new);
-    loop {
-        return match sock.write_vectored(&slices) {
-            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ready.writable = false;
-                Ok(0)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => Err(e),
-        };
-    }
-}
-
-/// Outgoing bytes that the socket has not taken yet.
-///
-/// Invariant: after [`OutBuf::flush`] or [`OutBuf::send_chunk`] returns `Ok`, either the buffer is empty or the
-/// socket said `WouldBlock` (so `writable` is false). Hence a non-empty buffer never needs an extra write
-/// attempt before the next writable event, and new bytes can simply be appended behind it.
-#[derive(Default)]
-pub struct OutBuf {
-    buf: Vec<u8>,
-    /// Bytes of `buf` already written.
-    pos: usize,
-}
-
-impl OutBuf {
-    /// Bytes still to write.
-    pub fn len(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Appends bytes behind whatever is queued, without writing: the caller must flush, or be inside
-    /// `Worker::drive_client`, whose loop flushes before it decides anything else.
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.compact();
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// Moves the unwritten bytes to the front once the written ones make up half the buffer. Without this
-    /// A client that always lags a little would make `buf` grow forever (written bytes at the front are
-    /// never reclaimed until a full drain), so the backpressure cap, which counts only unwritten bytes,
-    /// would not bound memory. Waiting for "half" keeps the copying amortized: each byte moves at most once
-    /// per doubling, and the buffer stays under twice the unwritten bytes plus one push.
-    fn compact(&mut self) {
-        if self.pos > 0 && self.pos * 2 >= self.buf.len() {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-    }
-
-    /// Writes queued bytes until the buffer is empty or the socket would block.
-    pub fn flush(&mut self, sock: &mut TcpStream, ready: &mut Readiness) -> io::Result<()> {
-        while !self.is_empty() && ready.writable {
-            match sock.write(&self.buf[self.pos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends `payload` framed as one chunk: size line, payload, CRLF.
-    ///
-    /// When nothing is queued and the socket is writable, the three parts go out in one `writev` straight
-    /// from where they are (the payload usually sits in the worker's read buffer), and only the part the
-    /// socket did not take is copied into the buffer. Otherwise the chunk queues behind what is there.
-    pub fn send_chunk(
+    /// Sends `payload` as part of a streamed body framed as `framing`: one chunk, or the bare bytes for a
+    /// close-delimited body. With `last`, the body ends here (the last chunk goes in the same `writev`).
+    pub fn send_payload(
         &mut self,
-        sock: &mut TcpStream,
-        ready: &mut Readiness,
+        framing: StreamFraming,
         payload: &[u8],
-    ) -> io::Result<()> {
-        if payload.is_empty() {
-            // A zero-size chunk would end the body: never send one for a read that held no payload.
-            return Ok(());
+        last: bool,
+    ) -> std::io::Result<()> {
+        match framing {
+            StreamFraming::Chunked(_) => self.out.send_chunk(&mut self.io, payload, last),
+            StreamFraming::UntilClose => self.out.send(&mut self.io, &[payload]),
         }
-        let mut line = [0u8; 20];
-        let line = chunk_size_line(payload.len(), &mut line);
-        let parts: [&[u8]; 3] = [line, payload, b"\r\n"];
-        let mut written = 0;
-        if self.is_empty() && ready.writable {
-            written = write_parts(sock, ready, &parts)?;
-        }
-        // Queue the unwritten tail of the three parts.
-        self.compact();
-        let mut skip = written;
-        for part in parts {
-            let taken = skip.min(part.len());
-            self.buf.extend_from_slice(&part[taken..]);
-            skip -= taken;
-        }
-        // Restores the invariant: after a short write the socket may still take more, and bytes queued
-        // behind an earlier backlog go out now if the socket turned writable meanwhile.
-        self.flush(sock, ready)
     }
 
-    fn advance(&mut self, n: usize) {
-        if n == 0 {
+    /// The application is done with its request: what is queued is the whole response, then `then`. The
+    /// work is handed back (it may hold timers to cancel).
+    pub fn finish(&mut self, then: AfterReply) -> Option<W> {
+        match std::mem::replace(&mut self.state, ClientState::Replying { then }) {
+            ClientState::Serving(work) => Some(work),
+            _ => None,
+        }
+    }
+
+    /// Queues a complete response and enters `Replying`.
+    pub fn reply(&mut self, bytes: &[u8], then: AfterReply) {
+        self.out.push(bytes);
+        self.state = ClientState::Replying { then };
+    }
+
+    /// Replies with the project's JSON error shape: `{"error":{"code":..,"message":..}}`.
+    pub fn reply_error(
+        &mut self,
+        status: u16,
+        code: &str,
+        message: &str,
+        extra: &[(&str, &str)],
+        then: AfterReply,
+    ) {
+        let mut out = Vec::new();
+        error_response(
+            &mut out,
+            status,
+            code,
+            message,
+            extra,
+            then == AfterReply::Close,
+        );
+        self.reply(&out, then);
+    }
+
+    /// A `200` with a JSON body; for `HEAD`, the same head without the body.
+    pub fn reply_json(&mut self, method: &str, body: &serde_json::Value, then: AfterReply) {
+        let body = body.to_string();
+        let len = body.len().to_string();
+        let mut out = Vec::with_capacity(128 + body.len());
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("Content-Length", len.as_str()),
+        ];
+        if then == AfterReply::Close {
+            headers.push(("Connection", "close"));
+        }
+        write_head(&mut out, 200, &headers);
+        if method != "HEAD" {
+            out.extend_from_slice(body.as_bytes());
+        }
+        self.reply(&out, then);
+    }
+
+    /// The facts [`decide`] looks at.
+    pub fn facts(&self, flushed: Flushed, max_head: usize) -> Facts {
+        Facts {
+            state: match &self.state {
+                ClientState::AwaitingRequest => StateKind::AwaitingRequest,
+                ClientState::Serving(_) => StateKind::Serving,
+                ClientState::Replying { then } => StateKind::Replying(*then),
+                ClientState::Lingering { .. } => StateKind::Lingering,
+            },
+            flushed,
+            readable: self.io.readable(),
+            read_closed: self.io.read_closed(),
+            input: self.input,
+            inbuf_full: self.inbuf.len() >= max_head,
+        }
+    }
+}
+
+/// The head of every streamed response: SSE (chunked for HTTP/1.1 clients), with the headers that stop
+/// caches and buffering proxies (nginx honours `X-Accel-Buffering: no`) from holding tokens back.
+pub fn stream_head(framing: StreamFraming) -> Vec<u8> {
+    let mut head = Vec::with_capacity(192);
+    let mut headers = vec![
+        ("Content-Type", "text/event-stream"),
+        ("Cache-Control", "no-cache"),
+        ("X-Accel-Buffering", "no"),
+    ];
+    if let StreamFraming::Chunked(_) = framing {
+        headers.push(("Transfer-Encoding", "chunked"));
+    }
+    if framing.after() == AfterReply::Close {
+        headers.push(("Connection", "close"));
+    }
+    write_head(&mut head, 200, &headers);
+    head
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Deciding
+// ---------------------------------------------------------------------------------------------------------
+
+/// The state, without its data: what [`decide`] needs to know of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    AwaitingRequest,
+    Serving,
+    Replying(AfterReply),
+    Lingering,
+}
+
+/// Everything [`decide`] looks at, so that it can be tested without a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    pub state: StateKind,
+    /// What the flush just before came to.
+    pub flushed: Flushed,
+    pub readable: bool,
+    pub read_closed: bool,
+    pub input: Input,
+    /// `inbuf` holds a head's worth of bytes: read no more while a response is in progress.
+    pub inbuf_full: bool,
+}
+
+/// What a client connection should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Run the request reader over `inbuf`.
+    Parse,
+    /// Read request bytes into `inbuf`.
+    Read,
+    /// A response is in progress: read (keeping pipelined bytes) so as to notice the client leaving.
+    Watch,
+    /// Lingering: read and discard until the client closes.
+    Discard,
+    /// The queue drained under a stream that may have paused for it: let the application go on.
+    Resume,
+    /// The reply is out; the connection stays for the next request.
+    EndReply,
+    /// The reply is out and the connection must close: half-close and linger.
+    Linger,
+    /// Close now: the client closed its side and nothing it sent is left to answer.
+    Close,
+    /// The client closed its side while its response was in progress: it left.
+    Left,
+    /// Nothing to do until the next event or timer.
+    Wait,
+}
+
+/// Decides the next step from the facts alone. The order of the arms is the order of priorities: a
+/// departure first, then finishing what is in progress, then reading.
+pub fn decide(f: &Facts) -> Next {
+    let drained = f.flushed != Flushed::Pending;
+    match f.state {
+        // A client that shuts its side mid-response has left (as nginx assumes too): stop serving it.
+        StateKind::Serving if f.read_closed => Next::Left,
+        StateKind::Serving if f.flushed == Flushed::Drained => Next::Resume,
+        StateKind::Replying(AfterReply::KeepAlive) if drained => Next::EndReply,
+        StateKind::Replying(AfterReply::Close) if drained => Next::Linger,
+        StateKind::AwaitingRequest if f.input == Input::Unparsed => Next::Parse,
+        StateKind::AwaitingRequest if f.readable => Next::Read,
+        // Every request the client sent before closing its side has been answered.
+        StateKind::AwaitingRequest if f.read_closed => Next::Close,
+        StateKind::Lingering if f.readable => Next::Discard,
+        StateKind::Lingering if f.read_closed => Next::Close,
+        StateKind::Serving | StateKind::Replying(_)
+            if f.readable && !f.read_closed && !f.inbuf_full =>
+        {
+            Next::Watch
+        }
+        _ => Next::Wait,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Doing
+// ---------------------------------------------------------------------------------------------------------
+
+/// What an application adds to the shared client driver.
+pub trait ClientApp: Handler + Sized {
+    /// What the application keeps while it serves a request.
+    type Work;
+    /// The client connection inside one of the application's slab entries.
+    fn client(conn: &mut Self::Conn) -> Option<&mut ClientConn<Self::Work>>;
+    /// The timer key for a lingering close.
+    fn linger_timer() -> Self::Timer;
+    /// Longest request head: while a response is in progress, no more than this is read ahead.
+    fn max_head(&self) -> usize;
+    /// A request is complete: answer it ([`ClientConn::reply`]) or start serving it
+    /// (`ClientState::Serving`).
+    fn on_request(&mut self, cx: &mut Cx<Self>, id: ConnId, req: Request);
+    /// The client's queue drained while serving: a stream paused by backpressure may go on.
+    fn on_drained(&mut self, cx: &mut Cx<Self>, id: ConnId);
+}
+
+/// Moves client `id` forward as far as it can go now: flush, decide, do; until the decision is to wait, or
+/// the turn is used up (then it yields, [`crate::reactor::Context::defer`]).
+pub fn drive<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
+    let max_head = app.max_head();
+    for _ in 0..CLIENT_STEPS {
+        let Some(c) = cx.conns.get_mut(id).and_then(A::client) else {
             return;
+        };
+        let flushed = match c.out.flush(&mut c.io) {
+            Ok(f) => f,
+            Err(e) => return gone(cx, id, &e.to_string()),
+        };
+        match decide(&c.facts(flushed, max_head)) {
+            Next::Wait => return,
+            Next::Parse => {
+                let (consumed, progress) = c.reader.advance(&c.inbuf);
+                c.consume_inbuf(consumed);
+                let peer = c.peer;
+                match progress {
+                    Ok(Progress::Complete(req)) => {
+                        log::debug!("{}: {peer} {} {}", cx.name(), req.method, req.path);
+                        app.on_request(cx, id, req);
+                    }
+                    Ok(Progress::SendContinue) => c.out.push(CONTINUE),
+                    Ok(Progress::NeedMore) => c.input = Input::NeedMore,
+                    Err(e) => {
+                        c.reply_error(e.status, e.code, &e.message, &[], AfterReply::Close);
+                        log::debug!("{}: {peer} bad request: {e}", cx.name());
+                    }
+                }
+            }
+            step @ (Next::Read | Next::Watch | Next::Discard) => {
+                match c.io.read(&mut cx.scratch) {
+                    ReadOutcome::Data(n) if step != Next::Discard => {
+                        c.inbuf.extend_from_slice(&cx.scratch[..n]);
+                        c.input = Input::Unparsed;
+                    }
+                    // Discarded bytes, or an end-of-file: recorded in the readiness, which `decide` reads.
+                    ReadOutcome::Data(_) | ReadOutcome::Eof => {}
+                    ReadOutcome::Drained => return,
+                    ReadOutcome::Failed(e) => return gone(cx, id, &e.to_string()),
+                }
+            }
+            Next::Resume => app.on_drained(cx, id),
+            Next::EndReply => {
+                c.state = ClientState::AwaitingRequest;
+                c.input = Input::Unparsed;
+            }
+            // Lingering reads at once what is already there (and the end-of-file, if it came).
+            Next::Linger => linger::<A>(cx, id),
+            Next::Close => return cx.close(id),
+            Next::Left => return gone(cx, id, "client closed its side mid-response"),
         }
-        self.pos += n;
-        if self.pos >= self.buf.len() {
-            // Drained: release the memory. An idle stream holds no buffer; the next backlog allocates again.
-            self.buf = Vec::new();
-            self.pos = 0;
-        }
+    }
+    cx.defer(id);
+}
+
+/// The client hung up, or its socket failed. The reap phase frees it and whatever it owned.
+pub fn gone<C, T>(cx: &mut crate::reactor::Context<C, T>, id: ConnId, why: &str) {
+    log::debug!("{}: client {id:?} gone: {why}", cx.name());
+    cx.close(id);
+}
+
+/// Half-closes, then reads and discards until the client closes or [`LINGER`] passes.
+fn linger<A: ClientApp>(cx: &mut Cx<A>, id: ConnId) {
+    let at = cx.now + LINGER;
+    let Some(c) = cx.conns.get_mut(id).and_then(A::client) else {
+        return;
+    };
+    if c.io.shutdown_write().is_err() {
+        return cx.close(id);
+    }
+    c.inbuf = Vec::new();
+    let deadline = cx.timers.insert(at, id, A::linger_timer());
+    if let Some(c) = cx.conns.get_mut(id).and_then(A::client) {
+        c.state = ClientState::Lingering { deadline };
     }
 }
 
 #[cfg(test)]
-mod more_tests {
-    use super::*;
-
-    /// a client that always lags a little must not make `buf` grow without bound.
-    #[test]
-    fn a_client_that_always_lags_does_not_grow_the_buffer() {
-        let mut out = OutBuf::default();
-        let piece = [b'x'; 1000];
-        out.push(&piece);
-        for round in 0..1000 {
-            out.push(&piece);
-            out.advance(1000); // the socket took as much as was pushed: 1000 bytes stay unwritten
-            assert_eq!(out.len(), 1000);
-            assert!(
-                out.buf.len() <= 2 * out.len() + piece.len(),
-                "round {round}: {} bytes held for {} unwritten",
-                out.buf.len(),
-                out.len()
-            );
-        }
-    }
-}
+mod tests;

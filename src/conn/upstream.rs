@@ -1,141 +1,134 @@
-//! The upstream connection: one HTTP/1.1 exchange at a time with a model API, then back to the pool.
+//! The upstream connection: one HTTP/1.1 exchange at a time with a model API.
 //!
 //! ```text
-//!   connect() ──▶ Sending ──request written──▶ AwaitingHead ──head parsed──▶ Body ──body read to the end──┐
-//!                   ▲                                                          │ keep-alive             │
-//!                   └──────────────── taken from the pool ◀── Idle ◀───────────┘          otherwise close
-//!                                                               │ idle timeout, or the server closed it
-//!                                                               ▼
-//!                                                            (closed)
+//!   connect() or pool ──▶ Sending ──request written──▶ AwaitingHead ──2xx head parsed──▶ Body ──▶ (ended)
 //! ```
 //!
 //! A non-blocking `connect` completes when the socket first turns writable, so `Sending` doubles as
 //! "connecting": the first write either goes through or reports the connect error (`ECONNREFUSED`).
-//! Only `Idle` connections are in the pool, and a connection becomes `Idle` only after its body decoder said
-//! the body ended exactly at the end of what was read: a connection abandoned mid-body is closed, never reused.
+//!
+//! This type knows the upstream side of HTTP/1.1 and nothing of clients: the request it writes is lent to it
+//! by its owner (the relay's exchange), and what the response bytes mean is returned, not acted on. What
+//! happens when the body ends (back to a pool, or closed) is the owner's decision: an `UpstreamConn` can
+//! only be turned back into its bare [`Transport`] ([`UpstreamConn::into_transport`]).
 
-use std::io::{self, Write};
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 
-use mio::net::TcpStream;
-
-use super::Readiness;
+use super::transport::Transport;
 use crate::http::body::BodyDecoder;
-use crate::reactor::timers::TimerKey;
-use crate::reactor::token::ConnId;
+use crate::http::response::{ResponseError, ResponseHead, parse_response_head};
 
 /// What an upstream connection is doing.
 pub enum UpstreamState {
-    /// Connecting and then writing `request[written..]` for `client`.
-    Sending {
-        client: ConnId,
-        request: Vec<u8>,
-        written: usize,
-    },
+    /// Connecting, then writing the request; `written` bytes of it are out.
+    Sending { written: usize },
     /// Request sent; collecting the response head in `head` (bounded by the head limit).
-    /// `retry` keeps the request while a failure could still be retried on a fresh connection: only on a
-    /// reused connection, and only until the first response byte.
-    AwaitingHead {
-        client: ConnId,
-        head: Vec<u8>,
-        retry: Option<Vec<u8>>,
-    },
-    /// Streaming the response body to `client`.
+    AwaitingHead { head: Vec<u8> },
+    /// Reading the response body.
     Body {
-        client: ConnId,
         decoder: BodyDecoder,
+        /// The response allows another exchange on this connection after it.
         keep_alive: bool,
     },
-    /// In the pool, waiting to be taken or to expire.
-    Idle { expires: TimerKey },
-}
-
-impl UpstreamState {
-    /// The client this exchange serves, if any.
-    pub fn client(&self) -> Option<ConnId> {
-        match self {
-            UpstreamState::Sending { client, .. }
-            | UpstreamState::AwaitingHead { client, .. }
-            | UpstreamState::Body { client, .. } => Some(*client),
-            UpstreamState::Idle { .. } => None,
-        }
-    }
 }
 
 /// An upstream connection.
 pub struct UpstreamConn {
-    pub sock: TcpStream,
-    pub ready: Readiness,
+    pub io: Transport,
     pub state: UpstreamState,
-    /// This connection came from the pool (it served an exchange before). The server may have closed it while
-    /// it idled, so a failure before any response byte is retried once on a new connection.
+    /// This connection served an exchange before (it came from a pool). The server may have closed it
+    /// while it idled, which is why a failure before any response byte may be retried.
     pub reused: bool,
 }
 
 /// What writing the request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendProgress {
-    /// All of it is written.
+    /// All of it is written: the state is `AwaitingHead`.
     Done,
-    /// The socket is full; wait for writable.
+    /// The socket is full, or the connect is still in progress; wait for writable.
     Blocked,
 }
 
+/// What a read of response-head bytes came to.
+#[derive(Debug)]
+pub enum HeadProgress {
+    /// The head is not complete yet.
+    NeedMore,
+    /// The head is parsed; the state is `Body`. `rest` holds the body bytes that came with the head.
+    Complete { head: ResponseHead, rest: Vec<u8> },
+}
+
 impl UpstreamConn {
-    /// Starts a non-blocking connect; the exchange begins in `Sending`.
-    pub fn connect(addr: SocketAddr, client: ConnId, request: Vec<u8>) -> io::Result<Self> {
-        let sock = TcpStream::connect(addr)?;
-        // Small SSE events must not wait for Nagle's algorithm; the request is written in one go anyway.
-        sock.set_nodelay(true)?;
+    /// Starts a non-blocking connect to `addr`; the exchange begins in `Sending`.
+    pub fn connect(addr: SocketAddr) -> io::Result<Self> {
         Ok(UpstreamConn {
-            sock,
-            ready: Readiness::default(),
-            state: UpstreamState::Sending {
-                client,
-                request,
-                written: 0,
-            },
+            io: Transport::connect(addr)?,
+            state: UpstreamState::Sending { written: 0 },
             reused: false,
         })
     }
 
-    /// Writes the rest of the request (in `Sending`) while the socket takes it.
-    pub fn write_request(&mut self) -> io::Result<SendProgress> {
-        let UpstreamState::Sending {
-            request, written, ..
-        } = &mut self.state
-        else {
+    /// A new exchange on an idle connection (from a pool).
+    pub fn reuse(io: Transport) -> Self {
+        UpstreamConn {
+            io,
+            state: UpstreamState::Sending { written: 0 },
+            reused: true,
+        }
+    }
+
+    /// Writes the rest of `request` (in `Sending`) while the socket takes it; when all is out, the state
+    /// becomes `AwaitingHead`.
+    pub fn write_request(&mut self, request: &[u8]) -> io::Result<SendProgress> {
+        let UpstreamState::Sending { written } = &mut self.state else {
             return Ok(SendProgress::Done);
         };
         while *written < request.len() {
-            if !self.ready.writable {
+            if !self.io.writable() {
                 return Ok(SendProgress::Blocked);
             }
-            match self.sock.write(&request[*written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => *written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.ready.writable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // A refused connect surfaces here (or as `NotConnected` if the writable event was an error).
-                Err(e) => return Err(e),
-            }
+            *written += self.io.write(&[IoSlice::new(&request[*written..])])?;
         }
+        self.state = UpstreamState::AwaitingHead { head: Vec::new() };
         Ok(SendProgress::Done)
     }
 
-    /// `Sending` -> `AwaitingHead`, once the whole request is written. The request is kept for a retry only
-    /// on a reused connection (see [`UpstreamConn::reused`]); otherwise its memory goes now.
-    pub fn request_sent(&mut self) {
-        if let UpstreamState::Sending {
-            client, request, ..
-        } = &mut self.state
-        {
-            let client = *client;
-            let retry = self.reused.then(|| std::mem::take(request));
-            self.state = UpstreamState::AwaitingHead {
-                client,
-                head: Vec::new(),
-                retry,
-            };
+    /// True once any byte of the response has arrived.
+    pub fn response_started(&self) -> bool {
+        match &self.state {
+            UpstreamState::Sending { .. } => false,
+            UpstreamState::AwaitingHead { head } => !head.is_empty(),
+            UpstreamState::Body { .. } => true,
         }
+    }
+
+    /// Takes response-head bytes (in `AwaitingHead`). Interim `1xx` responses are skipped by the parser.
+    /// On a complete head the state becomes `Body`, whatever the status: what a status means is the
+    /// owner's decision.
+    pub fn on_head_bytes(
+        &mut self,
+        bytes: &[u8],
+        max_head: usize,
+    ) -> Result<HeadProgress, ResponseError> {
+        let UpstreamState::AwaitingHead { head } = &mut self.state else {
+            return Ok(HeadProgress::NeedMore);
+        };
+        head.extend_from_slice(bytes);
+        let Some((parsed, consumed)) = parse_response_head(head, max_head)? else {
+            return Ok(HeadProgress::NeedMore);
+        };
+        let rest = head.split_off(consumed);
+        self.state = UpstreamState::Body {
+            decoder: BodyDecoder::new(parsed.framing),
+            keep_alive: parsed.keep_alive,
+        };
+        Ok(HeadProgress::Complete { head: parsed, rest })
+    }
+
+    /// The bare connection, for a pool (or for dropping, which closes it).
+    pub fn into_transport(self) -> Transport {
+        self.io
     }
 }

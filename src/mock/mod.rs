@@ -1,40 +1,36 @@
-//! The built-in mock LLM upstream, served by the same reactor as the relay.
+//! The built-in mock LLM upstream: a second application of the reactor, beside the relay.
 //!
 //! `tokenpipe mock-upstream` answers OpenAI- and Gemini-shaped streaming requests with deterministic tokens
 //! ([`script`]), one SSE event per chunk, one event per `--interval-ms`. It exists so that the relay can be
-//! run, tested and benchmarked with no API key and no network, and it is a second, small example of the
-//! reactor at work: a stream here is driven by a timer ([`TimerKind::MockTick`]) instead of an upstream
-//! socket. With `--interval-ms 0` it writes as fast as the client takes the bytes, honouring the same
-//! per-stream cap as the relay, which makes it a fire hose for backpressure tests.
+//! run, tested and benchmarked with no API key and no network, and it is a small example of a [`Handler`]:
+//! a stream here is driven by a timer ([`MockTimer::Tick`]) instead of an upstream socket. With
+//! `--interval-ms 0` it writes as fast as the client takes the bytes, honouring the same per-stream cap as
+//! the relay, which makes it a fire hose for backpressure tests.
 //!
-//! It counts what it does ([`MockStats`], served at `GET /stats`) so tests can check, for instance, that
-//! the relay reuses its upstream connections.
+//! It shares the client driver with the relay ([`crate::conn::client::drive`]); what is its own is
+//! routing ([`routes`]), the stream ([`MockStream`], the `Serving` state of its clients), and its counters
+//! ([`MockStats`], served at `GET /stats`) so tests can check, for instance, that the relay reuses its
+//! upstream connections.
 
+pub mod routes;
 pub mod script;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::conn::Conn;
-use crate::conn::client::{ClientState, Source, StreamFraming};
-use crate::reactor::timers::{TimerKey, TimerKind, Timers};
-use crate::reactor::token::ConnId;
-use crate::reactor::{Service, TURN_BUDGET, Worker};
+use mio::net::TcpStream;
+
+use crate::conn::Transport;
+use crate::conn::client::{self, AfterReply, ClientApp, ClientConn, ClientState, StreamFraming};
+use crate::http::request::{Limits, Request, RequestReader};
+use crate::reactor::{ConnId, Cx, Handler, Ready, TURN_BUDGET, Tag, TimerKey};
+use routes::{Miss, Route};
 use script::{MockFormat, MockScript, parse_mock_request};
 
-/// What a mock worker serves.
-pub struct MockService {
-    pub format: MockFormat,
-    /// Tokens per answer, unless the request asks for fewer.
-    pub tokens: u32,
-    /// Pause between events; zero means "as fast as the client reads".
-    pub interval: Duration,
-    pub stats: Arc<MockStats>,
-}
-
 /// Counters shared by all mock workers (relaxed atomics: they are statistics, not synchronization).
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct MockStats {
     connections: AtomicU64,
     closed: AtomicU64,
@@ -44,16 +40,6 @@ pub struct MockStats {
 }
 
 impl MockStats {
-    pub fn on_accept(&self) {
-        self.connections.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn on_close(&self) {
-        self.closed.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn on_request(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// The counters as the JSON that `GET /stats` returns.
     pub fn snapshot(&self) -> serde_json::Value {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -66,105 +52,228 @@ impl MockStats {
             "bytes_sent": get(&self.bytes_sent),
         })
     }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What a mock deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MockTimer {
+    /// The interval before a stream's next event passed.
+    Tick,
+    /// A client we are closing after its last reply has had its time to read it.
+    Linger,
 }
 
 /// One mock answer in progress.
 pub struct MockStream {
     script: MockScript,
+    framing: StreamFraming,
     /// Index of the next event to send.
     next: usize,
     /// Armed while waiting for the interval before the next event.
     tick: Option<TimerKey>,
 }
 
-impl MockStream {
-    /// Disarms the pending tick (the client went away).
-    pub fn cancel(self, timers: &mut Timers) {
-        if let Some(key) = self.tick {
-            timers.cancel(key);
-        }
-    }
+/// A mock worker's slab entry: a client (boxed, so that the slab's slots stay small).
+pub type Entry = Box<ClientConn<MockStream>>;
+
+/// The mock application of one worker.
+pub struct Mock {
+    format: MockFormat,
+    /// Tokens per answer, unless the request asks for fewer.
+    tokens: u32,
+    /// Pause between events; zero means "as fast as the client reads".
+    interval: Duration,
+    limits: Limits,
+    /// Most bytes queued per client before the stream waits for it to drain.
+    cap: usize,
+    stats: Arc<MockStats>,
+    /// Where events are composed before they are sent.
+    compose: Vec<u8>,
 }
 
-impl Worker {
-    /// Starts a mock answer for a generation request.
-    pub(crate) fn start_mock(&mut self, client: ConnId, body: &[u8], framing: StreamFraming) {
-        let Service::Mock(mock) = &self.service else {
-            return;
-        };
-        let request = match parse_mock_request(body) {
-            Ok(r) => r,
-            Err(msg) => {
-                let then = framing.after();
-                return self.reply_error(client, 400, "invalid_request", &msg, &[], then);
-            }
-        };
-        let stream = MockStream {
-            script: MockScript::new(mock.format, &request, mock.tokens),
-            next: 0,
-            tick: None,
-        };
-        self.begin_stream(client, Source::Mock(stream), framing);
+impl Mock {
+    pub fn new(
+        format: MockFormat,
+        tokens: u32,
+        interval: Duration,
+        limits: Limits,
+        cap: usize,
+        stats: Arc<MockStats>,
+    ) -> Mock {
+        Mock {
+            format,
+            tokens,
+            interval,
+            limits,
+            cap,
+            stats,
+            compose: Vec::new(),
+        }
     }
 
-    /// Sends events while the interval, the stream cap and the turn budget allow.
-    pub(crate) fn mock_pump(&mut self, id: ConnId) {
-        let cap = self.settings.stream_buffer;
-        let Service::Mock(mock) = &self.service else {
-            return;
+    /// Starts a mock answer for a generation request.
+    fn start(&mut self, c: &mut Entry, body: &[u8], framing: StreamFraming) {
+        let request = match parse_mock_request(body) {
+            Ok(r) => r,
+            Err(msg) => return c.reply_error(400, "invalid_request", &msg, &[], framing.after()),
         };
+        c.out.push(&client::stream_head(framing));
+        c.state = ClientState::Serving(MockStream {
+            script: MockScript::new(self.format, &request, self.tokens),
+            framing,
+            next: 0,
+            tick: None,
+        });
+    }
+
+    /// Sends events while the interval, the stream cap and the turn budget allow. The last event leaves
+    /// with the last chunk, in one write.
+    fn pump(&mut self, cx: &mut Cx<Self>, id: ConnId) {
         for _ in 0..TURN_BUDGET {
-            let Some(Conn::Client(c)) = self.conns.get_mut(id) else {
+            let Some(c) = cx.conns.get_mut(id) else {
                 return;
             };
-            let ClientState::Streaming {
-                source: Source::Mock(m),
-                ..
-            } = &mut c.state
-            else {
+            let ClientState::Serving(m) = &mut c.state else {
                 return;
             };
-            if m.tick.is_some() || c.out.len() >= cap {
-                // Waiting for the interval, or for the client to drain (drive_client calls us again).
-                return;
-            }
-            if m.next >= m.script.len() {
-                c.end_stream();
-                mock.stats.streams_completed.fetch_add(1, Ordering::Relaxed);
+            if m.tick.is_some() || c.out.len() >= self.cap {
+                // Waiting for the interval, or for the client to drain (the driver calls us again).
                 return;
             }
             self.compose.clear();
             m.script.write_event(m.next, &mut self.compose);
             m.next += 1;
-            if !mock.interval.is_zero() {
-                m.tick = Some(self.timers.insert(
-                    self.now + mock.interval,
-                    id,
-                    TimerKind::MockTick,
-                ));
+            let last = m.next >= m.script.len();
+            if !last && !self.interval.is_zero() {
+                m.tick = Some(
+                    cx.timers
+                        .insert(cx.now + self.interval, id, MockTimer::Tick),
+                );
             }
-            if let Err(e) = c.send_payload(&self.compose) {
-                log::debug!("{}: client {id:?} gone: {e}", self.name);
-                return self.close(id);
+            let framing = m.framing;
+            if let Err(e) = c.send_payload(framing, &self.compose, last) {
+                return client::gone(cx, id, &e.to_string());
             }
-            mock.stats
-                .bytes_sent
-                .fetch_add(self.compose.len() as u64, Ordering::Relaxed);
+            MockStats::add(&self.stats.bytes_sent, self.compose.len() as u64);
+            if last {
+                c.finish(framing.after());
+                MockStats::add(&self.stats.streams_completed, 1);
+                return;
+            }
         }
         // Had its turn (only a zero-interval stream to a fast reader gets here): let the others run.
-        self.defer(id);
+        cx.defer(id);
+    }
+}
+
+impl Handler for Mock {
+    type Conn = Entry;
+    type Timer = MockTimer;
+
+    fn on_accept(&mut self, cx: &mut Cx<Self>, sock: TcpStream, peer: SocketAddr) {
+        MockStats::add(&self.stats.connections, 1);
+        let reader = RequestReader::new(self.limits.clone());
+        let client = ClientConn::new(Transport::accepted(sock), peer, reader);
+        let Ok(id) = cx.conns.insert_with(|_| Box::new(client)) else {
+            MockStats::add(&self.stats.closed, 1);
+            return log::warn!("{}: too many connections; dropping {peer}", cx.name());
+        };
+        if let Some(c) = cx.conns.get_mut(id)
+            && let Err(e) = c.io.register(&cx.registry, id, Tag::MAIN)
+        {
+            log::warn!("{}: cannot register client {peer}: {e}", cx.name());
+            cx.close(id);
+        }
     }
 
-    /// The interval passed: the next event may go.
-    pub(crate) fn on_mock_tick(&mut self, id: ConnId) {
-        if let Some(Conn::Client(c)) = self.conns.get_mut(id)
-            && let ClientState::Streaming {
-                source: Source::Mock(m),
-                ..
-            } = &mut c.state
-        {
-            m.tick = None;
-            self.drive_client(id);
+    fn on_ready(&mut self, cx: &mut Cx<Self>, id: ConnId, _tag: Tag, ready: Ready) {
+        if let Some(c) = cx.conns.get_mut(id) {
+            c.io.absorb(ready);
+            client::drive(self, cx, id);
+        }
+    }
+
+    fn on_resume(&mut self, cx: &mut Cx<Self>, id: ConnId) {
+        self.pump(cx, id);
+        client::drive(self, cx, id);
+    }
+
+    fn on_timer(&mut self, cx: &mut Cx<Self>, id: ConnId, what: MockTimer) {
+        let Some(c) = cx.conns.get_mut(id) else {
+            return;
+        };
+        match (what, &mut c.state) {
+            (MockTimer::Tick, ClientState::Serving(m)) => {
+                m.tick = None;
+                self.pump(cx, id);
+                client::drive(self, cx, id);
+            }
+            (MockTimer::Linger, ClientState::Lingering { .. }) => cx.close(id),
+            _ => {}
+        }
+    }
+
+    fn on_close(&mut self, cx: &mut Cx<Self>, _id: ConnId, c: Entry) {
+        MockStats::add(&self.stats.closed, 1);
+        match c.state {
+            ClientState::Serving(MockStream {
+                tick: Some(key), ..
+            }) => cx.timers.cancel(key),
+            ClientState::Lingering { deadline } => cx.timers.cancel(deadline),
+            _ => {}
         }
     }
 }
+
+impl ClientApp for Mock {
+    type Work = MockStream;
+
+    fn client(c: &mut Entry) -> Option<&mut ClientConn<MockStream>> {
+        Some(c)
+    }
+
+    fn linger_timer() -> MockTimer {
+        MockTimer::Linger
+    }
+
+    fn max_head(&self) -> usize {
+        self.limits.max_head_bytes
+    }
+
+    fn on_request(&mut self, cx: &mut Cx<Self>, id: ConnId, req: Request) {
+        MockStats::add(&self.stats.requests, 1);
+        let then = AfterReply::of(&req);
+        let Some(c) = cx.conns.get_mut(id) else {
+            return;
+        };
+        match routes::resolve(&req.method, &req.path) {
+            Ok(Route::Generate) => {
+                self.start(c, &req.body, StreamFraming::for_request(req.version, then));
+                self.pump(cx, id);
+            }
+            Ok(Route::Stats) => c.reply_json(&req.method, &self.stats.snapshot(), then),
+            Ok(Route::Healthz) => {
+                c.reply_json(&req.method, &serde_json::json!({"status": "ok"}), then)
+            }
+            Err(Miss::NotFound) => c.reply_error(404, "not_found", "no such route", &[], then),
+            Err(Miss::MethodNotAllowed(allow)) => {
+                let msg = format!(
+                    "method {} is not allowed here; allowed: {allow}",
+                    req.method
+                );
+                c.reply_error(405, "method_not_allowed", &msg, &[("Allow", allow)], then);
+            }
+        }
+    }
+
+    fn on_drained(&mut self, cx: &mut Cx<Self>, id: ConnId) {
+        self.pump(cx, id);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,27 +1,51 @@
-//! The hand-written event loop: one [`Worker`] per thread, sharing nothing.
+//! The hand-written event loop: one [`Worker`] per thread, sharing nothing. It knows `mio` and nothing
+//! else: no HTTP, no relay, no mock. Those are *handlers* that the loop drives.
 //!
-//! A worker owns a `mio::Poll`, one slab holding every socket it has (its listener, its clients, its
-//! upstream connections; see [`token`]), one ordered set of deadlines ([`timers`]) and one read buffer that all
-//! its connections borrow in turn. [`Worker::run`] is the whole loop. Every iteration goes through the same
-//! phases, in this order:
+//! # The API, on one screen
 //!
-//! 1. **clock**: read `Instant::now()`;
-//! 2. **timeout**: the poll timeout is the time to the earliest deadline (none: wait for ever), or zero when
-//!    some connection yielded its turn and waits to continue;
-//! 3. **poll**: sleep in `epoll_wait` until a socket is ready or the timeout passes, then read the clock
-//!    again: that instant is `now` for the whole batch (deadlines, timer firing, busy time);
-//! 4. **dispatch**: hand each event to its connection (events for connections closed earlier in the batch
-//!    find nothing and are dropped). Handlers write eagerly: there is no separate flush phase, because a
-//!    byte that can be written now should not wait for the end of the batch;
+//! ```text
+//! trait Handler                          what an application implements
+//!   type Conn                              one entry of the worker's slab (a connection, or more sockets)
+//!   type Timer                             what a deadline is for
+//!   on_accept(cx, socket, peer)            the listener had a connection
+//!   on_ready(cx, id, tag, Ready)           socket `tag` of entry `id` changed readiness
+//!   on_resume(cx, id)                      `id` yielded its turn (cx.defer) and may go on
+//!   on_timer(cx, id, Timer)                a deadline set with cx.timers fell due
+//!   on_wake(cx)                            another thread called Remote::wake
+//!   on_close(cx, id, Conn)                 reap: `id` was closed (cx.close); release what it held
+//!
+//! struct Context                         what every callback gets
+//!   now                                    the instant this iteration read (phase 3)
+//!   conns: Conns<Conn>                     the slab: insert_with, get_mut, take; ids are ConnId
+//!   timers: Timers<Timer>                  insert(at, id, what) -> TimerKey, cancel(key)
+//!   scratch                                one 64 KiB read buffer shared by every connection
+//!   registry                               mio's: register(socket, id.token(tag), interest)
+//!   defer(id), close(id), name()
+//!
+//! struct Worker                          the loop
+//!   new(name, loop_warn, handler), listen(listener), remote() -> Remote, stats() -> Arc<WorkerStats>
+//!   run(), turn()                          loop for ever (until Remote::stop); one iteration
+//! ```
+//!
+//! # The phases of one iteration
+//!
+//! [`Worker::turn`] is one iteration; [`Worker::run`] repeats it. The phases, in this order:
+//!
+//! 1. **timeout**: the time to the earliest deadline (none: wait for ever), or zero when some connection,
+//!    or the listener, yielded its turn and waits to continue;
+//! 2. **poll**: sleep in `epoll_wait` until a socket is ready, the waker is woken or the timeout passes;
+//! 3. **clock**: read `Instant::now()` once; that is `now` for the whole batch;
+//! 4. **dispatch**: hand each event to its entry (events for entries closed earlier find nothing and are
+//!    dropped); a listener event accepts up to [`ACCEPT_BUDGET`] connections. Handlers write eagerly: there
+//!    is no flush phase, because a byte that can be written now should not wait for the end of the batch;
 //! 5. **timers**: fire every deadline that is due;
-//! 6. **resume**: drive again the connections that used up their turn ([`TURN_BUDGET`]), now that the rest
-//!    of the batch has been served; one that yields again here waits for the next iteration;
-//! 7. **reap**: free the connections that handlers marked for closing, and whatever they take with them
-//!    (a client's upstream); handlers never free anything themselves;
-//! 8. **measure**: record how long the iteration was busy, and warn when it passed `--loop-warn-ms`.
-//!
-//! What the handlers do lives elsewhere: the client side of every exchange in [`crate::relay::downstream`],
-//! the upstream side and the relay between them in [`crate::relay`], the mock LLM in [`crate::mock`].
+//! 6. **resume**: give another turn to the entries that used up theirs ([`TURN_BUDGET`]), and to the
+//!    listener if its backlog is not empty yet, now that the rest of the batch has been served; one that
+//!    yields again here waits for the next iteration;
+//! 7. **reap**: free the entries that handlers closed, calling [`Handler::on_close`] for each; handlers
+//!    never free anything themselves;
+//! 8. **measure**: record how long the iteration was busy, warn when it passed `--loop-warn-ms`, and
+//!    publish the worker's figures ([`instrument::WorkerStats`]).
 
 pub mod fdlimit;
 pub mod instrument;
@@ -29,267 +53,353 @@ pub mod timers;
 pub mod token;
 
 use std::io;
-use std::ops::Range;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll};
+use mio::{Events, Interest, Poll, Registry, Waker};
 
-use crate::conn::{ClientConn, Conn};
-use crate::http::request::{Limits, RequestReader};
-use crate::mock::MockService;
-use crate::relay::RelayService;
-use instrument::LoopStats;
-use timers::{TimerKind, Timers};
-use token::{ConnId, Conns};
+use instrument::{LoopStats, Syscall, WorkerStats, count};
+pub use timers::{TimerKey, Timers};
+pub use token::{ConnId, Conns, Tag, Target};
 
-/// How many reads (relay) or events (mock) one stream may handle in one turn before it yields to the others
-/// ([`Worker::defer`]). A stream whose peer is always ready would otherwise keep the loop to itself.
+/// How many steps (reads, events) one entry may take in one turn before it yields to the others
+/// ([`Context::defer`]). A stream whose peer is always ready would otherwise keep the loop to itself.
 pub const TURN_BUDGET: usize = 16;
+
+/// How many connections one turn accepts. Accepting drains the backlog in budgeted turns, so that a burst
+/// of thousands of connections cannot freeze the streams already running (each accepted connection also
+/// costs its handler a read, a connect, a write), and the first of the burst get served while the last are
+/// still queued.
+pub const ACCEPT_BUDGET: usize = 64;
 
 /// Size of the per-worker read buffer. Every socket read lands here first; a connection keeps only what it
 /// cannot pass on at once, so memory per idle stream does not depend on this figure.
 pub const SCRATCH_BYTES: usize = 64 * 1024;
 
-/// Settings every worker shares (read-only).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Request limits (head size, body size, header count).
-    pub limits: Limits,
-    /// Most bytes held for one stream that the client has not taken yet (`--stream-buffer-bytes`). When
-    /// reached, the relay stops reading the upstream until the client drains.
-    pub stream_buffer: usize,
-    /// An iteration busier than this is logged (`--loop-warn-ms`).
-    pub loop_warn: Duration,
+/// What an application does with the loop's events. Every callback gets the worker's [`Context`].
+pub trait Handler {
+    /// One entry of the worker's slab.
+    type Conn;
+    /// What a deadline is for; handed back to [`Handler::on_timer`].
+    type Timer;
+
+    /// The listener accepted `sock` (non-blocking, not registered yet).
+    fn on_accept(&mut self, cx: &mut Cx<Self>, sock: TcpStream, peer: SocketAddr);
+    /// Socket `tag` of entry `id` reported readiness. Edge-triggered: remember it (see `conn::Readiness`).
+    fn on_ready(&mut self, cx: &mut Cx<Self>, id: ConnId, tag: Tag, ready: Ready);
+    /// `id` yielded its turn with [`Context::defer`]; it may go on.
+    fn on_resume(&mut self, cx: &mut Cx<Self>, id: ConnId);
+    /// A deadline of `id` fell due.
+    fn on_timer(&mut self, cx: &mut Cx<Self>, id: ConnId, what: Self::Timer);
+    /// Another thread called [`Remote::wake`].
+    fn on_wake(&mut self, _cx: &mut Cx<Self>) {}
+    /// Reap: `conn` was closed and is out of the slab. Release what it holds elsewhere (its timers, its
+    /// place in a pool); dropping it closes its sockets.
+    fn on_close(&mut self, _cx: &mut Cx<Self>, _id: ConnId, _conn: Self::Conn) {}
 }
 
-/// What a worker serves.
-pub enum Service {
-    /// The relay: clients' prompts go to an upstream model API.
-    Relay(RelayService),
-    /// The built-in mock LLM upstream.
-    Mock(MockService),
+/// The context of handler `H`.
+pub type Cx<H> = Context<<H as Handler>::Conn, <H as Handler>::Timer>;
+
+/// Readiness as one event reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ready {
+    pub readable: bool,
+    pub writable: bool,
+    /// The peer shut its sending side (`EPOLLRDHUP`, or `EV_EOF` on kqueue).
+    pub read_closed: bool,
+    /// The socket has an error pending; the next read or write reports it.
+    pub error: bool,
 }
 
-/// One event loop and everything it owns.
-pub struct Worker {
-    /// This worker's name in logs, e.g. `relay-0` or `mock-0`.
-    pub(crate) name: String,
-    pub(crate) poll: Poll,
-    pub(crate) conns: Conns<Conn>,
-    pub(crate) timers: Timers,
-    /// The instant read at the top of the current iteration (phase 1).
-    pub(crate) now: Instant,
-    /// Where every read lands first ([`SCRATCH_BYTES`]).
-    pub(crate) scratch: Box<[u8]>,
-    /// Payload ranges found by a body decoder in the last read; reused to avoid an allocation per read.
-    pub(crate) payload: Vec<Range<usize>>,
-    /// Scratch for bytes we compose (mock events).
-    pub(crate) compose: Vec<u8>,
-    /// Connections that yielded their turn and are driven again in phase 6.
+impl Ready {
+    fn of(event: &Event) -> Ready {
+        Ready {
+            readable: event.is_readable(),
+            writable: event.is_writable() || event.is_write_closed(),
+            read_closed: event.is_read_closed(),
+            error: event.is_error(),
+        }
+    }
+}
+
+/// What every handler callback may use. Fields are public so that a handler can borrow two at once (a
+/// connection from `conns` and the `scratch` buffer to read into).
+pub struct Context<C, T> {
+    /// The instant read after this iteration's poll: every handler and timer of the batch agrees on it.
+    pub now: Instant,
+    /// Every entry of the worker.
+    pub conns: Conns<C>,
+    /// Every deadline of the worker.
+    pub timers: Timers<T>,
+    /// Where reads land first ([`SCRATCH_BYTES`]), borrowed by one connection at a time.
+    pub scratch: Box<[u8]>,
+    /// For registering sockets: `registry.register(&mut sock, id.token(tag), interest)`.
+    pub registry: Registry,
+    name: String,
+    /// Entries that yielded their turn, driven again in phase 6.
     deferred: Vec<ConnId>,
-    pub(crate) settings: Arc<Settings>,
-    pub(crate) service: Service,
-    stats: LoopStats,
 }
 
-impl Worker {
-    /// A worker that will accept on `listener` and serve `service`.
-    pub fn new(
-        name: String,
-        listener: std::net::TcpListener,
-        settings: Arc<Settings>,
-        service: Service,
-    ) -> io::Result<Worker> {
-        listener.set_nonblocking(true)?;
-        let poll = Poll::new()?;
-        let mut conns = Conns::default();
-        let id = conns.insert_with(|_| Conn::Listener(TcpListener::from_std(listener)));
-        if let Some(Conn::Listener(l)) = conns.get_mut(id) {
-            poll.registry()
-                .register(l, id.token(), Interest::READABLE)?;
-        }
-        Ok(Worker {
-            name,
-            poll,
-            conns,
-            timers: Timers::default(),
-            now: Instant::now(),
-            scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
-            payload: Vec::new(),
-            compose: Vec::new(),
-            deferred: Vec::new(),
-            stats: LoopStats::new(settings.loop_warn),
-            settings,
-            service,
-        })
+impl<C, T> Context<C, T> {
+    /// This worker's name in logs, e.g. `relay-0`.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    /// Runs the loop until an unrecoverable `poll` error. Errors of one connection close that connection only.
-    pub fn run(mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
-        loop {
-            // 1. clock, 2. timeout (zero if work was deferred: then we only collect what is ready)
-            self.now = Instant::now();
-            let timeout = if self.deferred.is_empty() {
-                self.timers
-                    .next_deadline()
-                    .map(|at| at.saturating_duration_since(self.now))
-            } else {
-                Some(Duration::ZERO)
-            };
-            // 3. poll
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            self.now = Instant::now();
-            let busy_from = self.now;
-            // 4. dispatch
-            let mut n_events = 0;
-            for event in events.iter() {
-                n_events += 1;
-                self.dispatch(event);
-            }
-            // 5. timers
-            while let Some((id, kind)) = self.timers.pop_due(self.now) {
-                self.on_timer(id, kind);
-            }
-            // 6. resume connections that yielded their turn
-            self.resume_deferred();
-            // 7. reap
-            self.reap();
-            // 8. measure
-            self.stats.record(&self.name, busy_from.elapsed(), n_events);
-        }
-    }
-
-    fn dispatch(&mut self, event: &Event) {
-        let id = ConnId::from_token(event.token());
-        match self.conns.get_mut(id) {
-            // Closed earlier (in this batch or before): the event was for a previous occupant.
-            None => {}
-            Some(Conn::Listener(_)) => self.accept(id),
-            Some(Conn::Client(c)) => {
-                c.ready.absorb(event);
-                self.drive_client(id);
-            }
-            Some(Conn::Upstream(u)) => {
-                u.ready.absorb(event);
-                self.on_upstream_ready(id);
-            }
-        }
-    }
-
-    fn on_timer(&mut self, id: ConnId, kind: TimerKind) {
-        match kind {
-            TimerKind::UpstreamIdle => self.on_upstream_idle_timeout(id),
-            TimerKind::MockTick => self.on_mock_tick(id),
-            TimerKind::Linger => self.close(id),
-        }
-    }
-
-    /// Accepts until the backlog is empty (the listener is edge-triggered too).
-    fn accept(&mut self, listener: ConnId) {
-        loop {
-            let Some(Conn::Listener(l)) = self.conns.get_mut(listener) else {
-                return;
-            };
-            match l.accept() {
-                Ok((sock, _peer)) => self.add_client(sock),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
-                Err(e) => {
-                    // EMFILE/ENFILE and the like: stop for now. The next incoming connection raises a new edge.
-                    // A proper fd budget (refusing politely before the limit) comes with the resilience work.
-                    log::warn!("{}: accept failed: {e}", self.name);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn add_client(&mut self, sock: TcpStream) {
-        // Tokens are small writes that must leave at once; Nagle would hold them back.
-        if let Err(e) = sock.set_nodelay(true) {
-            log::debug!("{}: set_nodelay: {e}", self.name);
-        }
-        let reader = RequestReader::new(self.settings.limits.clone());
-        let id = self
-            .conns
-            .insert_with(|_| Conn::Client(Box::new(ClientConn::new(sock, reader))));
-        if let Service::Mock(m) = &self.service {
-            m.stats.on_accept();
-        }
-        if let Err(e) = self.register(id) {
-            log::warn!("{}: cannot register a new client: {e}", self.name);
-            self.close(id);
-        }
-    }
-
-    /// Registers a connection's socket for both directions, once. Edge-triggered readiness for both means no
-    /// `epoll_ctl` call is ever needed to switch interest: the flags in [`crate::conn::Readiness`] say
-    /// what the socket can do, and the state says what we want from it.
-    /// On error the caller decides what the failure means (a client is dropped, an upstream is a 502).
-    pub(crate) fn register(&mut self, id: ConnId) -> io::Result<()> {
-        let registry = self.poll.registry();
-        let both = Interest::READABLE | Interest::WRITABLE;
-        match self.conns.get_mut(id) {
-            Some(Conn::Client(c)) => registry.register(&mut c.sock, id.token(), both),
-            Some(Conn::Upstream(u)) => registry.register(&mut u.sock, id.token(), both),
-            Some(Conn::Listener(_)) | None => Ok(()),
-        }
-    }
-
-    /// Asks for `id` to be driven again in phase 6, after the rest of the batch. A handler that has done its share of work
-    /// for one turn (see [`TURN_BUDGET`]) yields this way, so one fast stream cannot hold up the others.
-    pub(crate) fn defer(&mut self, id: ConnId) {
+    /// Asks for `id` to be resumed in phase 6, after the rest of the batch. A handler that has done its
+    /// share of work for one turn ([`TURN_BUDGET`]) yields this way, so one fast stream cannot hold up the
+    /// others.
+    pub fn defer(&mut self, id: ConnId) {
         self.deferred.push(id);
     }
 
-    /// Phase 6: drive the connections that yielded their turn. The list is taken first, so one that yields
-    /// again is left for the next iteration (whose poll then does not wait).
-    fn resume_deferred(&mut self) {
-        let mut ids = std::mem::take(&mut self.deferred);
-        // A connection may have yielded twice in one batch (say, an upstream from its own event and again
-        // from its client's): it still gets one turn, not two.
+    /// True when `id` has yielded and waits for its resume (for tests of turn budgets).
+    pub fn is_deferred(&self, id: ConnId) -> bool {
+        self.deferred.contains(&id)
+    }
+
+    /// Closes `id`: from now on no lookup finds it, and the reap phase frees it. Closing twice is harmless.
+    pub fn close(&mut self, id: ConnId) {
+        self.conns.mark_closing(id);
+    }
+}
+
+/// A handle other threads use to wake a worker or stop it.
+#[derive(Clone)]
+pub struct Remote {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Remote {
+    /// Makes the worker call [`Handler::on_wake`] soon.
+    pub fn wake(&self) -> io::Result<()> {
+        self.waker.wake()
+    }
+
+    /// Makes [`Worker::run`] return after its current iteration. Its connections are dropped with it.
+    pub fn stop(&self) -> io::Result<()> {
+        self.stop.store(true, Ordering::Release);
+        self.waker.wake()
+    }
+}
+
+/// The listening socket and whether its backlog may hold more connections (edge-triggered, like the rest).
+struct Listener {
+    sock: TcpListener,
+    ready: bool,
+}
+
+/// One event loop and everything it owns.
+pub struct Worker<H: Handler> {
+    poll: Poll,
+    events: Events,
+    listener: Option<Listener>,
+    handler: H,
+    cx: Cx<H>,
+    stats: LoopStats,
+    shared: Arc<WorkerStats>,
+    remote: Remote,
+}
+
+impl<H: Handler> Worker<H> {
+    /// A worker named `name` (in logs) that serves `handler` and warns about iterations busier than
+    /// `loop_warn`.
+    pub fn new(name: String, loop_warn: Duration, handler: H) -> io::Result<Worker<H>> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
+        Ok(Worker {
+            poll,
+            events: Events::with_capacity(1024),
+            listener: None,
+            handler,
+            cx: Context {
+                now: Instant::now(),
+                conns: Conns::default(),
+                timers: Timers::default(),
+                scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
+                registry,
+                name,
+                deferred: Vec::new(),
+            },
+            stats: LoopStats::new(loop_warn),
+            shared: Arc::default(),
+            remote: Remote {
+                waker,
+                stop: Arc::default(),
+            },
+        })
+    }
+
+    /// Accepts connections from `listener` (made non-blocking here) for [`Handler::on_accept`].
+    pub fn listen(&mut self, listener: std::net::TcpListener) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let mut sock = TcpListener::from_std(listener);
+        count(Syscall::Register);
+        self.poll
+            .registry()
+            .register(&mut sock, token::LISTENER, Interest::READABLE)?;
+        self.listener = Some(Listener { sock, ready: false });
+        Ok(())
+    }
+
+    /// A handle to wake or stop this worker from another thread.
+    pub fn remote(&self) -> Remote {
+        self.remote.clone()
+    }
+
+    /// This worker's figures, readable from any thread.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.shared.clone()
+    }
+
+    /// The application (for tests and examples that look inside between turns).
+    pub fn handler(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    /// The context (for tests and examples that look inside between turns).
+    pub fn context(&mut self) -> &mut Cx<H> {
+        &mut self.cx
+    }
+
+    /// Runs iterations until [`Remote::stop`] or an unrecoverable `poll` error. Errors of one connection
+    /// close that connection only.
+    pub fn run(mut self) -> io::Result<()> {
+        while !self.remote.stop.load(Ordering::Acquire) {
+            self.turn(None)?;
+        }
+        Ok(())
+    }
+
+    /// One iteration of the loop. `max_wait` caps the poll's wait (tests and examples pass one; `run`
+    /// waits as long as the deadlines allow).
+    pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
+        // 1. timeout: zero if someone waits to continue its turn (then we only collect what is ready)
+        let more_to_do =
+            !self.cx.deferred.is_empty() || self.listener.as_ref().is_some_and(|l| l.ready);
+        let timeout = if more_to_do {
+            Some(Duration::ZERO)
+        } else {
+            let now = Instant::now();
+            let until_deadline = self
+                .cx
+                .timers
+                .next_deadline()
+                .map(|at| at.saturating_duration_since(now));
+            until_deadline.into_iter().chain(max_wait).min()
+        };
+        // 2. poll
+        count(Syscall::Poll);
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        // 3. clock
+        self.cx.now = Instant::now();
+        let busy_from = self.cx.now;
+        // 4. dispatch
+        let mut n_events = 0;
+        for event in self.events.iter() {
+            n_events += 1;
+            dispatch(event, &mut self.handler, &mut self.cx, &mut self.listener);
+        }
+        // 5. timers
+        while let Some((due, id, what)) = self.cx.timers.pop_due(self.cx.now) {
+            self.stats.last_timer_lateness = self.cx.now.saturating_duration_since(due);
+            if self.cx.conns.get(id).is_some() {
+                self.handler.on_timer(&mut self.cx, id, what);
+            }
+        }
+        // 6. resume
+        self.resume();
+        // 7. reap
+        while let Some((id, conn)) = self.cx.conns.pop_closing() {
+            self.handler.on_close(&mut self.cx, id, conn);
+        }
+        // 8. measure
+        self.stats
+            .record(&self.cx.name, busy_from.elapsed(), n_events, &self.shared);
+        Ok(())
+    }
+
+    /// Phase 6. The list is taken first, so an entry that yields again is left for the next iteration
+    /// (whose poll then does not wait).
+    fn resume(&mut self) {
+        let mut ids = std::mem::take(&mut self.cx.deferred);
+        // An entry may have yielded twice in one batch (from two of its sockets): one turn, not two.
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
-            match self.conns.get(id) {
-                Some(Conn::Client(_)) => self.drive_client(id),
-                Some(Conn::Upstream(_)) => self.on_upstream_ready(id),
-                Some(Conn::Listener(_)) | None => {}
+            if self.cx.conns.get(id).is_some() {
+                self.handler.on_resume(&mut self.cx, id);
             }
         }
+        accept(&mut self.handler, &mut self.cx, &mut self.listener);
     }
+}
 
-    /// Marks a connection for closing: from now on no handler sees it; the reap phase frees it.
-    pub(crate) fn close(&mut self, id: ConnId) {
-        self.conns.mark_closing(id);
+/// Phase 4 for one event. A free function over the worker's parts, so that the batch of events can stay
+/// borrowed while the handler runs.
+fn dispatch<H: Handler>(
+    event: &Event,
+    handler: &mut H,
+    cx: &mut Cx<H>,
+    listener: &mut Option<Listener>,
+) {
+    let ready = Ready::of(event);
+    match Target::of(event.token()) {
+        Target::Conn(id, tag) => {
+            // Closed earlier (in this batch or before): the event was for a previous occupant.
+            if cx.conns.get(id).is_some() {
+                handler.on_ready(cx, id, tag, ready);
+            }
+        }
+        Target::Listener => {
+            if let Some(l) = listener {
+                l.ready = true;
+            }
+            accept(handler, cx, listener);
+        }
+        Target::Waker => handler.on_wake(cx),
     }
+}
 
-    /// Phase 7. Freeing a connection may mark others (a client takes its upstream along), so this runs until
-    /// nothing is left to free. Dropping a socket closes its descriptor, which also removes it from the epoll
-    /// set: no `epoll_ctl(DEL)` call is needed.
-    fn reap(&mut self) {
-        while let Some((id, conn)) = self.conns.pop_closing() {
-            match conn {
-                Conn::Client(c) => self.on_client_freed(id, c),
-                Conn::Upstream(u) => self.on_upstream_freed(id, u),
-                Conn::Listener(_) => {}
+/// Accepts at most [`ACCEPT_BUDGET`] connections. A listener whose backlog may hold more stays `ready`:
+/// phase 6 gives it another turn, and the next poll does not wait.
+fn accept<H: Handler>(handler: &mut H, cx: &mut Cx<H>, listener: &mut Option<Listener>) {
+    let Some(l) = listener else {
+        return;
+    };
+    for _ in 0..ACCEPT_BUDGET {
+        if !l.ready {
+            return;
+        }
+        count(Syscall::Accept);
+        match l.sock.accept() {
+            Ok((sock, peer)) => handler.on_accept(cx, sock, peer),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => l.ready = false,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                ) => {}
+            Err(e) => {
+                // EMFILE/ENFILE and the like: stop until the next incoming connection raises an edge.
+                // Retrying at once would spin, since nothing frees a descriptor in between.
+                log::warn!("{}: accept failed: {e}", cx.name);
+                l.ready = false;
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests_turns;
+mod tests;

@@ -1,11 +1,13 @@
 //! Deadlines: one ordered set per worker.
 //!
-//! A worker has few kinds of deadline ([`TimerKind`]: a pooled upstream connection expiring, the mock's next
-//! token, the end of a lingering close) and
-//! needs three things from them: the earliest one (to compute the poll timeout), the due ones (to fire them),
-//! and cancelling one (when the thing it guarded happened first). A `BTreeMap` keyed by
-//! *(instant, sequence number)* does all three in O(log n) with no cleverness to explain; the sequence number
-//! keeps two deadlines at the same instant apart and fires them in the order they were set.
+//! A loop needs three things from its deadlines: the earliest one (to compute the poll timeout), the due
+//! ones (to fire them), and cancelling one (when the thing it guarded happened first). A `BTreeMap` keyed by
+//! *(instant, sequence number)* does all three in O(log n) with no cleverness to explain; the sequence
+//! number keeps two deadlines at the same instant apart and fires them in the order they were set.
+//!
+//! What a deadline is *for* is the application's business: the set is generic over a key `K` that the
+//! application chooses (the relay's `RelayTimer`, the mock's `MockTimer`, an example's own enum), and the
+//! reactor hands it back to [`super::Handler::on_timer`] untouched.
 //!
 //! A connection that waits on a deadline keeps its [`TimerKey`] in the state that waits, so cancelling is a
 //! removal by key, and a timer that fires for a connection which has since closed is dropped by the same
@@ -19,40 +21,44 @@ use std::time::Instant;
 
 use super::token::ConnId;
 
-/// What a deadline is for; the reactor routes a fired timer by this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimerKind {
-    /// A pooled upstream connection has been idle for `--upstream-idle-timeout`: close it.
-    UpstreamIdle,
-    /// The mock upstream's next token is due.
-    MockTick,
-    /// A client we are closing after its last reply has had its time to read the reply: close it now.
-    Linger,
-}
-
 /// The handle that cancels one deadline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TimerKey {
     at: Instant,
     seq: u64,
 }
 
-/// An ordered set of `(deadline, connection, kind)`.
-#[derive(Default)]
-pub struct Timers {
-    set: BTreeMap<TimerKey, (ConnId, TimerKind)>,
+impl TimerKey {
+    /// When the deadline falls due.
+    pub fn at(self) -> Instant {
+        self.at
+    }
+}
+
+/// An ordered set of `(deadline, connection, what)`.
+pub struct Timers<K> {
+    set: BTreeMap<TimerKey, (ConnId, K)>,
     next_seq: u64,
 }
 
-impl Timers {
+impl<K> Default for Timers<K> {
+    fn default() -> Self {
+        Timers {
+            set: BTreeMap::new(),
+            next_seq: 0,
+        }
+    }
+}
+
+impl<K> Timers<K> {
     /// Arms a deadline at `at` for `conn`.
-    pub fn insert(&mut self, at: Instant, conn: ConnId, kind: TimerKind) -> TimerKey {
+    pub fn insert(&mut self, at: Instant, conn: ConnId, what: K) -> TimerKey {
         let key = TimerKey {
             at,
             seq: self.next_seq,
         };
         self.next_seq += 1;
-        self.set.insert(key, (conn, kind));
+        self.set.insert(key, (conn, what));
         key
     }
 
@@ -66,10 +72,14 @@ impl Timers {
         self.set.first_key_value().map(|(k, _)| k.at)
     }
 
-    /// Removes and returns the earliest deadline if it is due at `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<(ConnId, TimerKind)> {
+    /// Removes and returns the earliest deadline if it is due at `now`, with the instant it was due at.
+    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, ConnId, K)> {
         match self.set.first_entry() {
-            Some(e) if e.key().at <= now => Some(e.remove()),
+            Some(e) if e.key().at <= now => {
+                let at = e.key().at;
+                let (conn, what) = e.remove();
+                Some((at, conn, what))
+            }
             _ => None,
         }
     }
@@ -93,26 +103,29 @@ mod tests {
 
     fn ids(n: usize) -> Vec<ConnId> {
         let mut conns = Conns::default();
-        (0..n).map(|i| conns.insert_with(|_| i)).collect()
+        (0..n).map(|i| conns.insert_with(|_| i).unwrap()).collect()
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Kind {
+        A,
+        B,
     }
 
     #[test]
     fn fires_in_deadline_order_then_insertion_order() {
         let t0 = Instant::now();
+        let ms = Duration::from_millis;
         let c = ids(3);
         let mut timers = Timers::default();
-        timers.insert(t0 + Duration::from_millis(20), c[0], TimerKind::MockTick);
-        timers.insert(
-            t0 + Duration::from_millis(10),
-            c[1],
-            TimerKind::UpstreamIdle,
-        );
-        timers.insert(t0 + Duration::from_millis(10), c[2], TimerKind::MockTick);
-        assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_millis(10)));
-        assert_eq!(timers.pop_due(t0 + Duration::from_millis(9)), None);
-        let now = t0 + Duration::from_millis(15);
-        assert_eq!(timers.pop_due(now), Some((c[1], TimerKind::UpstreamIdle)));
-        assert_eq!(timers.pop_due(now), Some((c[2], TimerKind::MockTick)));
+        timers.insert(t0 + ms(20), c[0], Kind::A);
+        timers.insert(t0 + ms(10), c[1], Kind::B);
+        timers.insert(t0 + ms(10), c[2], Kind::A);
+        assert_eq!(timers.next_deadline(), Some(t0 + ms(10)));
+        assert_eq!(timers.pop_due(t0 + ms(9)), None);
+        let now = t0 + ms(15);
+        assert_eq!(timers.pop_due(now), Some((t0 + ms(10), c[1], Kind::B)));
+        assert_eq!(timers.pop_due(now), Some((t0 + ms(10), c[2], Kind::A)));
         assert_eq!(timers.pop_due(now), None);
         assert_eq!(timers.len(), 1);
     }
@@ -122,11 +135,11 @@ mod tests {
         let t0 = Instant::now();
         let c = ids(2);
         let mut timers = Timers::default();
-        let k = timers.insert(t0, c[0], TimerKind::MockTick);
-        timers.insert(t0, c[1], TimerKind::MockTick);
+        let k = timers.insert(t0, c[0], Kind::A);
+        timers.insert(t0, c[1], Kind::A);
         timers.cancel(k);
         timers.cancel(k);
-        assert_eq!(timers.pop_due(t0), Some((c[1], TimerKind::MockTick)));
+        assert_eq!(timers.pop_due(t0), Some((t0, c[1], Kind::A)));
         assert!(timers.is_empty());
         assert_eq!(timers.next_deadline(), None);
     }

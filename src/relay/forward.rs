@@ -1,92 +1,84 @@
 //! Passing body bytes from an upstream to a client: decode, gather, frame, write.
 //!
-//! This is the hot path of the relay, kept apart from the state handling in the parent module. It runs
-//! once per upstream read: the body decoder finds the payload inside the bytes just read (framing is
-//! skipped, nothing is copied), several payload runs are moved together inside that same buffer, and the
-//! client gets them as one chunk through `OutBuf::send_chunk` (one `writev` of size line, payload, CRLF).
-//! It is a set of free functions over the parts of the worker it needs, so the bytes can stay in the
-//! worker's read buffer while it runs.
+//! This is the hot path of the relay, kept apart from the state handling in `upstreams.rs`. It runs once
+//! per upstream read: the body decoder finds the payload inside the bytes just read (framing is skipped,
+//! nothing is copied), several payload runs are moved together inside that same buffer, and the client gets
+//! them as one chunk through [`OutBuf::send_chunk`] (one `writev` of size line, payload, CRLF, and the last
+//! chunk too when the body ended in this read). These are free functions over exactly the parts they need,
+//! so the bytes can stay in the worker's read buffer while they run.
 
 use std::io;
 use std::ops::Range;
 
-use super::Failure;
-use crate::conn::Conn;
-use crate::conn::client::ClientConn;
-use crate::conn::upstream::UpstreamState;
+use super::exchange::Failure;
+use crate::conn::client::StreamFraming;
+use crate::conn::{OutBuf, Transport};
 use crate::http::body::BodyDecoder;
-use crate::http::chunked::{ChunkError, Decoded};
-use crate::reactor::token::{ConnId, Conns};
 
-/// What went wrong while passing one read to the client.
-pub(super) enum RelayError {
-    Upstream(ChunkError),
-    Client(io::Error),
+/// What one step of an exchange's upstream side came to.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// Go on: there may be more to do now.
+    Continue,
+    /// Wait for an event (the socket) or for the client to drain (backpressure).
+    Wait,
+    /// The body ended and its last chunk is on its way; `reusable` if the connection may serve another
+    /// exchange.
+    Finished { reusable: bool },
+    /// The upstream failed.
+    Failed(Failure),
+    /// Writing to the client failed: it is gone.
+    ClientGone(io::Error),
 }
 
-/// What relaying one read came to.
-pub(super) enum Relayed {
-    /// The body goes on.
-    More,
-    /// The body ended; `reusable` if the connection may go back to the pool.
-    Finished {
-        reusable: bool,
-    },
-    BadBody(ChunkError),
-    ClientFailed(io::Error),
-    NoClient,
-}
-
-/// Decodes `input` (body bytes just read) and sends the payload to the client. A free function over the
-/// parts of the worker it needs, so that `input` can live in the worker's read buffer while it runs.
-pub(super) fn relay_input(
-    conns: &mut Conns<Conn>,
-    ranges: &mut Vec<Range<usize>>,
-    up: ConnId,
-    client: ConnId,
+/// Decodes `input` (body bytes just read) and sends the payload to the client as a single chunk, with the
+/// last chunk behind it when the body ended.
+///
+/// When a read holds several upstream chunks, their payloads are moved together at the front of `input`
+/// (a `memmove` inside the buffer we just read into) so that one `writev` sends them all.
+pub(super) fn relay(
+    decoder: &mut BodyDecoder,
+    keep_alive: bool,
     input: &mut [u8],
-) -> Relayed {
-    let Some((Conn::Upstream(u), Conn::Client(c))) = conns.pair_mut(up, client) else {
-        return Relayed::NoClient;
+    ranges: &mut Vec<Range<usize>>,
+    out: &mut OutBuf,
+    client: &mut Transport,
+    framing: StreamFraming,
+) -> Outcome {
+    ranges.clear();
+    let decoded = match decoder.decode(input, ranges) {
+        Ok(d) => d,
+        Err(e) => return Outcome::Failed(Failure::BadBody(e)),
     };
-    let UpstreamState::Body {
-        decoder,
-        keep_alive,
-        ..
-    } = &mut u.state
-    else {
-        return Relayed::NoClient;
-    };
-    match relay_bytes(decoder, input, ranges, c) {
+    let payload = gather(input, ranges);
+    if let Err(e) = send(out, client, framing, payload, decoded.done) {
+        return Outcome::ClientGone(e);
+    }
+    if decoded.done {
         // Reusable only if the body ended exactly where our bytes did: anything after it would be a
         // response we never asked for.
-        Ok(d) if d.done => Relayed::Finished {
-            reusable: *keep_alive && d.consumed == input.len(),
-        },
-        Ok(_) => Relayed::More,
-        Err(RelayError::Upstream(e)) => Relayed::BadBody(e),
-        Err(RelayError::Client(e)) => Relayed::ClientFailed(e),
+        Outcome::Finished {
+            reusable: keep_alive && decoded.consumed == input.len(),
+        }
+    } else {
+        Outcome::Continue
     }
 }
 
-/// Decodes one read's worth of body bytes and sends the payload to the client as a single chunk.
-///
-/// The decoder reports where the payload lies inside `input` (framing is skipped, nothing is copied). When a
-/// read holds several upstream chunks, their payloads are moved together at the front of `input` (a
-/// `memmove` inside the buffer we just read into) so that one `writev` of three slices sends them all.
-fn relay_bytes(
-    decoder: &mut BodyDecoder,
-    input: &mut [u8],
-    ranges: &mut Vec<Range<usize>>,
-    client: &mut ClientConn,
-) -> Result<Decoded, RelayError> {
-    ranges.clear();
-    let decoded = decoder
-        .decode(input, ranges)
-        .map_err(RelayError::Upstream)?;
-    let payload = gather(input, ranges);
-    client.send_payload(payload).map_err(RelayError::Client)?;
-    Ok(decoded)
+/// Sends `payload` as part of a streamed body framed as `framing`: one chunk, or the bare bytes for a
+/// close-delimited body. With `last`, the body ends here (the last chunk goes in the same `writev`; a
+/// close-delimited body is ended by the close that follows).
+pub(super) fn send(
+    out: &mut OutBuf,
+    client: &mut Transport,
+    framing: StreamFraming,
+    payload: &[u8],
+    last: bool,
+) -> io::Result<()> {
+    match framing {
+        StreamFraming::Chunked(_) => out.send_chunk(client, payload, last),
+        StreamFraming::UntilClose => out.send(client, &[payload]),
+    }
 }
 
 /// Moves the bytes of `ranges` (ascending, disjoint) to the front of `buf` and returns them as one slice.

@@ -6,7 +6,7 @@
 //!
 //! It hands out the most recently returned connection first (LIFO): warm connections stay busy and the
 //! others reach their idle timeout and close, so the pool shrinks by itself after a burst. The pool holds ids
-//! only; each idle connection carries its own expiry timer (see `UpstreamState::Idle`).
+//! only; each idle connection is a slab entry of its own (`relay::Entry::Idle`) carrying its expiry timer.
 
 use crate::reactor::token::ConnId;
 
@@ -44,6 +44,11 @@ impl Pool {
         self.idle.retain(|&i| i != id);
     }
 
+    /// True when no more idle connections may be kept.
+    pub fn is_full(&self) -> bool {
+        self.idle.len() >= self.max_idle
+    }
+
     /// Idle connections held.
     pub fn len(&self) -> usize {
         self.idle.len()
@@ -62,10 +67,11 @@ mod tests {
     #[test]
     fn lifo_bounded_and_removable() {
         let mut conns = Conns::default();
-        let ids: Vec<ConnId> = (0..3).map(|i| conns.insert_with(|_| i)).collect();
+        let ids: Vec<ConnId> = (0..3).map(|i| conns.insert_with(|_| i).unwrap()).collect();
         let mut pool = Pool::new(2);
         assert!(pool.put(ids[0]));
         assert!(pool.put(ids[1]));
+        assert!(pool.is_full());
         assert!(!pool.put(ids[2]), "full");
         assert_eq!(pool.take(), Some(ids[1]), "most recent first");
         pool.remove(ids[0]);

@@ -1,0 +1,175 @@
+//! The options: defaults, bounds, the choice of upstream, and the values refused at start.
+//!
+//! Test code only: its parent declares it `#[cfg(test)]`.
+
+use super::*;
+
+fn serve(args: &[&str]) -> ServeArgs {
+    let cli =
+        Cli::try_parse_from(std::iter::once("tokenpipe").chain(args.iter().copied())).unwrap();
+    match cli.command {
+        Some(Command::Serve(s)) => s,
+        None => cli.serve,
+        Some(other) => panic!("not serve: {other:?}"),
+    }
+}
+
+fn refused(args: &[&str]) -> String {
+    Cli::try_parse_from(std::iter::once("tokenpipe").chain(args.iter().copied()))
+        .expect_err("accepted")
+        .to_string()
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[test]
+fn no_key_and_no_upstream_means_the_embedded_mock() {
+    let config = serve(&[]).config(no_env).unwrap();
+    assert!(matches!(
+        config.upstream,
+        UpstreamConfig::EmbeddedMock {
+            provider: Provider::OpenAi,
+            tokens: 20,
+            ..
+        }
+    ));
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.default_model, "gpt-4o-mini");
+}
+
+#[test]
+fn serve_is_the_default_subcommand() {
+    let a = serve(&["--listen", "127.0.0.1:0", "--workers", "1"]);
+    let b = serve(&["serve", "--listen", "127.0.0.1:0", "--workers", "1"]);
+    assert_eq!(a.listen, b.listen);
+    assert_eq!(a.workers, Some(1));
+    assert!(Cli::try_parse_from(["tokenpipe", "--workers", "0"]).is_err());
+}
+
+/// A key in the environment with no `--upstream` is named as the environment variable it is, not as a
+/// flag the user did not pass, and the key itself never appears.
+#[test]
+fn a_key_without_an_upstream_is_refused_naming_the_variable() {
+    let env = |k: &str| (k == "GEMINI_API_KEY").then(|| "secret-key".to_string());
+    let err = serve(&[]).config(env).unwrap_err();
+    assert!(err.contains("GEMINI_API_KEY"), "{err}");
+    assert!(err.contains("https"), "{err}");
+    assert!(
+        !err.contains("--upstream https"),
+        "reported as a flag: {err}"
+    );
+    assert!(!err.contains("secret-key"), "{err}");
+}
+
+#[test]
+fn explicit_upstream_with_key() {
+    let env = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk-test".to_string());
+    let config = serve(&["--upstream", "http://127.0.0.1:9000/base"])
+        .config(env)
+        .unwrap();
+    let UpstreamConfig::Remote {
+        provider,
+        origin,
+        key,
+    } = config.upstream
+    else {
+        panic!("not remote");
+    };
+    assert_eq!(provider, Provider::OpenAi);
+    assert_eq!(origin.port, 9000);
+    assert_eq!(key.unwrap().expose(), "sk-test");
+}
+
+#[test]
+fn an_invalid_model_is_refused() {
+    let err = serve(&["--model", "../../v1/files"])
+        .config(no_env)
+        .unwrap_err();
+    assert!(err.contains("--model"), "{err}");
+}
+
+#[test]
+fn listen_takes_host_port_names_and_bare_ports() {
+    assert_eq!(
+        parse_listen("127.0.0.1:8085").unwrap().to_string(),
+        "127.0.0.1:8085"
+    );
+    assert_eq!(parse_listen("8085").unwrap().to_string(), "127.0.0.1:8085");
+    assert_eq!(
+        parse_listen("[::1]:8085").unwrap().to_string(),
+        "[::1]:8085"
+    );
+    let local = parse_listen("localhost:8085").unwrap();
+    assert!(local.ip().is_loopback(), "{local}");
+    assert_eq!(local.port(), 8085);
+    for bad in [
+        "",
+        "localhost",
+        "127.0.0.1",
+        "99999",
+        "host:port",
+        ":80",
+        "127.0.0.1:70000",
+    ] {
+        let err = parse_listen(bad).expect_err(bad);
+        assert!(
+            err.contains("HOST:PORT") || err.contains("port"),
+            "{bad:?}: the error should say what form is expected: {err}"
+        );
+    }
+    let err = refused(&["--listen", "localhost"]);
+    assert!(err.contains("HOST:PORT"), "{err}");
+}
+
+/// Values that could never serve a request are refused when the options are parsed.
+#[test]
+fn values_that_can_never_serve_are_refused() {
+    for args in [
+        &["--max-body-bytes", "0"][..],
+        &["--stream-buffer-bytes", "0"],
+        &["--backlog", "0"],
+        &["--workers", "0"],
+        &["mock-upstream", "--max-body-bytes", "0"],
+    ] {
+        refused(args);
+    }
+    assert_eq!(serve(&["--max-body-bytes", "1"]).common.max_body_bytes, 1);
+}
+
+#[test]
+fn durations_are_bounded() {
+    for args in [
+        &["--upstream-idle-timeout", "18446744073709551615"][..],
+        &["--upstream-idle-timeout", "0"],
+        &["--loop-warn-ms", "18446744073709551615"],
+        &["mock-upstream", "--interval-ms", "999999999999"],
+    ] {
+        refused(args);
+    }
+}
+
+#[test]
+fn mock_upstream_options() {
+    let cli = Cli::try_parse_from([
+        "tokenpipe",
+        "mock-upstream",
+        "--listen",
+        "0",
+        "--tokens",
+        "5",
+        "--interval-ms",
+        "0",
+        "--format",
+        "gemini",
+    ])
+    .unwrap();
+    let Some(Command::MockUpstream(m)) = cli.command else {
+        panic!("not mock-upstream");
+    };
+    let config = m.config();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:0");
+    assert_eq!((config.tokens, config.format), (5, MockFormat::Gemini));
+    assert!(config.interval.is_zero());
+}

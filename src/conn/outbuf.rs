@@ -1,0 +1,161 @@
+//! Outgoing bytes that a socket has not taken yet.
+//!
+//! Writing is eager: bytes are offered to the socket as soon as they exist, and only what it does not take
+//! is copied here. A streamed chunk goes out as one `writev` of its parts straight from where they are (the
+//! size line on the stack, the payload in the worker's read buffer, the CRLF in a constant), behind whatever
+//! was queued before, so that a queued stream head and the first chunk, or the last payload and the last
+//! chunk, leave in one system call.
+
+use std::io::{self, IoSlice};
+
+use super::transport::Transport;
+use crate::http::response::{LAST_CHUNK, chunk_size_line};
+
+/// What [`OutBuf::flush`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Nothing was queued.
+    Empty,
+    /// Queued bytes were all written by this call: whoever paused because the queue was full may go on.
+    Drained,
+    /// Bytes remain; the socket would block.
+    Pending,
+}
+
+/// Bytes the socket has not taken yet.
+///
+/// Invariant: after [`OutBuf::flush`] or [`OutBuf::send`] returns `Ok`, either the buffer is empty or the
+/// socket said `WouldBlock` (so the transport is not writable). Hence a non-empty buffer never needs a write
+/// attempt before the next writable event, and new bytes can simply be appended behind it.
+#[derive(Debug, Default)]
+pub struct OutBuf {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    pos: usize,
+}
+
+impl OutBuf {
+    /// Bytes still to write.
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends bytes behind whatever is queued, without writing: the caller flushes (the client driver
+    /// flushes before it decides anything), or sends more behind them.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Writes queued bytes until the buffer is empty or the socket would block.
+    pub fn flush(&mut self, io: &mut Transport) -> io::Result<Flushed> {
+        if self.is_empty() {
+            return Ok(Flushed::Empty);
+        }
+        while !self.is_empty() && io.writable() {
+            let n = io.write(&[IoSlice::new(&self.buf[self.pos..])])?;
+            self.advance(n);
+        }
+        Ok(if self.is_empty() {
+            Flushed::Drained
+        } else {
+            Flushed::Pending
+        })
+    }
+
+    /// Sends `parts` behind what is queued: when the socket is writable, everything goes in one `writev`
+    /// straight from where it is, and only what the socket did not take is copied here.
+    pub fn send(&mut self, io: &mut Transport, parts: &[&[u8]]) -> io::Result<()> {
+        let mut written = 0;
+        if io.writable() {
+            // At most the queue and four parts (a chunk's three and a last chunk).
+            let mut slices = [IoSlice::new(&[]); 5];
+            let mut n = 0;
+            for part in std::iter::once(&self.buf[self.pos..]).chain(parts.iter().copied()) {
+                if !part.is_empty() && n < slices.len() {
+                    slices[n] = IoSlice::new(part);
+                    n += 1;
+                }
+            }
+            if n > 0 {
+                written = io.write(&slices[..n])?;
+            }
+        }
+        // Whatever the socket did not take, queued first, then the parts.
+        let from_queue = written.min(self.len());
+        self.advance(from_queue);
+        let mut skip = written - from_queue;
+        self.compact();
+        for part in parts {
+            let taken = skip.min(part.len());
+            self.buf.extend_from_slice(&part[taken..]);
+            skip -= taken;
+        }
+        // Restores the invariant: after a short write the socket may still take more.
+        self.flush(io).map(|_| ())
+    }
+
+    /// Sends `payload` as one chunk of a chunked body: size line, payload, CRLF, and the last chunk after it
+    /// when `last`. An empty payload sends no chunk (a zero-size chunk would end the body).
+    pub fn send_chunk(&mut self, io: &mut Transport, payload: &[u8], last: bool) -> io::Result<()> {
+        let mut line = [0u8; 20];
+        let line = chunk_size_line(payload.len(), &mut line);
+        let end: &[u8] = if last { LAST_CHUNK } else { b"" };
+        if payload.is_empty() {
+            return self.send(io, &[end]);
+        }
+        self.send(io, &[line, payload, b"\r\n", end])
+    }
+
+    /// Moves the unwritten bytes to the front once the written ones make up half the buffer. Without this, a
+    /// client that always lags a little would make `buf` grow forever (written bytes at the front are never
+    /// reclaimed until a full drain), so the backpressure cap, which counts only unwritten bytes, would not
+    /// bound memory. Waiting for "half" keeps the copying amortized: each byte moves at most once per
+    /// doubling, and the buffer stays under twice the unwritten bytes plus one push.
+    fn compact(&mut self) {
+        if self.pos > 0 && self.pos * 2 >= self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.pos += n;
+        if self.pos >= self.buf.len() {
+            // Drained: release the memory. An idle stream holds no buffer; the next backlog allocates again.
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that always lags a little must not make `buf` grow without bound.
+    #[test]
+    fn a_client_that_always_lags_does_not_grow_the_buffer() {
+        let mut out = OutBuf::default();
+        let piece = [b'x'; 1000];
+        out.push(&piece);
+        for round in 0..1000 {
+            out.push(&piece);
+            out.advance(1000); // the socket took as much as was pushed: 1000 bytes stay unwritten
+            assert_eq!(out.len(), 1000);
+            assert!(
+                out.buf.len() <= 2 * out.len() + piece.len(),
+                "round {round}: {} bytes held for {} unwritten",
+                out.buf.len(),
+                out.len()
+            );
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Path -> what the mock does with it. A pure function, like the relay's routes: a known path with the
+//! wrong method is a 405 naming the allowed methods in `Allow` (RFC 9110 §15.5.6), an unknown path a 404,
+//! and every `GET` route also answers `HEAD` (RFC 9110 §9.3.2).
+
+/// What a request to the mock is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /stats`: the mock's counters.
+    Stats,
+    /// A generation endpoint, in either provider's shape.
+    Generate,
+}
+
+/// A request that matched no route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    NotFound,
+    /// The path exists; the value is the `Allow` header.
+    MethodNotAllowed(&'static str),
+}
+
+/// Finds the route for `method` and `path` (the path without its query).
+pub fn resolve(method: &str, path: &str) -> Result<Route, Miss> {
+    let (route, allow) = match path {
+        "/healthz" => (Route::Healthz, "GET, HEAD"),
+        "/stats" => (Route::Stats, "GET, HEAD"),
+        p if is_generate_path(p) => (Route::Generate, "POST"),
+        _ => return Err(Miss::NotFound),
+    };
+    if allow.split(", ").any(|m| m == method) {
+        Ok(route)
+    } else {
+        Err(Miss::MethodNotAllowed(allow))
+    }
+}
+
+/// `/v1/chat/completions` (OpenAI) or `/v1beta/models/{model}:streamGenerateContent` (Gemini), under any base.
+fn is_generate_path(path: &str) -> bool {
+    path.ends_with("/v1/chat/completions")
+        || (path.contains("/models/") && path.ends_with(":streamGenerateContent"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mock_table() {
+        assert_eq!(resolve("POST", "/v1/chat/completions"), Ok(Route::Generate));
+        assert_eq!(
+            resolve(
+                "POST",
+                "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+            ),
+            Ok(Route::Generate)
+        );
+        assert_eq!(resolve("GET", "/stats"), Ok(Route::Stats));
+        assert_eq!(resolve("HEAD", "/healthz"), Ok(Route::Healthz));
+        assert_eq!(
+            resolve("GET", "/v1/chat/completions"),
+            Err(Miss::MethodNotAllowed("POST"))
+        );
+        assert_eq!(
+            resolve("POST", "/api/v1/generate-stream"),
+            Err(Miss::NotFound)
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! The exchange and its failure policy in simulated time: response bytes and instants in, decisions out.
+//! The upstream connection here is a real loopback socket that is never read or written: every byte goes
+//! through the sans-IO entry points (`UpstreamConn::on_head_bytes`, the policy).
+//!
+//! Test code only: its parent declares it `#[cfg(test)]`.
+
+use super::*;
+use crate::conn::Transport;
+use crate::conn::client::AfterReply;
+use crate::conn::upstream::{HeadProgress, UpstreamState};
+use crate::reactor::Conns;
+use std::time::Duration;
+
+/// An upstream connection whose socket is never used (a connect to a loopback listener).
+fn upstream(reused: bool) -> (UpstreamConn, std::net::TcpListener) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let io = Transport::connect(listener.local_addr().unwrap()).unwrap();
+    let mut up = if reused {
+        UpstreamConn::reuse(io)
+    } else {
+        UpstreamConn {
+            io,
+            state: UpstreamState::Sending { written: 0 },
+            reused,
+        }
+    };
+    up.state = UpstreamState::AwaitingHead { head: Vec::new() };
+    (up, listener)
+}
+
+fn exchange(reused: bool) -> (Exchange, std::net::TcpListener) {
+    let (up, l) = upstream(reused);
+    let framing = StreamFraming::Chunked(AfterReply::KeepAlive);
+    (
+        Exchange::new(
+            b"POST / HTTP/1.1\r\n\r\n".to_vec(),
+            framing,
+            up,
+            Instant::now(),
+        ),
+        l,
+    )
+}
+
+fn io_error() -> Failure {
+    Failure::Io(io::ErrorKind::ConnectionReset.into())
+}
+
+#[test]
+fn the_policy_retries_only_a_pooled_connection_that_never_answered() {
+    let awaiting = Phase::AwaitingUpstream { request: vec![] };
+    let d =
+        |attempt, reused, started, f: &Failure| on_failure(&awaiting, attempt, reused, started, f);
+    assert_eq!(d(1, true, false, &io_error()), Decision::Retry);
+    assert_eq!(
+        d(1, true, false, &Failure::ClosedBeforeHead),
+        Decision::Retry
+    );
+    assert_eq!(
+        d(1, false, false, &io_error()),
+        Decision::BadGateway,
+        "a fresh connection failed"
+    );
+    assert_eq!(
+        d(2, true, false, &io_error()),
+        Decision::BadGateway,
+        "only one retry"
+    );
+    assert_eq!(
+        d(1, true, true, &Failure::ClosedBeforeHead),
+        Decision::BadGateway,
+        "it had answered"
+    );
+    assert_eq!(
+        d(1, true, false, &Failure::Status(503)),
+        Decision::BadGateway,
+        "a status is an answer"
+    );
+    for f in [
+        io_error(),
+        Failure::Truncated,
+        Failure::BadBody(crate::http::chunked::ChunkError::BadSize),
+    ] {
+        assert_eq!(
+            on_failure(&Phase::Streaming, 1, true, false, &f),
+            Decision::FailStream
+        );
+    }
+}
+
+/// A response head split at every byte gives the same result, once: the head, the body bytes that came
+/// with it, and the move to `Body`; the exchange then streams and no longer keeps its request.
+#[test]
+fn a_head_split_anywhere_starts_the_stream_once() {
+    let response = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    let head_end = response.windows(4).rposition(|w| w == b"\r\n\r\n").unwrap() + 4;
+    for split in 0..=response.len() {
+        let (mut x, _l) = exchange(false);
+        let mut got = None;
+        for part in [&response[..split], &response[split..]] {
+            match x.upstream.on_head_bytes(part, 16 * 1024).unwrap() {
+                HeadProgress::NeedMore => {}
+                HeadProgress::Complete { head, rest } => {
+                    assert!(got.is_none(), "split {split}: two heads");
+                    got = Some((head.status, rest));
+                }
+            }
+            if got.is_some() {
+                break;
+            }
+        }
+        let (status, rest) = got.unwrap_or_else(|| panic!("split {split}: no head"));
+        assert_eq!(
+            status, 200,
+            "split {split}: the interim 100 was not skipped"
+        );
+        let expected = if split >= head_end {
+            &response[head_end..split]
+        } else {
+            &response[head_end..]
+        };
+        assert_eq!(rest, expected, "split {split}");
+        assert!(matches!(
+            x.upstream.state,
+            UpstreamState::Body {
+                keep_alive: true,
+                ..
+            }
+        ));
+        assert!(x.upstream.response_started());
+        assert!(matches!(x.phase, Phase::AwaitingUpstream { .. }));
+        x.start_streaming();
+        assert!(
+            matches!(x.phase, Phase::Streaming),
+            "the request is freed with the phase"
+        );
+        assert_eq!(x.on_failure(&Failure::Truncated), Decision::FailStream);
+    }
+}
+
+/// A pooled connection that fails before answering is retried once, on a fresh connection; if that one
+/// fails too, the client gets a 502.
+#[test]
+fn a_stale_pooled_connection_gets_one_retry() {
+    let (mut x, _l) = exchange(true);
+    assert_eq!(x.attempt, 1);
+    assert_eq!(x.on_failure(&Failure::ClosedBeforeHead), Decision::Retry);
+    let (fresh, _l2) = upstream(false);
+    x.retry_on(fresh);
+    assert_eq!(x.attempt, 2);
+    assert!(matches!(x.phase, Phase::AwaitingUpstream { ref request } if !request.is_empty()));
+    assert_eq!(
+        x.on_failure(&Failure::ClosedBeforeHead),
+        Decision::BadGateway
+    );
+}
+
+/// A garbage head is a failure to report, never a panic, and it is the same wherever the bytes split.
+#[test]
+fn a_bad_head_is_an_error_at_any_split() {
+    let response = b"HTTP/1.1 abc\r\n\r\n";
+    for split in 0..=response.len() {
+        let (mut x, _l) = exchange(false);
+        let first = x.upstream.on_head_bytes(&response[..split], 1024);
+        let result = match first {
+            Ok(HeadProgress::NeedMore) => x.upstream.on_head_bytes(&response[split..], 1024),
+            other => other,
+        };
+        assert!(result.is_err(), "split {split}: {result:?}");
+    }
+}
+
+/// Deadline slots in simulated time: arming a slot replaces its deadline, and the exchange's end releases
+/// them all.
+#[test]
+fn deadline_slots_replace_and_release() {
+    let mut conns = Conns::default();
+    let id = conns.insert_with(|_| ()).unwrap();
+    let mut timers: Timers<u8> = Timers::default();
+    let t0 = Instant::now();
+    let (mut x, _l) = exchange(false);
+    x.deadlines
+        .arm(&mut timers, Wait::Head, t0 + Duration::from_secs(10), id, 1);
+    x.deadlines
+        .arm(&mut timers, Wait::Head, t0 + Duration::from_secs(5), id, 2);
+    x.deadlines
+        .arm(&mut timers, Wait::Idle, t0 + Duration::from_secs(1), id, 3);
+    assert_eq!(timers.len(), 2, "re-arming replaced the slot's deadline");
+    assert!(x.deadlines.is_armed(Wait::Head));
+    assert!(!x.deadlines.is_armed(Wait::Connect));
+    assert_eq!(
+        timers
+            .pop_due(t0 + Duration::from_secs(6))
+            .map(|(_, _, k)| k),
+        Some(3)
+    );
+    x.deadlines.disarm(&mut timers, Wait::Idle);
+    assert_eq!(
+        timers
+            .pop_due(t0 + Duration::from_secs(6))
+            .map(|(_, _, k)| k),
+        Some(2)
+    );
+    x.deadlines.arm(&mut timers, Wait::Connect, t0, id, 4);
+    x.cancel_deadlines(&mut timers);
+    assert!(timers.is_empty());
+    assert!(!x.deadlines.is_armed(Wait::Connect));
+}

@@ -1,0 +1,179 @@
+//! White-box tests of the relay worker's turns: a relay `Worker` driven one iteration at a time
+//! ([`crate::reactor::Worker::turn`]) against a fake upstream the test writes by hand, so that situations
+//! that only arise inside one event batch can be set up exactly.
+//!
+//! Test code only: its parent declares it `#[cfg(test)]`.
+
+use super::*;
+use crate::reactor::Worker;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream as StdStream};
+
+/// A relay worker whose upstream is `origin` (a listener the test owns), with a stream cap of `cap`.
+fn relay(origin: &TcpListener, cap: usize) -> (Worker<Relay>, SocketAddr) {
+    let addr = origin.local_addr().unwrap();
+    let target = Arc::new(UpstreamTarget {
+        provider: Provider::OpenAi,
+        origin: Origin {
+            host: "127.0.0.1".into(),
+            port: addr.port(),
+            base_path: String::new(),
+        },
+        addr,
+        key: None,
+        default_model: "m".into(),
+    });
+    let relay = Relay::new(target, Limits::default(), cap, 4, Duration::from_secs(60));
+    let mut w = Worker::new("test".into(), Duration::from_secs(10), relay).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    w.listen(listener).unwrap();
+    (w, addr)
+}
+
+/// Turns until `done` holds (at most 100 turns of at most 100 ms): synchronized on what the worker saw.
+fn turn_until(w: &mut Worker<Relay>, what: &str, mut done: impl FnMut(&mut Worker<Relay>) -> bool) {
+    for _ in 0..100 {
+        if done(w) {
+            return;
+        }
+        w.turn(Some(Duration::from_millis(100))).unwrap();
+    }
+    panic!("{what}: not within 100 turns");
+}
+
+fn only_client(w: &mut Worker<Relay>) -> ConnId {
+    let clients: Vec<ConnId> = w
+        .context()
+        .conns
+        .iter()
+        .filter(|(_, e)| matches!(e, Entry::Client(_)))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(clients.len(), 1);
+    clients[0]
+}
+
+fn streaming(w: &mut Worker<Relay>, id: ConnId) -> bool {
+    matches!(
+        w.context().conns.get(id),
+        Some(Entry::Client(c)) if matches!(&c.state, ClientState::Serving(x) if matches!(x.phase, exchange::Phase::Streaming))
+    )
+}
+
+/// A client pipelining many requests gets one turn, then yields.
+#[test]
+fn a_pipelining_client_yields_after_its_turn() {
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (mut w, addr) = relay(&origin, 1 << 20);
+    let mut peer = StdStream::connect(addr).unwrap();
+    peer.write_all(&b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n".repeat(500))
+        .unwrap();
+    turn_until(&mut w, "a yield", |w| {
+        let cx = w.context();
+        cx.conns.iter().any(|(id, _)| cx.is_deferred(id))
+    });
+    // It was not served in one turn, and it goes on: every answer arrives.
+    let mut answers = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    peer.set_nonblocking(true).unwrap();
+    turn_until(&mut w, "500 answers", |_| {
+        while let Ok(n) = peer.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            answers += buf[..n]
+                .windows(15)
+                .filter(|w| w == b"HTTP/1.1 200 OK")
+                .count();
+        }
+        answers >= 500
+    });
+}
+
+/// An upstream that always has bytes, to a client that takes them, gets TURN_BUDGET reads, then yields.
+#[test]
+fn a_fire_hose_upstream_yields_after_its_turn() {
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    // A 1 KiB cap: each read takes at most 1 KiB, so a 64 KiB body needs 64 reads.
+    let (mut w, addr) = relay(&origin, 1024);
+    let mut peer = StdStream::connect(addr).unwrap();
+    let body = br#"{"prompt":"hi"}"#;
+    let req = format!(
+        "POST /api/v1/generate-stream HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    peer.write_all(&[req.as_bytes(), body].concat()).unwrap();
+    origin.set_nonblocking(true).unwrap();
+    let mut upstream = None;
+    turn_until(&mut w, "the upstream connect", |_| {
+        upstream = origin.accept().ok().map(|(s, _)| s);
+        upstream.is_some()
+    });
+    let mut upstream = upstream.unwrap();
+    upstream.set_nonblocking(false).unwrap();
+    let id = only_client(&mut w);
+    upstream
+        .write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 65536\r\n\r\n",
+        )
+        .unwrap();
+    turn_until(&mut w, "the head", |w| streaming(w, id));
+    upstream.write_all(&vec![b'x'; 65536]).unwrap();
+    turn_until(&mut w, "a yield", |w| w.context().is_deferred(id));
+    // The client drains what it gets, and the stream completes.
+    let mut got = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    peer.set_nonblocking(true).unwrap();
+    turn_until(&mut w, "the whole body", |_| {
+        while let Ok(n) = peer.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got > 65536
+    });
+}
+
+/// The upstream socket belongs to the client's entry: when the client leaves, the upstream is closed in
+/// the same reap, and nothing of the exchange is left in the slab.
+#[test]
+fn a_departing_client_takes_its_upstream_along() {
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (mut w, addr) = relay(&origin, 1 << 16);
+    let mut peer = StdStream::connect(addr).unwrap();
+    let body = br#"{"prompt":"hi"}"#;
+    let req = format!(
+        "POST /api/v1/generate-stream HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    peer.write_all(&[req.as_bytes(), body].concat()).unwrap();
+    origin.set_nonblocking(true).unwrap();
+    let mut upstream = None;
+    turn_until(&mut w, "the upstream connect", |_| {
+        upstream = origin.accept().ok().map(|(s, _)| s);
+        upstream.is_some()
+    });
+    let mut upstream = upstream.unwrap();
+    let mut request = [0u8; 4096];
+    upstream.set_nonblocking(true).unwrap();
+    turn_until(&mut w, "the request", |_| {
+        upstream.read(&mut request).is_ok_and(|n| n > 0)
+    });
+    upstream.set_nonblocking(false).unwrap();
+    upstream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    drop(peer);
+    turn_until(&mut w, "the client reaped", |w| {
+        w.context().conns.is_empty()
+    });
+    // The upstream sees the end of file: its socket was closed with the client.
+    assert_eq!(upstream.read(&mut request).unwrap(), 0);
+    assert_eq!(
+        w.handler().pooled(),
+        0,
+        "a connection abandoned mid-exchange is never pooled"
+    );
+}
