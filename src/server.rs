@@ -31,7 +31,7 @@ use crate::mock::{Mock, MockStats};
 use crate::reactor::instrument::{StatsSnapshot, WorkerStats};
 use crate::reactor::{Handler, Remote, Worker, fdlimit};
 use crate::relay::providers::{Origin, Provider};
-use crate::relay::{Relay, UpstreamTarget};
+use crate::relay::{Relay, RelayCounts, RelayStats, UpstreamTarget};
 
 /// Descriptors a process needs besides its streams: standard streams, and per worker its listener, its
 /// epoll instance and its waker; plus two for one stream, or nothing could be served.
@@ -55,6 +55,7 @@ impl Server {
             addr: config.listen,
             mock_addr: None,
             mock_stats: None,
+            relay_stats: None,
             workers: Vec::new(),
             exits,
         };
@@ -113,6 +114,8 @@ impl Server {
         let listeners = bind_listeners(config.listen, config.workers, config.common.backlog)
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         group.addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
+        let stats = Arc::new(RelayStats::default());
+        group.relay_stats = Some(stats.clone());
         for (i, listener) in listeners.into_iter().enumerate() {
             let relay = Relay::new(
                 target.clone(),
@@ -120,6 +123,7 @@ impl Server {
                 config.common.stream_buffer,
                 config.pool_max_idle,
                 config.idle_timeout,
+                stats.clone(),
             );
             let name = format!("relay-{i}");
             spawn(
@@ -145,6 +149,7 @@ impl Server {
             addr,
             mock_addr: Some(addr),
             mock_stats: Some(stats),
+            relay_stats: None,
             workers,
             exits,
         })
@@ -277,6 +282,7 @@ pub struct Running {
     addr: SocketAddr,
     mock_addr: Option<SocketAddr>,
     mock_stats: Option<Arc<MockStats>>,
+    relay_stats: Option<Arc<RelayStats>>,
     workers: Vec<WorkerHandle>,
     exits: Receiver<Exit>,
 }
@@ -295,6 +301,11 @@ impl Running {
     /// The mock's counters, as `GET /stats` serves them.
     pub fn mock_stats(&self) -> Option<serde_json::Value> {
         self.mock_stats.as_ref().map(|s| s.snapshot())
+    }
+
+    /// What the relay's workers did (none for a mock on its own).
+    pub fn relay_stats(&self) -> Option<RelayCounts> {
+        self.relay_stats.as_ref().map(|s| s.snapshot())
     }
 
     /// Every worker's figures, added up (published once per loop iteration).
@@ -365,6 +376,8 @@ fn bind_one(addr: SocketAddr, backlog: Option<u32>) -> io::Result<TcpListener> {
     if BALANCED_REUSEPORT {
         socket.set_reuse_port(true)?;
     }
+    // Accepted sockets inherit it on Linux (see `Transport::accepted`): one call here, not one per client.
+    socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     // The kernel caps the backlog at its `somaxconn`; asking for the most an `int` holds gets exactly that.
@@ -383,6 +396,18 @@ mod tests {
         let taken = ours[0].local_addr().unwrap();
         let err = bind_listeners(taken, 2, None).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    /// Accepted sockets inherit `TCP_NODELAY` from the listener, which is why `Transport::accepted` does
+    /// not set it on Linux.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn accepted_sockets_inherit_nodelay() {
+        let ls = bind_listeners("127.0.0.1:0".parse().unwrap(), 1, None).unwrap();
+        let _peer = std::net::TcpStream::connect(ls[0].local_addr().unwrap()).unwrap();
+        ls[0].set_nonblocking(false).unwrap();
+        let (accepted, _) = ls[0].accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub struct ClientConn<W> {
     pub reader: RequestReader,
     pub out: OutBuf,
     pub state: ClientState<W>,
+    /// The status of the last response queued, for the log.
+    pub status: u16,
 }
 
 impl<W> ClientConn<W> {
@@ -135,6 +137,7 @@ impl<W> ClientConn<W> {
             reader,
             out: OutBuf::default(),
             state: ClientState::AwaitingRequest,
+            status: 0,
         }
     }
 
@@ -219,6 +222,7 @@ impl<W> ClientConn<W> {
             out.extend_from_slice(body.as_bytes());
         }
         self.reply(&out, then);
+        self.status = 200;
     }
 
     /// The facts [`decide`] looks at.
@@ -365,7 +369,7 @@ pub fn drive<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
         };
         let flushed = match c.out.flush(&mut c.io) {
             Ok(f) => f,
-            Err(e) => return gone(cx, id, &e.to_string()),
+            Err(e) => return gone::<A>(cx, id, &e.to_string()),
         };
         match decide(&c.facts(flushed, max_head)) {
             Next::Wait => return,
@@ -375,14 +379,17 @@ pub fn drive<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
                 let peer = c.peer;
                 match progress {
                     Ok(Progress::Complete(req)) => {
-                        log::debug!("{}: {peer} {} {}", cx.name(), req.method, req.path);
+                        let line = format!("{} {}", req.method, req.path);
                         app.on_request(cx, id, req);
+                        if log::log_enabled!(log::Level::Debug) {
+                            log_answer::<A>(cx, id, peer, &line);
+                        }
                     }
                     Ok(Progress::SendContinue) => c.out.push(CONTINUE),
                     Ok(Progress::NeedMore) => c.input = Input::NeedMore,
                     Err(e) => {
                         c.reply_error(e.status, e.code, &e.message, &[], AfterReply::Close);
-                        log::debug!("{}: {peer} bad request: {e}", cx.name());
+                        log::debug!("{}: {peer} bad request -> {e}", cx.name());
                     }
                 }
             }
@@ -395,7 +402,7 @@ pub fn drive<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
                     // Discarded bytes, or an end-of-file: recorded in the readiness, which `decide` reads.
                     ReadOutcome::Data(_) | ReadOutcome::Eof => {}
                     ReadOutcome::Drained => return,
-                    ReadOutcome::Failed(e) => return gone(cx, id, &e.to_string()),
+                    ReadOutcome::Failed(e) => return gone::<A>(cx, id, &e.to_string()),
                 }
             }
             Next::Resume => app.on_drained(cx, id),
@@ -406,16 +413,29 @@ pub fn drive<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
             // Lingering reads at once what is already there (and the end-of-file, if it came).
             Next::Linger => linger::<A>(cx, id),
             Next::Close => return cx.close(id),
-            Next::Left => return gone(cx, id, "client closed its side mid-response"),
+            Next::Left => return gone::<A>(cx, id, "client closed its side mid-response"),
         }
     }
     cx.defer(id);
 }
 
 /// The client hung up, or its socket failed. The reap phase frees it and whatever it owned.
-pub fn gone<C, T>(cx: &mut crate::reactor::Context<C, T>, id: ConnId, why: &str) {
-    log::debug!("{}: client {id:?} gone: {why}", cx.name());
+pub fn gone<A: ClientApp>(cx: &mut Cx<A>, id: ConnId, why: &str) {
+    if let Some(c) = cx.conns.get_mut(id).and_then(A::client) {
+        let peer = c.peer;
+        log::debug!("{}: {peer} gone: {why}", cx.name());
+    }
     cx.close(id);
+}
+
+/// Logs a request and what it got: a status, or a stream in progress.
+fn log_answer<A: ClientApp>(cx: &mut Cx<A>, id: ConnId, peer: SocketAddr, line: &str) {
+    let answer = match cx.conns.get_mut(id).and_then(A::client).map(|c| (&c.state, c.status)) {
+        Some((ClientState::Serving(_), _)) => "serving".to_string(),
+        Some((_, status)) => status.to_string(),
+        None => "closed".to_string(),
+    };
+    log::debug!("{}: {peer} {line} -> {answer}", cx.name());
 }
 
 /// Half-closes, then reads and discards until the client closes or [`LINGER`] passes.

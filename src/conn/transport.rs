@@ -69,9 +69,11 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Wraps an accepted socket. Nagle's algorithm is turned off: tokens are small writes that must leave
-    /// at once.
+    /// Wraps an accepted socket. Nagle's algorithm must be off: tokens are small writes that must leave at
+    /// once. On Linux an accepted socket inherits `TCP_NODELAY` from its listener, which
+    /// `server::bind_listeners` sets, so no system call is spent here; elsewhere it is set per socket.
     pub fn accepted(sock: TcpStream) -> Transport {
+        #[cfg(not(target_os = "linux"))]
         if let Err(e) = sock.set_nodelay(true) {
             log::debug!("set_nodelay: {e}");
         }

@@ -157,8 +157,9 @@ enum ReadState {
     /// Looking for the end of the head in the caller's buffer. Invariant: no head ends before
     /// `buf[scanned]`, so the search resumes there; the caller re-presents those bytes, unconsumed.
     AwaitingHead { scanned: usize },
-    /// The head is parsed and consumed; reading its body.
-    ReadingBody(PendingRequest),
+    /// The head is parsed and consumed; reading its body. Boxed: a connection spends most of its life
+    /// between requests, and the reader is part of every connection's memory.
+    ReadingBody(Box<PendingRequest>),
     /// An error was reported. The same error is returned on every further call.
     Failed(HttpError),
 }
@@ -241,10 +242,10 @@ impl RequestReader {
                     let head = parse_head(&rest[..head_len], &self.limits)?;
                     *consumed += head_len;
                     let expect_continue = head.expect_continue;
-                    self.state = ReadState::ReadingBody(PendingRequest {
+                    self.state = ReadState::ReadingBody(Box::new(PendingRequest {
                         request: head.request,
                         decoder: BodyDecoder::new(head.framing),
-                    });
+                    }));
                     if expect_continue {
                         return Ok(Progress::SendContinue);
                     }

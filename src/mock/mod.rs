@@ -156,7 +156,7 @@ impl Mock {
             }
             let framing = m.framing;
             if let Err(e) = c.send_payload(framing, &self.compose, last) {
-                return client::gone(cx, id, &e.to_string());
+                return client::gone::<Self>(cx, id, &e.to_string());
             }
             MockStats::add(&self.stats.bytes_sent, self.compose.len() as u64);
             if last {

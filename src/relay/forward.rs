@@ -82,7 +82,7 @@ pub(super) fn send(
 }
 
 /// Moves the bytes of `ranges` (ascending, disjoint) to the front of `buf` and returns them as one slice.
-fn gather<'a>(buf: &'a mut [u8], ranges: &[Range<usize>]) -> &'a [u8] {
+pub fn gather<'a>(buf: &'a mut [u8], ranges: &[Range<usize>]) -> &'a [u8] {
     match ranges {
         [] => &[],
         [one] => &buf[one.clone()],

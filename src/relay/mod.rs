@@ -18,7 +18,7 @@
 
 pub mod api;
 pub mod exchange;
-mod forward;
+pub mod forward;
 pub mod pool;
 pub mod providers;
 pub mod routes;
@@ -26,6 +26,7 @@ mod upstreams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mio::net::TcpStream;
@@ -82,6 +83,49 @@ pub enum RelayTimer {
     IdleExpired,
 }
 
+/// What the relay workers did, added up across them (relaxed atomics, touched once per exchange, never per
+/// chunk). The metrics endpoint will export them; tests read them to see inside the pool.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    connects: AtomicU64,
+    reuses: AtomicU64,
+    retries: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A copy of [`RelayStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayCounts {
+    /// New upstream connections opened (retries included).
+    pub connects: u64,
+    /// Exchanges that took an idle connection from the pool.
+    pub reuses: u64,
+    /// Exchanges sent again on a fresh connection after a pooled one failed before answering.
+    pub retries: u64,
+    /// Streams whose body ended properly.
+    pub completed: u64,
+    /// Exchanges that failed (a 502, or a stream that broke off).
+    pub failed: u64,
+}
+
+impl RelayStats {
+    pub fn snapshot(&self) -> RelayCounts {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RelayCounts {
+            connects: get(&self.connects),
+            reuses: get(&self.reuses),
+            retries: get(&self.retries),
+            completed: get(&self.completed),
+            failed: get(&self.failed),
+        }
+    }
+
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The relay application of one worker.
 pub struct Relay {
     limits: Limits,
@@ -90,17 +134,19 @@ pub struct Relay {
 
 impl Relay {
     /// A relay to `target`, keeping at most `max_idle` idle connections for `idle_timeout`, and at most
-    /// `stream_buffer` bytes per stream that its client has not read.
+    /// `stream_buffer` bytes per stream that its client has not read; it counts what it does in `stats`.
     pub fn new(
         target: Arc<UpstreamTarget>,
         limits: Limits,
         stream_buffer: usize,
         max_idle: usize,
         idle_timeout: Duration,
+        stats: Arc<RelayStats>,
     ) -> Relay {
+        let pool = Pool::new(max_idle);
         Relay {
+            upstreams: Upstreams::new(target, pool, idle_timeout, stream_buffer, limits.max_head_bytes, stats),
             limits,
-            upstreams: Upstreams::new(target, Pool::new(max_idle), idle_timeout, stream_buffer),
         }
     }
 

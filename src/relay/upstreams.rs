@@ -23,7 +23,7 @@ use std::time::Duration;
 use super::exchange::{Decision, Exchange, Failure, Phase};
 use super::forward::{self, Outcome, sse_error_event};
 use super::pool::Pool;
-use super::{Entry, Idle, RelayTimer, UPSTREAM, UpstreamTarget, api, providers};
+use super::{Entry, Idle, RelayStats, RelayTimer, UPSTREAM, UpstreamTarget, api, providers};
 use crate::conn::client::{AfterReply, ClientConn, ClientState, StreamFraming, stream_head};
 use crate::conn::transport::{IdleCheck, ReadOutcome, Transport};
 use crate::conn::upstream::{HeadProgress, SendProgress, UpstreamConn, UpstreamState};
@@ -50,6 +50,7 @@ pub struct Upstreams {
     max_head: usize,
     /// Payload ranges found by the body decoder in the last read; reused to avoid an allocation per read.
     ranges: Vec<Range<usize>>,
+    stats: Arc<RelayStats>,
 }
 
 impl Upstreams {
@@ -58,14 +59,17 @@ impl Upstreams {
         pool: Pool,
         idle_timeout: Duration,
         cap: usize,
+        max_head: usize,
+        stats: Arc<RelayStats>,
     ) -> Self {
         Upstreams {
             target,
             pool,
             idle_timeout,
             cap,
-            max_head: crate::http::request::Limits::default().max_head_bytes,
+            max_head,
             ranges: Vec::new(),
+            stats,
         }
     }
 
@@ -133,11 +137,10 @@ impl Upstreams {
             {
                 continue;
             }
+            RelayStats::count(&self.stats.reuses);
             return Ok(UpstreamConn::reuse(io));
         }
-        let mut upstream = UpstreamConn::connect(self.target.addr)?;
-        upstream.io.register(&cx.registry, id, UPSTREAM)?;
-        Ok(upstream)
+        self.connect_for(cx, id)
     }
 
     /// Moves the upstream side of client `id` forward until it has to wait (for its socket, or for the
@@ -153,7 +156,9 @@ impl Upstreams {
                         return;
                     }
                 }
-                Outcome::ClientGone(e) => return crate::conn::client::gone(cx, id, &e.to_string()),
+                Outcome::ClientGone(e) => {
+                    return crate::conn::client::gone::<super::Relay>(cx, id, &e.to_string());
+                }
             }
         }
         cx.defer(id);
@@ -204,6 +209,7 @@ impl Upstreams {
             cx.now.saturating_duration_since(x.started).as_secs_f64() * 1e3
         );
         x.cancel_deadlines(&mut cx.timers);
+        RelayStats::count(&self.stats.completed);
         let mut io = x.upstream.into_transport();
         // The read that ended the body may have been cut short by the stream cap, so bytes may follow it.
         if reusable && io.check_idle() == IdleCheck::Quiet {
@@ -252,6 +258,7 @@ impl Upstreams {
             );
             match self.connect_for(cx, id) {
                 Ok(upstream) => {
+                    RelayStats::count(&self.stats.retries);
                     if let Some(Entry::Client(c)) = cx.conns.get_mut(id)
                         && let ClientState::Serving(x) = &mut c.state
                     {
@@ -262,7 +269,8 @@ impl Upstreams {
                 Err(e) => failure = Failure::Io(e),
             }
         }
-        log::warn!("{}: {failure}", cx.name());
+        RelayStats::count(&self.stats.failed);
+        let name = cx.name().to_string();
         let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
             return Flow::Wait;
         };
@@ -270,6 +278,8 @@ impl Upstreams {
             return Flow::Wait;
         };
         let framing = x.framing;
+        let peer = c.peer;
+        log::warn!("{name}: {peer}: {failure}");
         if decision == Decision::FailStream {
             // Mid-stream: say so in-band, then end without the last chunk, so the client sees a failed
             // transfer rather than a short but seemingly complete stream.
@@ -298,6 +308,7 @@ impl Upstreams {
 
     /// A new connection (never a pooled one), registered as the [`UPSTREAM`] socket of client `id`.
     fn connect_for(&mut self, cx: &mut RelayCx, id: ConnId) -> std::io::Result<UpstreamConn> {
+        RelayStats::count(&self.stats.connects);
         let mut upstream = UpstreamConn::connect(self.target.addr)?;
         upstream.io.register(&cx.registry, id, UPSTREAM)?;
         Ok(upstream)
