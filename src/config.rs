@@ -131,7 +131,7 @@ pub struct CommonArgs {
 impl CommonArgs {
     fn loop_settings(&self) -> LoopConfig {
         LoopConfig {
-            max_fds: self.max_fds,
+            fd_limit: FdLimit::Raise(self.max_fds),
             backlog: self.backlog,
             loop_warn: Duration::from_millis(self.loop_warn_ms),
             limits: Limits {
@@ -206,11 +206,19 @@ pub struct MockArgs {
     pub format: ProviderArg,
 }
 
+/// What a server does with the process's descriptor limit at start (a process-wide setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdLimit {
+    /// Set the soft `RLIMIT_NOFILE` to this (`None`: the hard limit) and grow the descriptor table to it.
+    Raise(Option<u64>),
+    /// Leave the process as it is (a test or a program that embeds a server and owns its limits).
+    Keep,
+}
+
 /// What every server needs, relay or mock: its listener, its loop, its limits.
 #[derive(Debug, Clone)]
 pub struct LoopConfig {
-    /// Soft `RLIMIT_NOFILE` to set (`None`: the hard limit).
-    pub max_fds: Option<u64>,
+    pub fd_limit: FdLimit,
     /// Listen backlog (`None`: the kernel's maximum, `somaxconn`).
     pub backlog: Option<u32>,
     /// An iteration busier than this is logged.
@@ -224,7 +232,7 @@ pub struct LoopConfig {
 impl Default for LoopConfig {
     fn default() -> Self {
         LoopConfig {
-            max_fds: None,
+            fd_limit: FdLimit::Raise(None),
             backlog: None,
             loop_warn: Duration::from_millis(10),
             limits: Limits::default(),

@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{Config, LoopConfig, MockConfig, UpstreamConfig};
+use crate::config::{Config, FdLimit, LoopConfig, MockConfig, UpstreamConfig};
 use crate::mock::script::MockFormat;
 use crate::mock::{Mock, MockStats};
 use crate::reactor::instrument::{StatsSnapshot, WorkerStats};
@@ -159,7 +159,10 @@ impl Server {
 /// Raises the descriptor limit and grows the table (both process-wide), and refuses a limit too low to
 /// serve anything.
 fn prepare_fds(common: &LoopConfig, workers: usize) -> Result<(), String> {
-    let limit = match fdlimit::raise(common.max_fds) {
+    let FdLimit::Raise(wanted) = common.fd_limit else {
+        return Ok(());
+    };
+    let limit = match fdlimit::raise(wanted) {
         Ok(limit) => limit.after,
         Err(e) => {
             log::warn!("could not raise the file descriptor limit: {e}");

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -164,12 +165,18 @@ fn connection_pooled_only_after_body_read_to_end() {
     );
 }
 
-/// A fake upstream that answers only the first request on each connection. With `close_after`, it closes the
-/// connection right after the response (as a server with a short keep-alive timeout does); without, it reads a
-/// second request on the same connection and then closes without answering (the race where the server closes
-/// a pooled connection just as the relay reuses it). Logs what happened per connection.
-fn one_request_per_connection(close_after: bool, log: Arc<Mutex<Vec<String>>>) -> FakeUpstream {
+/// A fake upstream that answers only the first request on each connection. With `close_after`, it then shuts
+/// its side (as a server with a short keep-alive timeout does) and reports when the relay closes its end in
+/// turn; a request arriving instead is logged. Without, it reads a second request on the same connection and
+/// closes without answering (the race where the server closes a pooled connection just as the relay reuses
+/// it). Logs what happened per connection.
+fn one_request_per_connection(
+    close_after: bool,
+    log: Arc<Mutex<Vec<String>>>,
+    closed: mpsc::Sender<usize>,
+) -> FakeUpstream {
     let payload = fake_sse_payload(3);
+    let closed = Mutex::new(closed);
     FakeUpstream::start(16, move |conn_index, mut conn| {
         let Ok(Some(_)) = conn.read_request() else {
             return;
@@ -183,21 +190,30 @@ fn one_request_per_connection(close_after: bool, log: Arc<Mutex<Vec<String>>>) -
             return;
         }
         if close_after {
-            return; // drops the connection: FIN
+            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
         }
-        if let Ok(Some(_)) = conn.read_request() {
-            log.lock()
+        match conn.read_request() {
+            Ok(Some(_)) if close_after => log
+                .lock()
                 .unwrap()
-                .push(format!("conn {conn_index}: dropped a reused request"));
+                .push(format!("conn {conn_index}: a request after we closed")),
+            Ok(Some(_)) => log
+                .lock()
+                .unwrap()
+                .push(format!("conn {conn_index}: dropped a reused request")),
+            Ok(None) => {
+                let _ = closed.lock().unwrap().send(conn_index);
+            }
+            Err(_) => {}
         }
     })
 }
 
-fn three_streams_succeed(fake: &FakeUpstream) {
-    let relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
+/// Three streams through `relay`, each complete and intact; after each, `after(i)` runs.
+fn three_streams_succeed(relay: SocketAddr, mut after: impl FnMut(usize)) {
     let expected = fake_sse_payload(3);
     for i in 0..3 {
-        let mut c = Conn::connect(relay.addr);
+        let mut c = Conn::connect(relay);
         c.send(&stream_request(&prompt_body(
             "keep-alive races",
             None,
@@ -213,17 +229,36 @@ fn three_streams_succeed(fake: &FakeUpstream) {
         );
         assert!(resp.complete, "stream {i}: no final chunk");
         assert_eq!(lossy(&resp.body), lossy(&expected), "stream {i}");
+        after(i);
     }
 }
 
-/// The upstream closes idle keep-alive connections: the relay must not hand a closed connection to a stream.
+/// The upstream closes its keep-alive connections after each answer: the relay notices while the
+/// connection idles in its pool, closes its end, and never hands it to a stream. Each stream waits until
+/// the relay has closed its end, so the next one finds a pool the relay had time to clean; the counters
+/// then show every stream on a fresh connection, with no retry hiding a dead connection handed out.
 #[test]
 fn upstream_closing_idle_connections_is_harmless() {
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
-    let fake = one_request_per_connection(true, Arc::clone(&log));
-    three_streams_succeed(&fake);
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let fake = one_request_per_connection(true, Arc::clone(&log), closed_tx);
+    let relay = InProcess::relay(&fake.url(), |_| {});
+    three_streams_succeed(relay.addr, |i| {
+        closed_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| {
+                panic!("stream {i}: the relay kept a connection the upstream closed")
+            });
+    });
     let log = log.lock().unwrap().clone();
     assert_eq!(log.len(), 3, "{log:?}");
+    let counts = relay.counts();
+    assert_eq!(
+        counts.reuses, 0,
+        "a closed pooled connection was handed out: {counts:?}"
+    );
+    assert_eq!(counts.retries, 0, "{counts:?}");
+    assert_eq!((counts.connects, counts.completed), (3, 3), "{counts:?}");
 }
 
 /// The upstream closes a pooled connection just as the relay reuses it (no response byte): the relay retries
@@ -231,8 +266,10 @@ fn upstream_closing_idle_connections_is_harmless() {
 #[test]
 fn stale_pooled_connection_is_retried_on_a_fresh_one() {
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
-    let fake = one_request_per_connection(false, Arc::clone(&log));
-    three_streams_succeed(&fake);
+    let (closed_tx, _closed_rx) = mpsc::channel();
+    let fake = one_request_per_connection(false, Arc::clone(&log), closed_tx);
+    let relay = InProcess::relay(&fake.url(), |_| {});
+    three_streams_succeed(relay.addr, |_| {});
     let log = log.lock().unwrap().clone();
     assert_eq!(
         log.iter().filter(|l| l.ends_with("answered")).count(),
@@ -244,6 +281,13 @@ fn stale_pooled_connection_is_retried_on_a_fresh_one() {
         log.iter().any(|l| l.ends_with("dropped a reused request")),
         "no pooled connection was reused: {log:?}"
     );
+    let counts = relay.counts();
+    assert_eq!(
+        counts.retries, counts.reuses,
+        "every reuse failed and was retried: {counts:?}"
+    );
+    assert!(counts.retries >= 1, "{counts:?}");
+    assert_eq!((counts.completed, counts.failed), (3, 0), "{counts:?}");
 }
 
 /// An upstream response with `Connection: close` ends that connection's life: the relay must not reuse it

@@ -201,3 +201,39 @@ fn an_invalid_model_is_refused_at_start() {
     assert!(err.contains("--model"), "{err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
 }
+
+/// A `--max-fds` too low to listen and serve anything is refused at start, naming the option.
+#[test]
+fn a_max_fds_too_low_to_serve_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenpipe"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--max-fds",
+            "6",
+        ])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("GEMINI_API_KEY")
+        .output()
+        .expect("run tokenpipe");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--max-fds 6 is too low"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
+}
+
+/// `--listen PORT` means that port on 127.0.0.1; a bad address says which forms are expected.
+#[test]
+fn listen_takes_a_bare_port_and_explains_bad_ones() {
+    let p = Logged::spawn(&["mock-upstream", "--listen", "0"], "warn");
+    assert!(p.addr().ip().is_loopback());
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenpipe"))
+        .args(["--listen", "localhost"])
+        .output()
+        .expect("run tokenpipe");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HOST:PORT"), "{err}");
+}

@@ -430,7 +430,12 @@ pub fn gone<A: ClientApp>(cx: &mut Cx<A>, id: ConnId, why: &str) {
 
 /// Logs a request and what it got: a status, or a stream in progress.
 fn log_answer<A: ClientApp>(cx: &mut Cx<A>, id: ConnId, peer: SocketAddr, line: &str) {
-    let answer = match cx.conns.get_mut(id).and_then(A::client).map(|c| (&c.state, c.status)) {
+    let answer = match cx
+        .conns
+        .get_mut(id)
+        .and_then(A::client)
+        .map(|c| (&c.state, c.status))
+    {
         Some((ClientState::Serving(_), _)) => "serving".to_string(),
         Some((_, status)) => status.to_string(),
         None => "closed".to_string(),

@@ -37,6 +37,7 @@
 
 pub mod body;
 pub mod chunked;
+mod head_scan;
 pub mod request;
 pub mod response;
 

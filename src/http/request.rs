@@ -45,6 +45,7 @@ use std::fmt;
 use std::ops::Range;
 
 use super::body::{self, BodyDecoder, ContentLengthError, Framing};
+use super::head_scan::{HeadSearch, find_head_end, leading_empty_lines};
 use super::{header_values, keep_alive, trim_ows};
 
 /// Payload ranges whose capacity a reader keeps between reads (see `RequestReader::advance`).
@@ -305,63 +306,6 @@ impl RequestReader {
     }
 }
 
-/// How many bytes of empty lines (`\r\n` or `\n`) start `buf`.
-fn leading_empty_lines(buf: &[u8]) -> usize {
-    let mut skipped = 0;
-    loop {
-        match &buf[skipped..] {
-            [b'\r', b'\n', ..] => skipped += 2,
-            [b'\n', ..] => skipped += 1,
-            _ => return skipped,
-        }
-    }
-}
-
-enum HeadSearch {
-    /// The head is `buf[..len]`, blank line included.
-    Found(usize),
-    /// No end yet; `scanned` was advanced past what is settled.
-    NotYet,
-    /// No end within `max_head_bytes`.
-    TooLong,
-}
-
-/// Find the blank line ending the head, resuming at `*scanned` and never looking past
-/// `max_head_bytes`.
-///
-/// A line ends with LF (httparse accepts a bare LF in heads, RFC 9112 §2.2 allows it, so we agree),
-/// so the head ends at an LF followed by either LF or CRLF. `*scanned` only ever moves to a
-/// position before which no head end can start: past an LF whose following bytes have not all
-/// arrived, it stays *on* that LF.
-fn find_head_end(buf: &[u8], scanned: &mut usize, max_head_bytes: usize) -> HeadSearch {
-    let window = &buf[..buf.len().min(max_head_bytes)];
-    let mut at = (*scanned).min(window.len());
-    loop {
-        let Some(offset) = window[at..].iter().position(|&b| b == b'\n') else {
-            at = window.len(); // no LF left: everything up to here is settled
-            break;
-        };
-        let lf = at + offset;
-        match &window[lf + 1..] {
-            [b'\n', ..] => return HeadSearch::Found(lf + 2),
-            [b'\r', b'\n', ..] => return HeadSearch::Found(lf + 3),
-            [] | [b'\r'] => {
-                at = lf; // undecided until more bytes arrive: resume on this LF
-                break;
-            }
-            _ => at = lf + 1,
-        }
-    }
-    // A lone CR at the very start may yet become an empty line to skip (see `leading_empty_lines`),
-    // which only happens while nothing is scanned; so it does not count as scanned.
-    *scanned = if buf == b"\r" { 0 } else { at };
-    if !buf.is_empty() && buf.len() >= max_head_bytes {
-        HeadSearch::TooLong
-    } else {
-        HeadSearch::NotYet
-    }
-}
-
 /// A parsed head: the request without its body, how the body is framed, and whether to send `100`.
 struct ParsedHead {
     request: Request,
@@ -503,7 +447,7 @@ fn bad_framing(message: impl Into<String>) -> HttpError {
     HttpError::closing(400, "bad_framing", message)
 }
 
-// Tests of the private head search live next door; they need access to `find_head_end`.
+// A test of the reader's private buffers lives next door.
 #[cfg(test)]
-#[path = "tests_head_scan.rs"]
-mod tests_head_scan;
+#[path = "tests_reader_memory.rs"]
+mod tests_reader_memory;

@@ -10,7 +10,7 @@
 //! # System calls
 //!
 //! What a relayed token costs is mostly system calls, so every call site counts itself with [`count`]:
-//! the reactor its `epoll_wait` and `accept`, the transport (`crate::conn::transport`) its reads, writes
+//! the reactor its `epoll_wait` and `accept`, the connection layer's transport its reads, writes
 //! and the rest. The counters are thread-local `Cell`s: a worker is one thread, so they are per worker
 //! with no lock and no atomic on the hot path. Once per iteration (phase 8) the worker copies its counters
 //! into its [`WorkerStats`], relaxed atomics that any thread may read, which is how tests, and later the

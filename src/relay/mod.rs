@@ -145,7 +145,14 @@ impl Relay {
     ) -> Relay {
         let pool = Pool::new(max_idle);
         Relay {
-            upstreams: Upstreams::new(target, pool, idle_timeout, stream_buffer, limits.max_head_bytes, stats),
+            upstreams: Upstreams::new(
+                target,
+                pool,
+                idle_timeout,
+                stream_buffer,
+                limits.max_head_bytes,
+                stats,
+            ),
             limits,
         }
     }

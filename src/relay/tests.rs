@@ -23,7 +23,14 @@ fn relay(origin: &TcpListener, cap: usize) -> (Worker<Relay>, SocketAddr) {
         key: None,
         default_model: "m".into(),
     });
-    let relay = Relay::new(target, Limits::default(), cap, 4, Duration::from_secs(60), Arc::default());
+    let relay = Relay::new(
+        target,
+        Limits::default(),
+        cap,
+        4,
+        Duration::from_secs(60),
+        Arc::default(),
+    );
     let mut w = Worker::new("test".into(), Duration::from_secs(10), relay).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -177,4 +184,3 @@ fn a_departing_client_takes_its_upstream_along() {
         "a connection abandoned mid-exchange is never pooled"
     );
 }
-

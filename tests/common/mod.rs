@@ -10,18 +10,21 @@
 //! - Child processes are owned by a [`Proc`] guard that kills and reaps them on drop, also when a test panics.
 //!
 //! Modules: this file starts and stops processes; [`http`] is a minimal blocking HTTP/1.1 client (and the
-//! server side of fake upstreams); [`api`] builds the relay's and the mock's requests and checks their
+//! server side of fake upstreams); [`inproc`] starts a relay inside the test process, for tests that read
+//! its counters; [`api`] builds the relay's and the mock's requests and checks their
 //! answers; [`sse`] picks SSE payloads apart; [`fake`] writes fake upstreams with hostile framing.
 #![allow(dead_code, unused_imports)] // each test crate uses a different subset
 
 mod api;
 mod fake;
 mod http;
+mod inproc;
 mod sse;
 
 pub use api::*;
 pub use fake::*;
 pub use http::*;
+pub use inproc::*;
 pub use sse::*;
 
 use std::io::{self, BufRead, BufReader, Read, Write};

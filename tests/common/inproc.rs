@@ -1,0 +1,48 @@
+//! Servers started inside the test process with `tokenpipe::Server::start`, for tests that need to see
+//! inside: the relay's counters (`Running::relay_stats`) and the workers' system-call counts
+//! (`Running::stats`). Tests of the command line keep spawning the binary ([`super::Proc`]).
+
+use super::*;
+use tokenpipe::config::{Config, FdLimit};
+use tokenpipe::relay::providers::{Provider, parse_upstream_url};
+use tokenpipe::{Running, Server};
+
+/// A relay running in this process; stopped (its workers joined) on drop.
+pub struct InProcess {
+    running: Option<Running>,
+    pub addr: SocketAddr,
+}
+
+impl InProcess {
+    /// A one-worker relay on 127.0.0.1:0 in front of the plain-HTTP OpenAI-compatible `upstream_url`, with
+    /// the process's descriptor limit left alone; `configure` may change any other option.
+    pub fn relay(upstream_url: &str, configure: impl FnOnce(&mut Config)) -> InProcess {
+        let origin = parse_upstream_url(upstream_url).expect("upstream url");
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), Provider::OpenAi, origin);
+        config.default_model = MODEL.to_string();
+        config.common.fd_limit = FdLimit::Keep;
+        configure(&mut config);
+        let running = Server::start(config).expect("start the relay in process");
+        InProcess {
+            addr: running.addr(),
+            running: Some(running),
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    /// The relay's counters now.
+    pub fn counts(&self) -> tokenpipe::relay::RelayCounts {
+        self.running().relay_stats().expect("a relay has counters")
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop();
+        }
+    }
+}
