@@ -55,6 +55,39 @@ What each figure means:
                      warns above 5%: lower --strace-streams then.
   *_bunched_pct      the same share in the timed runs, as a diagnostic of the figures next to it.
 
+Burst figures (a table of their own, with after - before instead of a ratio, since some are better higher):
+
+  *_sustained_pct    share of streams that were complete (tokens + 2 events, no error) and whose every gap between
+                     consecutive events was at most 2x --interval-ms; *_sustained_10x_pct: at most 10x. A stream
+                     that failed or ended short is not sustained. relay_* through the relay, direct_* straight to
+                     the mock.
+  *_connect_*_ms     how long asyncio.open_connection took per stream (p50, p99, max) and how many took over
+                     500 ms. All streams are opened at once, on the client loop's first turn, so this includes the
+                     client's own queueing: issuing N connects takes one turn of N x ~80 us (burst_issue_ms), and
+                     no continuation runs before it ends.
+  *_handshake_*_ms   the kernel's handshake time, free of that queueing: from the start of the connect to the
+                     SYN-ACK's arrival, read back from TCP_INFO (tcpi_last_ack_recv, ms granular) right after the
+                     connect. A listen backlog overflow shows up here as ~1 s (the client's SYN retransmit), and in
+                     *_syn_retrans_streams (streams whose SYN was retransmitted, TCP_INFO tcpi_total_retrans) and
+                     *_listen_overflows (TcpExt ListenOverflows + ListenDrops of /proc/net/netstat over the load:
+                     machine-wide, so other work on the machine counts too). *_retrans_streams: streams that
+                     retransmitted anything by their end.
+  relay_loop_*       loop health of the relay, started with --loop-warn-ms W and RUST_LOG=warn: iterations of its
+                     event loop busy for longer than W (parsed from its warnings, `relay-0: loop iteration busy for
+                     12.3 ms handling 57 events (over --loop-warn-ms 20)`) and the largest busy time among them
+                     (0: none over W). mock_loop_* the same for the mock, during the relay load and the direct one.
+                     The processes' other stderr lines are kept; --verbose prints them after each run.
+  *_client_*         the Python client itself, the control: its CPU (share of one core over the load), its own
+                     event-loop lag (a probe task that sleeps 10 ms, p99 and max lateness) and burst_issue_ms.
+                     Events are time-stamped when the client gets to them, so a client that lags inflates gaps and
+                     TTFB. When the direct-to-mock streams are not sustained (< 99%), or the client's loop lag p99
+                     exceeds the interval, the output says CONTROL FAILED: the client (one asyncio thread, sharing
+                     the CPUs with the mock and the relay) cannot keep up, and the relay's sustained, gap and TTFB
+                     figures are bounded by it rather than by the relay.
+
+File descriptors: the script raises its own soft RLIMIT_NOFILE to the hard limit and stops if that is below
+2 x --streams + 100; the mock and the relay raise theirs themselves (--max-fds defaults to the hard limit).
+
 Reading a comparison: every figure comes with "+-", half its range over the runs in % of the median. A ratio
 whose distance from 1.00 is not clearly larger than those is noise, not a change. Running the same binary
 as --bin and --compare shows this machine's noise floor.
@@ -74,7 +107,9 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -99,6 +134,27 @@ SUMMARY = ["cpu_us_per_chunk", "rss_kib_per_stream", "syscalls_per_chunk", "rela
 FIGURES = ["cpu_us_per_chunk", "cpu_us_per_chunk_schedstat", "rss_kib_per_stream", "syscalls_per_chunk",
            "relay_ttfb_p50_ms", "relay_ttfb_p99_ms", "relay_gap_p99_ms", "direct_ttfb_p50_ms", "direct_ttfb_p99_ms",
            "direct_gap_p99_ms"]
+# Figures of the burst, printed in a table of their own: some are better higher (sustained_pct), so they get
+# the difference after - before rather than a ratio.
+BURST = ["relay_sustained_pct", "relay_sustained_10x_pct", "direct_sustained_pct", "direct_sustained_10x_pct",
+         "relay_connect_p50_ms", "relay_connect_p99_ms", "relay_connect_max_ms", "relay_connects_over_500ms",
+         "relay_handshake_p50_ms", "relay_handshake_p99_ms", "relay_handshake_max_ms", "relay_handshakes_over_500ms",
+         "relay_syn_retrans_streams", "relay_retrans_streams", "relay_listen_overflows",
+         "direct_connect_p50_ms", "direct_connect_p99_ms", "direct_connect_max_ms", "direct_connects_over_500ms",
+         "direct_handshake_p50_ms", "direct_handshake_p99_ms", "direct_handshake_max_ms",
+         "direct_handshakes_over_500ms", "direct_syn_retrans_streams", "direct_retrans_streams",
+         "direct_listen_overflows",
+         "relay_loop_warns", "relay_loop_busy_max_ms", "mock_loop_warns_relay_load", "mock_loop_busy_max_ms_relay_load",
+         "mock_loop_warns_direct", "mock_loop_busy_max_ms_direct",
+         "relay_client_cpu_pct", "relay_client_lag_p99_ms", "relay_client_lag_max_ms", "relay_client_burst_issue_ms",
+         "direct_client_cpu_pct", "direct_client_lag_p99_ms", "direct_client_lag_max_ms",
+         "direct_client_burst_issue_ms", "failed_relay", "failed_direct"]
+# Burst figures in the closing summary line.
+BURST_SUMMARY = ["relay_sustained_pct", "relay_sustained_10x_pct", "direct_sustained_pct", "direct_sustained_10x_pct",
+                 "relay_connect_p99_ms", "relay_connects_over_500ms", "relay_handshakes_over_500ms",
+                 "relay_loop_warns", "relay_loop_busy_max_ms"]
+# The direct-to-mock control passes when at least this share of its streams is sustained.
+CONTROL_SUSTAINED_PCT = 99.0
 COUNTS = ["relay_bunched_pct", "direct_bunched_pct", "chunks", "cpu_ticks", "cpu_resolution_us_per_chunk",
           "rss_streams_open", "rss_file_kib_delta", "chunks_per_stream_direct", "short_streams", "failed_streams"]
 
@@ -114,15 +170,25 @@ def child_env():
             if not k.startswith("TOKENPIPE_") and not k.endswith("_API_KEY")}
 
 
+LOOP_WARN = re.compile(r"loop iteration busy for ([0-9.]+) ms handling (\d+) events")
+KEEP_STDERR_LINES = 2000  # other stderr lines kept per process for --verbose; the rest are only counted
+
+
 class Proc:
-    """A started tokenpipe process: waits for its `listening on` line, then keeps draining its stdout so that
-    it can never block on a full pipe. Its stderr goes to a temporary file, shown if it fails to start."""
+    """A started tokenpipe process (RUST_LOG=warn): waits for its `listening on` line, then keeps draining its
+    stdout and its stderr on two threads so that it can never block on a full pipe. Stderr lines of the form
+    `...: loop iteration busy for 12.3 ms handling 57 events (over --loop-warn-ms 20)` are parsed into
+    `loop_warns` [(busy_ms, events)]; every other stderr line goes to `other_err` (for --verbose, and shown if
+    the process fails to start). Both are complete once stop() has returned."""
 
     def __init__(self, binary, args):
         self.args = args
-        self.err = tempfile.TemporaryFile()
-        self.p = subprocess.Popen([binary, *args], stdout=subprocess.PIPE, stderr=self.err, text=True,
-                                  env=child_env(), stdin=subprocess.DEVNULL)
+        self.loop_warns = []
+        self.other_err = []
+        self.other_err_count = 0
+        self.p = subprocess.Popen([binary, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  encoding="utf-8", errors="replace", env={**child_env(), "RUST_LOG": "warn"},
+                                  stdin=subprocess.DEVNULL)
         LIVE.append(self)
         self.pid = self.p.pid
         self.port = None
@@ -136,14 +202,25 @@ class Proc:
                     bound.set()
             bound.set()  # EOF: the process has gone
 
+        def drain_err():
+            for line in self.p.stderr:
+                m = LOOP_WARN.search(line)
+                if m:
+                    self.loop_warns.append((float(m.group(1)), int(m.group(2))))
+                else:
+                    self.other_err_count += 1
+                    if len(self.other_err) < KEEP_STDERR_LINES:
+                        self.other_err.append(line.rstrip("\n"))
+
         threading.Thread(target=drain, daemon=True).start()
+        self.err_thread = threading.Thread(target=drain_err, daemon=True)
+        self.err_thread.start()
         if not bound.wait(START_TIMEOUT_S) or self.port is None:
             if self.p.poll() is None:
                 self.p.kill()
             self.p.wait()
-            self.err.seek(0)
-            tail = self.err.read().decode(errors="replace")[-2000:]
             self.stop()
+            tail = "\n".join(self.other_err[-30:])
             why = "exited" if self.p.returncode is not None and bound.is_set() else f"timed out ({START_TIMEOUT_S} s)"
             raise SystemExit(f"{binary} {args[0]}: {why} before printing `listening on http://127.0.0.1:PORT`\n{tail}")
 
@@ -154,9 +231,13 @@ class Proc:
             self.p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
-        self.err.close()
+        self.err_thread.join(timeout=5)  # the pipe reaches EOF once the process is gone
         if self in LIVE:
             LIVE.remove(self)
+
+    def loop_summary(self):
+        """(iterations over --loop-warn-ms, largest busy time in ms or 0.0 when there was none)."""
+        return len(self.loop_warns), max((ms for ms, _ in self.loop_warns), default=0.0)
 
 
 def stop_all():
@@ -166,19 +247,19 @@ def stop_all():
 
 def mock_args(a):
     return ["mock-upstream", "--listen", f"{HOST}:0", "--tokens", str(a.tokens), "--interval-ms",
-            str(a.interval_ms), "--format", "openai"]
+            str(a.interval_ms), "--format", "openai", "--loop-warn-ms", str(a.loop_warn_ms)]
 
 
-def relay_args(mock_port):
+def relay_args(mock_port, a):
     return ["serve", "--listen", f"{HOST}:0", "--workers", "1", "--upstream", f"http://{HOST}:{mock_port}",
-            "--provider", "openai"]
+            "--provider", "openai", "--loop-warn-ms", str(a.loop_warn_ms)]
 
 
 def start_pair(binary, a):
     """A fresh mock and a fresh one-worker relay in front of it, both from `binary`."""
     mock = Proc(binary, mock_args(a))
     try:
-        relay = Proc(binary, relay_args(mock.port))
+        relay = Proc(binary, relay_args(mock.port, a))
     except BaseException:
         mock.stop()
         raise
@@ -227,16 +308,47 @@ def rss_kib(pid):
 # ------------------------------------------------------------------------------------------------ clients
 
 EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+# struct tcp_info (linux/tcp.h): 8 bytes of u8 fields, then u32s; tcpi_last_ack_recv (ms since the last ACK
+# arrived) is at byte 56, tcpi_total_retrans (segments retransmitted, SYNs included) at byte 100.
+TCP_INFO = getattr(socket, "TCP_INFO", 11)
+U32 = struct.Struct("=I")
+
+
+def tcp_info(sock):
+    """(total_retrans, last_ack_recv_ms) of a TCP socket, or (None, None) where TCP_INFO is unavailable."""
+    try:
+        b = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, 104)
+        return U32.unpack_from(b, 100)[0], U32.unpack_from(b, 56)[0]
+    except (OSError, struct.error, AttributeError):
+        return None, None
 
 
 class Stream:
-    """What one client saw: when it connected, when each event arrived, and what went wrong if anything."""
+    """What one client saw: when it started to connect, how long asyncio.open_connection took (connect_s, which
+    includes the client's own queueing: the continuation runs only when the loop gets to it), when the
+    kernel completed the handshake (handshake_s: from the start to the SYN-ACK's arrival, read back from
+    TCP_INFO's ms-granular last_ack_recv, free of that queueing), when each event arrived, how many segments
+    its socket retransmitted (right after the connect: SYNs; at the end: all), and what went wrong if anything."""
 
-    def __init__(self):
+    __slots__ = ("t0", "connect_s", "handshake_s", "stamps", "error", "_buf", "progress", "marked", "syn_retrans",
+                 "retrans")
+
+    def __init__(self, progress):
         self.t0 = None
+        self.connect_s = None
+        self.handshake_s = None
         self.stamps = []
         self.error = None
         self._buf = b""
+        self.progress = progress  # shared [count] of streams with a first event or an end
+        self.marked = False
+        self.syn_retrans = None
+        self.retrans = None
+
+    def mark(self):
+        if not self.marked:
+            self.marked = True
+            self.progress[0] += 1
 
     def feed(self, data, now):
         self._buf += data
@@ -245,6 +357,7 @@ class Stream:
         for block in blocks:
             if any(line.startswith(b"data:") for line in block.splitlines()):
                 self.stamps.append(now)
+                self.mark()
 
     def ttfb(self):
         return self.stamps[0] - self.t0 if self.stamps else math.nan
@@ -253,28 +366,74 @@ class Stream:
         return [b - a for a, b in zip(self.stamps, self.stamps[1:])]
 
 
+class Chunked:
+    """Incremental HTTP/1.1 chunked decoder that hands each chunk's payload to a Stream. Data is read in
+    blocks of up to 64 KiB, one await per read, not two per chunk: at thousands of streams the client's own
+    cost per event decides whether it keeps up."""
+
+    def __init__(self, stream):
+        self.s = stream
+        self.buf = bytearray()
+        self.done = False
+
+    def feed(self, data, now):
+        buf = self.buf
+        buf += data
+        pos = 0
+        while True:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            size = int(bytes(buf[pos:eol]).split(b";")[0], 16)
+            if size == 0:
+                self.done = True  # trailers, if any, are not read
+                break
+            end = eol + 2 + size
+            if len(buf) < end + 2:
+                break
+            self.s.feed(bytes(buf[eol + 2:end]), now)
+            pos = end + 2
+        del buf[:pos]
+        return self.done
+
+
 async def one_stream(port, path, body, s):
     s.t0 = time.perf_counter()
     reader, writer = await asyncio.open_connection(HOST, port)
+    s.connect_s = time.perf_counter() - s.t0
+    sock = writer.get_extra_info("socket")
+    s.syn_retrans, last_ack_ms = tcp_info(sock)
+    if last_ack_ms is not None:  # nothing but the SYN-ACK has come in yet: the request is not even sent
+        s.handshake_s = min(s.connect_s, max(0.0, time.perf_counter() - last_ack_ms / 1e3 - s.t0))
     try:
         head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         writer.write(head + body)
         await writer.drain()
-        lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        buf = b""
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            data = await reader.read(65536)
+            if not data:
+                raise RuntimeError("closed before the response head")
+            buf += data
+        now = time.perf_counter()
+        lines = buf[:end].decode("latin-1").split("\r\n")
+        rest = buf[end + 4:]
         status = int(lines[0].split()[1])
         headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:] if l)}
         if status != 200:
             raise RuntimeError(f"HTTP {status}")
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    break
-                data = await reader.readexactly(size + 2)
-                s.feed(data[:-2], time.perf_counter())
+            dec = Chunked(s)
+            done = dec.feed(rest, now)
+            while not done:
+                data = await reader.read(65536)
+                if not data:
+                    raise RuntimeError("closed inside the chunked body")
+                done = dec.feed(data, time.perf_counter())
         elif "content-length" in headers:
-            left = int(headers["content-length"])
+            left = int(headers["content-length"]) - len(rest)
+            s.feed(rest, now)
             while left > 0:
                 data = await reader.read(min(left, 65536))
                 if not data:
@@ -282,36 +441,81 @@ async def one_stream(port, path, body, s):
                 left -= len(data)
                 s.feed(data, time.perf_counter())
         else:
+            s.feed(rest, now)
             while data := await reader.read(65536):
                 s.feed(data, time.perf_counter())
     finally:
+        s.retrans = tcp_info(sock)[0]
         writer.close()
 
 
+def listen_overflows():
+    """System-wide TcpExt ListenOverflows + ListenDrops (/proc/net/netstat): SYNs dropped because a listen
+    queue was full, the cause of ~1 s connects (the client's SYN retransmit). (0, 0) if unreadable."""
+    try:
+        lines = [l.split() for l in open("/proc/net/netstat") if l.startswith("TcpExt:")]
+        fields = dict(zip(lines[0][1:], map(int, lines[1][1:])))
+        return fields.get("ListenOverflows", 0), fields.get("ListenDrops", 0)
+    except (OSError, IndexError, ValueError):
+        return 0, 0
+
+
+async def lag_probe(out, period=0.01):
+    """Wakes every `period` s and records how late it woke (s): the client's own event-loop lag. Events are
+    time-stamped when the client gets to them, so a lagging client inflates gaps and TTFB by this much."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + period
+        await asyncio.sleep(period)
+        out.append(loop.time() - due)
+
+
 async def run_load(port, path, body, n, timeout, watch_pid=None):
-    """N concurrent streams, all within `timeout` seconds. With watch_pid, samples that process's RSS before
-    the load and once every stream has had its first event (or failed)."""
+    """N concurrent streams, all started at once (a burst: every task opens its connection on the loop's
+    first turn) and all within `timeout` seconds. With watch_pid, samples that process's RSS before the load
+    and once every stream has had its first event (or failed). Returns the streams, the RSS samples, the
+    streams open at the second sample and a dict on the client itself (CPU, loop lag, how long issuing the
+    burst took, listen queue overflows on the machine)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     rss_before = rss_kib(watch_pid) if watch_pid else (0, 0)
-    streams = [Stream() for _ in range(n)]
+    progress = [0]
+    streams = [Stream(progress) for _ in range(n)]
+    lags = []
+    probe = asyncio.create_task(lag_probe(lags))
+    over0, cpu0, wall0 = listen_overflows(), time.process_time(), time.perf_counter()
     tasks = [asyncio.create_task(one_stream(port, path, body, s)) for s in streams]
+    for s, t in zip(streams, tasks):
+        t.add_done_callback(lambda _, s=s: s.mark())
     rss_open, open_then = rss_before, 0
     if watch_pid:
-        while loop.time() < deadline and not all(s.stamps or t.done() for s, t in zip(streams, tasks)):
+        while loop.time() < deadline and progress[0] < n:
             await asyncio.sleep(0.005)
         rss_open = rss_kib(watch_pid)
         open_then = sum(1 for s, t in zip(streams, tasks) if s.stamps and not t.done())
     _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+    cpu1, wall1, over1 = time.process_time(), time.perf_counter(), listen_overflows()
     for t in pending:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    probe.cancel()
+    await asyncio.gather(probe, return_exceptions=True)
     for s, t in zip(streams, tasks):
         if t in pending:
-            s.error = f"timeout after {timeout} s"
+            s.error = f"timeout after {timeout} s" + (" (still connecting)" if s.connect_s is None else "")
         elif t.exception() is not None:
             s.error = repr(t.exception())
-    return streams, rss_before, rss_open, open_then
+    starts = [s.t0 for s in streams if s.t0 is not None]
+    client = {
+        "cpu_pct": 100 * (cpu1 - cpu0) / (wall1 - wall0) if wall1 > wall0 else math.nan,
+        "wall_s": wall1 - wall0,
+        "lag_p99_ms": pct(lags, 0.99) * 1e3,
+        "lag_max_ms": max(lags, default=math.nan) * 1e3,
+        "burst_issue_ms": (max(starts) - min(starts)) * 1e3 if starts else math.nan,
+        "listen_overflows": over1[0] - over0[0],
+        "listen_drops": over1[1] - over0[1],
+    }
+    return streams, rss_before, rss_open, open_then, client
 
 
 def relay_body(tokens):
@@ -353,23 +557,69 @@ def bunched_pct(streams, interval_ms):
     return 100 * sum(1 for g in gaps if g < interval_ms / 2e3) / len(gaps)
 
 
+def expected_events(a):
+    """SSE events of one complete stream from the OpenAI mock: the tokens, the finish event, `data: [DONE]`."""
+    return a.tokens + 2
+
+
+def sustained_pct(streams, expected, interval_ms, factor):
+    """Share of streams that were complete (no error, at least `expected` events) and whose every gap between
+    consecutive events was at most `factor` x the mock's interval: streams that kept flowing at the pace the
+    mock sent them. A stream that failed or ended short counts as not sustained."""
+    if interval_ms <= 0 or not streams:
+        return math.nan
+    limit = factor * interval_ms / 1e3
+    ok = sum(1 for s in streams
+             if s.error is None and len(s.stamps) >= expected and all(g <= limit for g in s.gaps()))
+    return 100 * ok / len(streams)
+
+
+def connect_figures(prefix, streams):
+    """Connect time (asyncio.open_connection) p50/p99/max over the streams whose connect completed, the
+    count of connects over 500 ms (a connect that never completed and failed after more than 500 ms
+    counts too); the same for the kernel's handshake time (TCP_INFO, without the client's queueing); and the
+    count of streams whose SYN was retransmitted (TCP_INFO right after connect)."""
+    done = [s.connect_s for s in streams if s.connect_s is not None]
+    shake = [s.handshake_s for s in streams if s.handshake_s is not None]
+    now = time.perf_counter()
+    never = sum(1 for s in streams if s.connect_s is None and s.t0 is not None and s.error is not None
+                and now - s.t0 > 0.5)
+    return {
+        f"{prefix}_connect_p50_ms": pct(done, 0.5) * 1e3,
+        f"{prefix}_connect_p99_ms": pct(done, 0.99) * 1e3,
+        f"{prefix}_connect_max_ms": max(done, default=math.nan) * 1e3,
+        f"{prefix}_connects_over_500ms": sum(1 for c in done if c > 0.5) + never,
+        f"{prefix}_handshake_p50_ms": pct(shake, 0.5) * 1e3,
+        f"{prefix}_handshake_p99_ms": pct(shake, 0.99) * 1e3,
+        f"{prefix}_handshake_max_ms": max(shake, default=math.nan) * 1e3,
+        f"{prefix}_handshakes_over_500ms": sum(1 for c in shake if c > 0.5) + never,
+        f"{prefix}_syn_retrans_streams": sum(1 for s in streams if s.syn_retrans),
+        f"{prefix}_retrans_streams": sum(1 for s in streams if s.retrans),
+    }
+
+
 def measure(binary, a):
     """One run of one binary on fresh processes: relay load (CPU, RSS, latency), then the same load direct."""
     mock, relay = start_pair(binary, a)
     try:
         t0, ns0 = cpu_ticks(relay.pid), cpu_ns(relay.pid)
-        res, rss0, rss1, open_then = asyncio.run(run_load(relay.port, RELAY_PATH, relay_body(a.tokens),
-                                                          a.streams, a.timeout, relay.pid))
+        res, rss0, rss1, open_then, rclient = asyncio.run(run_load(relay.port, RELAY_PATH, relay_body(a.tokens),
+                                                                   a.streams, a.timeout, relay.pid))
         settle(relay.pid)
         ticks, ns1 = cpu_ticks(relay.pid) - t0, cpu_ns(relay.pid)
-        direct, _, _, _ = asyncio.run(run_load(mock.port, MOCK_PATH, direct_body(a.tokens), a.streams, a.timeout))
+        mock_split = len(mock.loop_warns)  # the mock's loop warnings up to here are the relay load's
+        direct, _, _, _, dclient = asyncio.run(run_load(mock.port, MOCK_PATH, direct_body(a.tokens), a.streams,
+                                                        a.timeout))
     finally:
         relay.stop()
         mock.stop()
     chunks = sum(len(s.stamps) for s in res)
     direct_per_stream = median([len(s.stamps) for s in direct if not s.error])
     errors = [s.error for s in res if s.error] + [f"direct: {s.error}" for s in direct if s.error]
-    return {
+    expected = expected_events(a)
+    relay_warns, relay_busy = relay.loop_summary()
+    mock_relay_load, mock_direct_load = mock.loop_warns[:mock_split], mock.loop_warns[mock_split:]
+    row = {
         "cpu_us_per_chunk": ticks / CLK_TCK * 1e6 / chunks if chunks else math.nan,
         "cpu_us_per_chunk_schedstat": (ns1 - ns0) / 1e3 / chunks if chunks and ns0 is not None and ns1 else math.nan,
         "rss_kib_per_stream": (rss1[0] - rss0[0]) / open_then if open_then else math.nan,
@@ -389,8 +639,29 @@ def measure(binary, a):
         "chunks_per_stream_direct": direct_per_stream,
         "short_streams": sum(1 for s in res if len(s.stamps) < direct_per_stream),
         "failed_streams": len(errors),
+        "relay_sustained_pct": sustained_pct(res, expected, a.interval_ms, 2),
+        "relay_sustained_10x_pct": sustained_pct(res, expected, a.interval_ms, 10),
+        "direct_sustained_pct": sustained_pct(direct, expected, a.interval_ms, 2),
+        "direct_sustained_10x_pct": sustained_pct(direct, expected, a.interval_ms, 10),
+        **connect_figures("relay", res),
+        **connect_figures("direct", direct),
+        "relay_loop_warns": relay_warns,
+        "relay_loop_busy_max_ms": relay_busy,
+        "mock_loop_warns_relay_load": len(mock_relay_load),
+        "mock_loop_busy_max_ms_relay_load": max((ms for ms, _ in mock_relay_load), default=0.0),
+        "mock_loop_warns_direct": len(mock_direct_load),
+        "mock_loop_busy_max_ms_direct": max((ms for ms, _ in mock_direct_load), default=0.0),
+        "relay_listen_overflows": rclient["listen_overflows"] + rclient["listen_drops"],
+        "direct_listen_overflows": dclient["listen_overflows"] + dclient["listen_drops"],
+        **{f"relay_client_{k}": v for k, v in rclient.items() if k not in ("listen_overflows", "listen_drops")},
+        **{f"direct_client_{k}": v for k, v in dclient.items() if k not in ("listen_overflows", "listen_drops")},
         "errors": sorted(set(errors))[:5],
+        "failed_relay": sum(1 for s in res if s.error),
+        "failed_direct": sum(1 for s in direct if s.error),
     }
+    row["stderr"] = {"relay": relay.other_err, "relay_lines": relay.other_err_count,
+                     "mock": mock.other_err, "mock_lines": mock.other_err_count}
+    return row
 
 
 def find_strace(a):
@@ -458,7 +729,7 @@ def strace_run(binary, strace, a):
                 err = tracer.communicate(timeout=10)[1].strip()
                 return {"error": f"strace did not attach: {err[-300:]}"}
             t0 = time.monotonic()
-            res, _, _, _ = asyncio.run(run_load(relay.port, RELAY_PATH, relay_body(a.tokens), n, a.timeout * 3))
+            res, _, _, _, _ = asyncio.run(run_load(relay.port, RELAY_PATH, relay_body(a.tokens), n, a.timeout * 3))
             duration = time.monotonic() - t0
             settle(relay.pid)
         finally:
@@ -530,6 +801,56 @@ def sha256(path):
     return h.hexdigest()
 
 
+def raise_fd_limit(streams):
+    """Raises this process's soft RLIMIT_NOFILE to its hard limit (the mock and the relay raise their own) and
+    fails clearly when that is below 2 x streams + 100. Returns the soft limit in force."""
+    need = 2 * streams + 100
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # the kernel refuses more than fs.nr_open
+        try:
+            target = int(open("/proc/sys/fs/nr_open").read())
+        except (OSError, ValueError):
+            target = 1 << 20
+    if soft == resource.RLIM_INFINITY or soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as e:
+            print(f"note: could not raise RLIMIT_NOFILE from {soft} to {target}: {e}", file=sys.stderr)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raise SystemExit(f"--streams {streams} needs {need} file descriptors in this process (2 x streams + 100), "
+                         f"but RLIMIT_NOFILE is {soft} (hard limit {hard}, raised as far as allowed): raise the hard "
+                         f"limit (e.g. `ulimit -Hn` as root, or LimitNOFILE) or lower --streams")
+    return soft
+
+
+def read_int(path):
+    try:
+        return int(open(path).read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def control_problems(row, a):
+    """Why the client (the direct-to-mock control, and the client's own loop lag) cannot vouch for the relay's
+    burst figures of this row (a run or the medians); empty when it can."""
+    out = []
+    if row.get("direct_sustained_pct", math.nan) < CONTROL_SUSTAINED_PCT:
+        out.append(f"only {row['direct_sustained_pct']:.1f}% of the direct-to-mock streams were sustained "
+                   f"(<= 2x the interval)")
+    if row.get("failed_direct", 0):
+        out.append(f"{row['failed_direct']:g} direct-to-mock streams failed")
+    for load in ("relay", "direct"):
+        lag = row.get(f"{load}_client_lag_p99_ms", math.nan)
+        if lag > a.interval_ms:
+            out.append(f"the client's own event loop lagged p99 {lag:.0f} ms (max "
+                       f"{row.get(f'{load}_client_lag_max_ms', math.nan):.0f} ms) during the {load} load, more than "
+                       f"the {a.interval_ms} ms interval (client CPU {row.get(f'{load}_client_cpu_pct', math.nan):.0f}%"
+                       f" of one core)")
+    return out
+
+
 def check_binary(path, flag):
     path = os.path.abspath(path)
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
@@ -542,6 +863,65 @@ def positive(v):
     if n <= 0:
         raise argparse.ArgumentTypeError("must be > 0")
     return n
+
+
+def connect_note(r, load):
+    """Says when slow open_connection times are the client's own queueing rather than the kernel's (a listen
+    backlog overflow makes both slow and retransmits SYNs)."""
+    slow, shake = r.get(f"{load}_connects_over_500ms", 0), r.get(f"{load}_handshakes_over_500ms", 0)
+    if slow and slow > 2 * shake and not r.get(f"{load}_syn_retrans_streams"):
+        return (f"{slow:g} open_connection times over 500 ms, yet {shake:g} kernel handshakes over 500 ms and "
+                f"{r.get(f'{load}_syn_retrans_streams', 0):g} SYNs retransmitted: that is the client's queueing "
+                f"(issuing the burst took {r.get(f'{load}_client_burst_issue_ms', math.nan):.0f} ms of one loop "
+                f"turn), not a listen backlog overflow")
+    return ""
+
+
+def print_burst_run(row, a):
+    """The burst figures of one run, under its main line."""
+    r = row
+    print(f"  sustained (every gap <= 2x / 10x the interval, complete): relay {r['relay_sustained_pct']:.1f}% / "
+          f"{r['relay_sustained_10x_pct']:.1f}%, direct {r['direct_sustained_pct']:.1f}% / "
+          f"{r['direct_sustained_10x_pct']:.1f}%; failed relay {r['failed_relay']}, direct {r['failed_direct']}")
+    for load in ("relay", "direct"):
+        print(f"  {load:6} connect (open_connection) p50/p99/max {r[f'{load}_connect_p50_ms']:.1f}/"
+              f"{r[f'{load}_connect_p99_ms']:.1f}/{r[f'{load}_connect_max_ms']:.1f} ms, "
+              f"{r[f'{load}_connects_over_500ms']} over 500 ms; kernel handshake p50/p99/max "
+              f"{r[f'{load}_handshake_p50_ms']:.0f}/{r[f'{load}_handshake_p99_ms']:.0f}/"
+              f"{r[f'{load}_handshake_max_ms']:.0f} ms, {r[f'{load}_handshakes_over_500ms']} over 500 ms; SYN "
+              f"retransmitted {r[f'{load}_syn_retrans_streams']}, listen overflows (machine) "
+              f"{r[f'{load}_listen_overflows']}")
+        print(f"  {'':6} client cpu {r[f'{load}_client_cpu_pct']:.0f}% of one core over "
+              f"{r[f'{load}_client_wall_s']:.1f} s, own loop lag p99/max {r[f'{load}_client_lag_p99_ms']:.0f}/"
+              f"{r[f'{load}_client_lag_max_ms']:.0f} ms, burst issued in {r[f'{load}_client_burst_issue_ms']:.0f} ms")
+        note = connect_note(r, load)
+        if note:
+            print(f"  {'':6} note: {note}")
+    busy = (f", largest {r['relay_loop_busy_max_ms']:.1f} ms" if r["relay_loop_warns"] else "")
+    print(f"  relay loop: {r['relay_loop_warns']} iterations busy over {a.loop_warn_ms} ms{busy}; mock loop: "
+          f"{r['mock_loop_warns_relay_load']} (largest {r['mock_loop_busy_max_ms_relay_load']:.1f} ms) in the relay "
+          f"load, {r['mock_loop_warns_direct']} (largest {r['mock_loop_busy_max_ms_direct']:.1f} ms) direct",
+          flush=True)
+
+
+def print_burst_table(rows, medians, labels, a):
+    print(f"\nburst, medians of {a.runs} runs (+-: half the range over the runs, in the figure's units"
+          + ("; diff = after - before" if a.compare else "") + ")")
+    print(f"  sustained = complete ({expected_events(a)} events) and every gap <= 2x (10x) --interval-ms "
+          f"{a.interval_ms}; connect = asyncio.open_connection (includes the client's queueing); handshake = "
+          f"the kernel's, from TCP_INFO (ms); loop = iterations busy over --loop-warn-ms {a.loop_warn_ms} "
+          f"(busy_max 0: none); client = the Python client itself")
+    print(f"  {'figure':34}" + "".join(f"{label:>12}{'+-':>9}" for label in labels)
+          + (f"{'diff':>12}" if a.compare else ""))
+    for k in BURST:
+        line = f"  {k:34}"
+        for label in labels:
+            values = [r[k] for r in rows[label] if r[k] == r[k]]
+            half = (max(values) - min(values)) / 2 if len(values) > 1 else math.nan
+            line += fmt(float(medians[label].get(k, math.nan)), 12) + fmt(float(half), 9)
+        if a.compare:
+            line += fmt(float(medians["after"].get(k, math.nan) - medians["before"].get(k, math.nan)), 12)
+        print(line)
 
 
 def main():
@@ -558,6 +938,11 @@ def main():
                          "down, and a relay that falls behind merges events and makes fewer calls per chunk)")
     ap.add_argument("--strace-runs", type=positive, default=1,
                     help="strace runs per binary, order alternating; medians are reported (default: %(default)s)")
+    ap.add_argument("--loop-warn-ms", type=positive, default=20,
+                    help="passed to the relay and the mock: a loop iteration busy for longer is logged as a warning, "
+                         "counted per run (default: %(default)s)")
+    ap.add_argument("--verbose", action="store_true",
+                    help="after each run, print the relay's and the mock's other stderr lines (RUST_LOG=warn)")
     ap.add_argument("--no-strace", action="store_true", help="skip the syscall count")
     ap.add_argument("--install", action="store_true", help="apt-get install -y strace if it is missing")
     ap.add_argument("--json", metavar="FILE", help="write all figures to FILE as JSON")
@@ -573,10 +958,7 @@ def main():
         binaries = {"bin": binaries["after"]}
     labels = list(binaries)
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < a.streams + 64:
-        raise SystemExit(f"--streams {a.streams} needs more file descriptors than the hard limit {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    fd_limit = raise_fd_limit(a.streams)
     atexit.register(stop_all)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -584,11 +966,20 @@ def main():
     print(f"tokenpipe relay measurement: {a.streams} streams x {a.tokens} tokens x {a.interval_ms} ms interval, "
           f"{a.runs} runs, {os.cpu_count()} CPUs, clock tick {1000 / CLK_TCK:g} ms, load average "
           f"{os.getloadavg()[0]:.2f} (1 min)")
+    ports = (lambda r: r[1] - r[0] + 1 if r else None)(
+        [int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split()]
+        if os.path.exists("/proc/sys/net/ipv4/ip_local_port_range") else None)
+    print(f"  client: one asyncio thread, all {a.streams} streams opened at once (a burst), {a.timeout} s per load; "
+          f"RLIMIT_NOFILE {fd_limit}; kernel: somaxconn {read_int('/proc/sys/net/core/somaxconn')}, "
+          f"tcp_max_syn_backlog {read_int('/proc/sys/net/ipv4/tcp_max_syn_backlog')}, {ports} ephemeral ports")
+    if ports and ports < 2 * a.streams:
+        print(f"  warning: the relay load needs {2 * a.streams} ephemeral ports at once (client->relay and "
+              f"relay->mock), more than the {ports} of ip_local_port_range")
     for label, path in binaries.items():
         print(f"  {label:6} {path}  (sha256 {hashes[label][:12]})")
     if a.compare and hashes["after"] == hashes["before"]:
         print("  note: both binaries are identical; the ratios show this machine's noise, not a change")
-    print(f"  per run and binary: {' '.join(mock_args(a))}  +  {' '.join(relay_args('MOCK_PORT'))}")
+    print(f"  per run and binary: {' '.join(mock_args(a))}  +  {' '.join(relay_args('MOCK_PORT', a))}")
     print(f"  requests: POST {RELAY_PATH} {relay_body(a.tokens).decode()}   "
           f"(direct: POST {MOCK_PATH} to the mock)")
     print(f"  {CHUNK_DEFINITION}")
@@ -610,12 +1001,30 @@ def main():
                   f"gap p99={row['relay_gap_p99_ms']:.2f} ms | direct ttfb p50/p99="
                   f"{row['direct_ttfb_p50_ms']:.2f}/{row['direct_ttfb_p99_ms']:.2f} "
                   f"gap p99={row['direct_gap_p99_ms']:.2f} ms", flush=True)
+            print_burst_run(row, a)
             if row["failed_streams"] or row["short_streams"]:
                 print(f"  warning: {row['failed_streams']} streams failed, {row['short_streams']} relayed streams "
                       f"got fewer events than the mock sends directly ({row['chunks_per_stream_direct']:g}); "
                       f"{row['errors']}", flush=True)
+            if row["chunks_per_stream_direct"] != expected_events(a):
+                print(f"  warning: the direct streams' median is {row['chunks_per_stream_direct']:g} events, not "
+                      f"the {expected_events(a)} (tokens + 2) that sustained_pct requires of a complete stream")
+            problems = control_problems(row, a)
+            if problems:
+                print("  control: the client cannot keep up here: " + "; ".join(problems), flush=True)
+            err = row["stderr"]
+            if a.verbose:
+                for who in ("relay", "mock"):
+                    print(f"  {who} stderr, other than loop warnings ({err[who + '_lines']} lines"
+                          + (f", first {len(err[who])} shown" if len(err[who]) < err[who + "_lines"] else "") + "):")
+                    for line in err[who]:
+                        print(f"    {line}")
+            elif err["relay_lines"] or err["mock_lines"]:
+                print(f"  ({err['relay_lines']} other stderr lines from the relay, {err['mock_lines']} from the mock: "
+                      f"--verbose shows them)")
 
-    medians = {label: {k: median([r[k] for r in rows[label]]) for k in FIGURES + COUNTS if k in rows[label][0]}
+    medians = {label: {k: median([r[k] for r in rows[label]]) for k in FIGURES + COUNTS + BURST
+                       if k in rows[label][0]}
                for label in labels}
 
     straced = {}
@@ -679,6 +1088,8 @@ def main():
         print(f"  cpu_us_per_chunk is below its resolution of one tick = {res_us:.3f} us/chunk here; "
               f"lengthen the load (--streams, --tokens) or read cpu_us_per_chunk_schedstat")
 
+    print_burst_table(rows, medians, labels, a)
+
     if straced:
         print(f"\nsyscalls per chunk by syscall, relay process only (strace -c -f, {a.strace_streams} streams x "
               f"{a.tokens} tokens, median of {a.strace_runs} run(s); failed = calls returning an error, "
@@ -705,11 +1116,33 @@ def main():
     if a.compare:
         ratios = {k: ratio(medians["after"].get(k), medians["before"].get(k)) for k in FIGURES}
         print("\nafter/before (medians): " + ", ".join(f"{k} {fmt(ratios.get(k, math.nan), 0)}" for k in SUMMARY))
+        print("burst (medians, after vs before): " + ", ".join(
+            f"{k} {fmt(medians['after'].get(k, math.nan), 0)} vs {fmt(medians['before'].get(k, math.nan), 0)}"
+            for k in BURST_SUMMARY))
+    else:
+        print("\nburst (medians): " + ", ".join(f"{k} {fmt(medians['bin'].get(k, math.nan), 0)}"
+                                              for k in BURST_SUMMARY))
+    for label in labels:
+        problems = control_problems(medians[label], a)
+        name = f" ({label})" if a.compare else ""
+        for load in ("relay", "direct"):
+            note = connect_note(medians[label], load)
+            if note:
+                print(f"connect{name}, {load} (medians): {note}")
+        if problems:
+            print(f"CONTROL FAILED{name}: the Python asyncio client (and the mock it shares {os.cpu_count()} CPUs "
+                  f"with) cannot keep up with this burst: " + "; ".join(problems) + ". The relay's sustained, gap "
+                  f"and TTFB figures are then bounded by the client, not by the relay alone; read them against "
+                  f"the direct_* control, or lower --streams / raise --interval-ms.")
+        else:
+            print(f"control ok{name}: {medians[label]['direct_sustained_pct']:.1f}% of the direct-to-mock streams "
+                  f"sustained, client loop lag p99 {medians[label]['relay_client_lag_p99_ms']:.0f} ms (relay load) / "
+                  f"{medians[label]['direct_client_lag_p99_ms']:.0f} ms (direct): the client keeps up")
 
     if a.json:
         doc = {
             "config": {"streams": a.streams, "runs": a.runs, "tokens": a.tokens, "interval_ms": a.interval_ms,
-                       "timeout_s": a.timeout, "strace_streams": a.strace_streams, "strace_runs": a.strace_runs,
+                       "timeout_s": a.timeout, "loop_warn_ms": a.loop_warn_ms, "rlimit_nofile": fd_limit, "strace_streams": a.strace_streams, "strace_runs": a.strace_runs,
                        "clk_tck": CLK_TCK, "cpus": os.cpu_count(), "chunk_definition": CHUNK_DEFINITION,
                        "order": "alternating: odd runs after then before, even runs before then after"},
             "binaries": {label: {"path": path, "sha256": hashes[label], "runs": rows[label],

@@ -486,61 +486,92 @@ fn idle_pooled_upstream_connection_is_closed_after_timeout() {
     );
 }
 
-/// The idle timeout counts from the last time the connection went back to the pool.
+/// The idle timeout counts from the last time the connection went back to the pool, shown by the order of
+/// events rather than by durations. Two streams run at once, so two upstream connections go to the pool
+/// together, with the same deadline. A third stream reuses one of them; its body is held until the other
+/// one, the witness, has been closed by that deadline. The reused connection must outlive it, carry the
+/// third stream to its end, and close only after that.
 #[test]
 fn idle_timeout_restarts_when_a_connection_is_reused() {
-    let (closed_tx, closed_rx) = mpsc::channel();
+    use std::sync::Condvar;
+    // (connection index, requests it served) when the relay closed it.
+    let (closed_tx, closed_rx) = mpsc::channel::<(usize, usize)>();
+    let closed_tx = Mutex::new(closed_tx);
     let (go_tx, go_rx) = mpsc::channel::<()>();
-    let go_rx = std::sync::Mutex::new(go_rx);
-    let fake = FakeUpstream::start(2, move |_, mut conn| {
-        for i in 0..2 {
-            let Ok(Some(_)) = conn.read_request() else {
-                return;
-            };
-            if i == 1 {
-                // The second stream's body is held until the test says so (after ~600 ms).
-                if std::io::Write::write_all(&mut conn.stream, SSE_CHUNKED_HEAD.as_bytes()).is_err()
-                {
-                    return;
-                }
-                if !go_ahead(&go_rx) {
-                    return;
-                }
-                if std::io::Write::write_all(&mut conn.stream, &chunked(&fake_sse_payload(2), 1000))
+    let go_rx = Mutex::new(go_rx);
+    // The first requests of the two connections are answered together, so both idle timers start together.
+    let arrived = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let fake = FakeUpstream::start(3, move |index, mut conn| {
+        let mut served = 0;
+        while let Ok(Some(_)) = conn.read_request() {
+            let s = &mut conn.stream;
+            if served == 0 {
+                let (count, cv) = &*arrived;
+                let mut n = count.lock().unwrap();
+                *n += 1;
+                cv.notify_all();
+                let (n, _) = cv
+                    .wait_timeout_while(n, Duration::from_secs(10), |n| *n < 2)
+                    .unwrap();
+                drop(n);
+                if s.write_all(&sse_chunked_response(&fake_sse_payload(2), 1000))
                     .is_err()
                 {
                     return;
                 }
             } else {
-                let wire = sse_chunked_response(&fake_sse_payload(2), 1000);
-                if std::io::Write::write_all(&mut conn.stream, &wire).is_err() {
+                // The reused connection: the head now, the body when the test says so.
+                if s.write_all(SSE_CHUNKED_HEAD.as_bytes()).is_err() || !go_ahead(&go_rx) {
+                    return;
+                }
+                if s.write_all(&chunked(&fake_sse_payload(2), 1000)).is_err() {
                     return;
                 }
             }
+            served += 1;
         }
-        if let Ok(None) = conn.read_request() {
-            let _ = closed_tx.send(Instant::now());
-        }
+        let _ = closed_tx.lock().unwrap().send((index, served));
     });
     let relay = spawn_relay(
         &fake.url(),
         "openai",
         &["--model", MODEL, "--upstream-idle-timeout", "1"],
     );
-    relay_stream(relay.addr, &prompt_body("first", None, None));
-    let mut c = Conn::connect(relay.addr);
-    c.send(&stream_request(&prompt_body("second", None, None)));
-    assert_stream_head(&c.expect_head("second"));
-    std::thread::sleep(Duration::from_millis(600));
-    go_tx.send(()).unwrap();
-    assert!(c.read_chunked_body().unwrap().complete);
-    let second_done = Instant::now();
-    let closed_at = closed_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("closed within 5 s");
-    let took = closed_at.saturating_duration_since(second_done);
-    assert!(
-        took >= Duration::from_millis(800),
-        "closed {took:?} after its second use: the first idle timer was still armed"
+    let addr = relay.addr;
+    let both: Vec<_> = (0..2)
+        .map(|i| {
+            std::thread::spawn(move || {
+                relay_stream(addr, &prompt_body(&format!("at once {i}"), None, None))
+            })
+        })
+        .collect();
+    for t in both {
+        t.join().expect("a concurrent stream failed");
+    }
+    let mut third = Conn::connect(relay.addr);
+    third.send(&stream_request(&prompt_body("reused", None, None)));
+    assert_stream_head(&third.expect_head("the stream on a reused connection"));
+    // The witness: the connection that stayed in the pool closes at the deadline both got.
+    let (witness, served) = closed_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the idle connection was never closed");
+    assert_eq!(
+        served, 1,
+        "connection {witness} closed while serving its second stream"
     );
+    go_tx.send(()).unwrap();
+    let body = third
+        .read_chunked_body()
+        .expect("the reused connection's stream");
+    assert!(
+        body.complete,
+        "the reused connection was cut by the first idle deadline"
+    );
+    assert_eq!(lossy(&body.payload), lossy(&fake_sse_payload(2)));
+    // Only now, after its second stream, does the reused connection reach a deadline of its own.
+    let (reused, served) = closed_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the reused connection was never closed");
+    assert_ne!(reused, witness);
+    assert_eq!(served, 2, "{reused} served {served} streams");
 }
