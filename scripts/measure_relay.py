@@ -8,10 +8,10 @@ concurrent streams through the relay, then N straight to the mock; and stops bot
 
     cargo build --release && python3 scripts/measure_relay.py [--streams 1000] [--runs 5]
 
-Before/after a change (build the old revision elsewhere first, e.g. into /work/before/tokenpipe):
+Before/after a change (build the old revision first, e.g. in a `git worktree`, and copy its binary aside):
 
     python3 scripts/measure_relay.py --streams 200 --tokens 50 --interval-ms 20 --runs 5 \\
-        --compare /work/before/tokenpipe
+        --compare /tmp/tokenpipe-before
 
 With --compare, "after" is --bin (default: target/release/tokenpipe) and "before" is the --compare binary.
 Every run measures both, alternating the order (run 1: after then before, run 2: before then after, ...),

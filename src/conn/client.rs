@@ -163,10 +163,7 @@ impl<W> ClientConn<W> {
         payload: &[u8],
         last: bool,
     ) -> std::io::Result<()> {
-        match framing {
-            StreamFraming::Chunked(_) => self.out.send_chunk(&mut self.io, payload, last),
-            StreamFraming::UntilClose => self.out.send(&mut self.io, &[payload]),
-        }
+        send_body(&mut self.out, &mut self.io, framing, payload, last)
     }
 
     /// The application is done with its request: what is queued is the whole response, then `then`. The
@@ -203,6 +200,7 @@ impl<W> ClientConn<W> {
             then == AfterReply::Close,
         );
         self.reply(&out, then);
+        self.status = status;
     }
 
     /// A `200` with a JSON body; for `HEAD`, the same head without the body.
@@ -240,6 +238,21 @@ impl<W> ClientConn<W> {
             input: self.input,
             inbuf_full: self.inbuf.len() >= max_head,
         }
+    }
+}
+
+/// [`ClientConn::send_payload`] over the two parts it needs, for callers that hold other parts of the
+/// connection borrowed at the same time (the relay holds the exchange in `state` while it writes).
+pub fn send_body(
+    out: &mut OutBuf,
+    io: &mut Transport,
+    framing: StreamFraming,
+    payload: &[u8],
+    last: bool,
+) -> std::io::Result<()> {
+    match framing {
+        StreamFraming::Chunked(_) => out.send_chunk(io, payload, last),
+        StreamFraming::UntilClose => out.send(io, &[payload]),
     }
 }
 

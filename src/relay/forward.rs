@@ -11,7 +11,7 @@ use std::io;
 use std::ops::Range;
 
 use super::exchange::Failure;
-use crate::conn::client::StreamFraming;
+use crate::conn::client::{StreamFraming, send_body};
 use crate::conn::{OutBuf, Transport};
 use crate::http::body::BodyDecoder;
 
@@ -51,7 +51,7 @@ pub(super) fn relay(
         Err(e) => return Outcome::Failed(Failure::BadBody(e)),
     };
     let payload = gather(input, ranges);
-    if let Err(e) = send(out, client, framing, payload, decoded.done) {
+    if let Err(e) = send_body(out, client, framing, payload, decoded.done) {
         return Outcome::ClientGone(e);
     }
     if decoded.done {
@@ -62,22 +62,6 @@ pub(super) fn relay(
         }
     } else {
         Outcome::Continue
-    }
-}
-
-/// Sends `payload` as part of a streamed body framed as `framing`: one chunk, or the bare bytes for a
-/// close-delimited body. With `last`, the body ends here (the last chunk goes in the same `writev`; a
-/// close-delimited body is ended by the close that follows).
-pub(super) fn send(
-    out: &mut OutBuf,
-    client: &mut Transport,
-    framing: StreamFraming,
-    payload: &[u8],
-    last: bool,
-) -> io::Result<()> {
-    match framing {
-        StreamFraming::Chunked(_) => out.send_chunk(client, payload, last),
-        StreamFraming::UntilClose => out.send(client, &[payload]),
     }
 }
 

@@ -24,7 +24,9 @@ use super::exchange::{Decision, Exchange, Failure, Phase};
 use super::forward::{self, Outcome, sse_error_event};
 use super::pool::Pool;
 use super::{Entry, Idle, RelayStats, RelayTimer, UPSTREAM, UpstreamTarget, api, providers};
-use crate::conn::client::{AfterReply, ClientConn, ClientState, StreamFraming, stream_head};
+use crate::conn::client::{
+    AfterReply, ClientConn, ClientState, StreamFraming, send_body, stream_head,
+};
 use crate::conn::transport::{IdleCheck, ReadOutcome, Transport};
 use crate::conn::upstream::{HeadProgress, SendProgress, UpstreamConn, UpstreamState};
 use crate::reactor::{ConnId, Cx, TURN_BUDGET, Tag};
@@ -250,7 +252,7 @@ impl Upstreams {
             },
             _ => return Flow::Wait,
         };
-        let mut failure = failure;
+        let (mut decision, mut failure) = (decision, failure);
         if decision == Decision::Retry {
             log::debug!(
                 "{}: reused upstream connection failed ({failure}); retrying on a new one",
@@ -266,7 +268,8 @@ impl Upstreams {
                     }
                     return Flow::More;
                 }
-                Err(e) => failure = Failure::Io(e),
+                // No connection for the retry: the client gets a 502 with that reason.
+                Err(e) => (decision, failure) = (Decision::BadGateway, Failure::Io(e)),
             }
         }
         RelayStats::count(&self.stats.failed);
@@ -280,28 +283,27 @@ impl Upstreams {
         let framing = x.framing;
         let peer = c.peer;
         log::warn!("{name}: {peer}: {failure}");
-        if decision == Decision::FailStream {
-            // Mid-stream: say so in-band, then end without the last chunk, so the client sees a failed
-            // transfer rather than a short but seemingly complete stream.
-            let event = sse_error_event(&failure);
-            let sent = forward::send(&mut c.out, &mut c.io, framing, &event, false);
-            if let Some(mut x) = c.finish(AfterReply::Close) {
-                x.cancel_deadlines(&mut cx.timers);
+        match decision {
+            Decision::FailStream => {
+                // Mid-stream: say so in-band, then end without the last chunk, so the client sees a failed
+                // transfer rather than a short but seemingly complete stream.
+                let event = sse_error_event(&failure);
+                let sent = send_body(&mut c.out, &mut c.io, framing, &event, false);
+                if let Some(mut x) = c.finish(AfterReply::Close) {
+                    x.cancel_deadlines(&mut cx.timers);
+                }
+                if sent.is_err() {
+                    cx.close(id);
+                }
             }
-            if sent.is_err() {
-                cx.close(id);
+            // A retry that got its connection returned above; one that did not is a 502 by now.
+            Decision::BadGateway | Decision::Retry => {
+                if let Some(mut x) = c.finish(framing.after()) {
+                    x.cancel_deadlines(&mut cx.timers);
+                }
+                let message = failure.to_string();
+                c.reply_error(502, "upstream_failed", &message, &[], framing.after());
             }
-        } else {
-            if let Some(mut x) = c.finish(framing.after()) {
-                x.cancel_deadlines(&mut cx.timers);
-            }
-            c.reply_error(
-                502,
-                "upstream_failed",
-                &failure.to_string(),
-                &[],
-                framing.after(),
-            );
         }
         Flow::Wait
     }
@@ -424,7 +426,7 @@ fn read_body(
         ReadOutcome::Drained => Outcome::Wait,
         ReadOutcome::Eof => match decoder.on_eof() {
             // A close-delimited body ends here, and the client's body with it.
-            Ok(()) => match forward::send(client.out, client.io, x.framing, &[], true) {
+            Ok(()) => match send_body(client.out, client.io, x.framing, &[], true) {
                 Ok(()) => Outcome::Finished { reusable: false },
                 Err(e) => Outcome::ClientGone(e),
             },
