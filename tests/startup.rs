@@ -167,20 +167,39 @@ fn no_key_and_no_upstream_runs_the_embedded_mock() {
     assert_eq!(token_texts(&payload).len(), 3, "{:?}", lossy(&payload));
 }
 
-/// A key without --upstream would mean the provider's HTTPS API, which this build cannot reach yet: the
-/// relay refuses to start with a message that says why, instead of relaying somewhere unexpected.
-#[test]
-fn a_key_without_an_http_upstream_is_refused_clearly() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tokenpipe"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("OPENAI_API_KEY", "sk-test-not-a-real-key")
+/// Runs `tokenpipe ARGS` (no API key in its environment, unless `env` sets one), expects it to refuse to
+/// start, and returns what it wrote on stderr.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenpipe"));
+    command
+        .args(args)
+        .env_remove("OPENAI_API_KEY")
         .env_remove("GEMINI_API_KEY")
         .env_remove("TOKENPIPE_UPSTREAM")
-        .output()
-        .expect("run tokenpipe");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("https"), "{err}");
+        .envs(env.iter().copied());
+    let out = command.output().expect("run tokenpipe");
+    assert!(!out.status.success(), "{args:?} started");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("listening on"),
+        "{args:?} listened: {stdout}"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A key without --upstream would mean the provider's HTTPS API, which this build cannot reach yet: the
+/// relay refuses to start with a message that says why, naming the variable, instead of relaying
+/// somewhere unexpected.
+#[test]
+fn a_key_without_an_http_upstream_is_refused_clearly() {
+    let err = refused(
+        &["--listen", "127.0.0.1:0"],
+        &[("OPENAI_API_KEY", "sk-test-not-a-real-key")],
+    );
+    assert!(
+        err.contains("https") && err.contains("OPENAI_API_KEY"),
+        "{err}"
+    );
     assert!(
         !err.contains("sk-test-not-a-real-key"),
         "the key leaked into the message: {err}"
@@ -190,38 +209,26 @@ fn a_key_without_an_http_upstream_is_refused_clearly() {
 /// A `--model` that could not be put in an upstream path is refused at start, not with a 500 per request.
 #[test]
 fn an_invalid_model_is_refused_at_start() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tokenpipe"))
-        .args(["--listen", "127.0.0.1:0", "--model", "../../v1/files"])
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("GEMINI_API_KEY")
-        .output()
-        .expect("run tokenpipe");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(
+        &["--listen", "127.0.0.1:0", "--model", "../../v1/files"],
+        &[],
+    );
     assert!(err.contains("--model"), "{err}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
 }
 
 /// A `--max-fds` too low to listen and serve anything is refused at start, naming the option.
 #[test]
 fn a_max_fds_too_low_to_serve_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tokenpipe"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--max-fds",
-            "6",
-        ])
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("GEMINI_API_KEY")
-        .output()
-        .expect("run tokenpipe");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--max-fds",
+        "6",
+    ];
+    let err = refused(&args, &[]);
     assert!(err.contains("--max-fds 6 is too low"), "{err}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
 }
 
 /// `--listen PORT` means that port on 127.0.0.1; a bad address says which forms are expected.
@@ -229,11 +236,6 @@ fn a_max_fds_too_low_to_serve_is_refused() {
 fn listen_takes_a_bare_port_and_explains_bad_ones() {
     let p = Logged::spawn(&["mock-upstream", "--listen", "0"], "warn");
     assert!(p.addr().ip().is_loopback());
-    let out = Command::new(env!("CARGO_BIN_EXE_tokenpipe"))
-        .args(["--listen", "localhost"])
-        .output()
-        .expect("run tokenpipe");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&["--listen", "localhost"], &[]);
     assert!(err.contains("HOST:PORT"), "{err}");
 }

@@ -26,6 +26,7 @@ use super::outbuf::{Flushed, OutBuf};
 use super::transport::{ReadOutcome, Transport};
 use crate::http::request::{Progress, Request, RequestReader};
 use crate::http::response::{error_response, write_head};
+use crate::http::route::Miss;
 use crate::reactor::{ConnId, Cx, Handler, TURN_BUDGET, TimerKey};
 
 /// How long a client we are closing after its last reply (an error, `Connection: close`, HTTP/1.0) may keep
@@ -201,6 +202,17 @@ impl<W> ClientConn<W> {
         );
         self.reply(&out, then);
         self.status = status;
+    }
+
+    /// The answer to a request no route matched: 404, or 405 naming the allowed methods in `Allow`.
+    pub fn reply_miss(&mut self, miss: Miss, method: &str, then: AfterReply) {
+        match miss {
+            Miss::NotFound => self.reply_error(404, "not_found", "no such route", &[], then),
+            Miss::MethodNotAllowed(allow) => {
+                let msg = format!("method {method} is not allowed here; allowed: {allow}");
+                self.reply_error(405, "method_not_allowed", &msg, &[("Allow", allow)], then);
+            }
+        }
     }
 
     /// A `200` with a JSON body; for `HEAD`, the same head without the body.

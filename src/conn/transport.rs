@@ -255,11 +255,11 @@ mod tests {
         (t, peer, poll)
     }
 
-    /// Polls until the transport is readable (bounded): synchronized on the event, not on time.
-    fn wait_readable(t: &mut Transport, poll: &mut mio::Poll) {
+    /// Polls until `until(t)` holds (bounded): synchronized on the event, not on time.
+    fn wait(t: &mut Transport, poll: &mut mio::Poll, until: fn(&Transport) -> bool) {
         let mut events = mio::Events::with_capacity(4);
         for _ in 0..50 {
-            if t.readable() {
+            if until(t) {
                 return;
             }
             poll.poll(&mut events, Some(Duration::from_millis(200)))
@@ -273,7 +273,11 @@ mod tests {
                 });
             }
         }
-        panic!("no readable event within 10 s");
+        panic!("no such event within 10 s");
+    }
+
+    fn wait_readable(t: &mut Transport, poll: &mut mio::Poll) {
+        wait(t, poll, Transport::readable);
     }
 
     #[test]
@@ -312,22 +316,7 @@ mod tests {
         peer.write_all(b"last").unwrap();
         peer.shutdown(Shutdown::Write).unwrap();
         // Wait for the hang-up itself, so that the data and the FIN are both in before we read.
-        let mut events = mio::Events::with_capacity(4);
-        for _ in 0..50 {
-            if t.read_closed() {
-                break;
-            }
-            poll.poll(&mut events, Some(Duration::from_millis(200)))
-                .unwrap();
-            for e in events.iter() {
-                t.absorb(Ready {
-                    readable: e.is_readable(),
-                    writable: e.is_writable(),
-                    read_closed: e.is_read_closed(),
-                    error: e.is_error(),
-                });
-            }
-        }
+        wait(&mut t, &mut poll, Transport::read_closed);
         assert!(t.read_closed(), "no EPOLLRDHUP within 10 s");
         let mut buf = [0u8; 16];
         assert!(matches!(t.read(&mut buf), ReadOutcome::Data(4)));

@@ -40,6 +40,7 @@ pub mod chunked;
 mod head_scan;
 pub mod request;
 pub mod response;
+pub mod route;
 
 pub use body::{BodyDecoder, Framing, Truncated};
 pub use chunked::{ChunkError, ChunkedDecoder, Decoded};

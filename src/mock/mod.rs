@@ -26,7 +26,7 @@ use crate::conn::Transport;
 use crate::conn::client::{self, AfterReply, ClientApp, ClientConn, ClientState, StreamFraming};
 use crate::http::request::{Limits, Request, RequestReader};
 use crate::reactor::{ConnId, Cx, Handler, Ready, TURN_BUDGET, Tag, TimerKey};
-use routes::{Miss, Route};
+use routes::Route;
 use script::{MockFormat, MockScript, parse_mock_request};
 
 /// Counters shared by all mock workers (relaxed atomics: they are statistics, not synchronization).
@@ -259,14 +259,7 @@ impl ClientApp for Mock {
             Ok(Route::Healthz) => {
                 c.reply_json(&req.method, &serde_json::json!({"status": "ok"}), then)
             }
-            Err(Miss::NotFound) => c.reply_error(404, "not_found", "no such route", &[], then),
-            Err(Miss::MethodNotAllowed(allow)) => {
-                let msg = format!(
-                    "method {} is not allowed here; allowed: {allow}",
-                    req.method
-                );
-                c.reply_error(405, "method_not_allowed", &msg, &[("Allow", allow)], then);
-            }
+            Err(miss) => c.reply_miss(miss, &req.method, then),
         }
     }
 

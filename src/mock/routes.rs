@@ -1,6 +1,8 @@
-//! Path -> what the mock does with it. A pure function, like the relay's routes: a known path with the
-//! wrong method is a 405 naming the allowed methods in `Allow` (RFC 9110 §15.5.6), an unknown path a 404,
-//! and every `GET` route also answers `HEAD` (RFC 9110 §9.3.2).
+//! Path -> what the mock does with it. A pure function, like the relay's routes; the 404/405 rules they
+//! share are in `crate::http::route`.
+
+use crate::http::route;
+pub use crate::http::route::Miss;
 
 /// What a request to the mock is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,14 +15,6 @@ pub enum Route {
     Generate,
 }
 
-/// A request that matched no route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Miss {
-    NotFound,
-    /// The path exists; the value is the `Allow` header.
-    MethodNotAllowed(&'static str),
-}
-
 /// Finds the route for `method` and `path` (the path without its query).
 pub fn resolve(method: &str, path: &str) -> Result<Route, Miss> {
     let (route, allow) = match path {
@@ -29,11 +23,7 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, Miss> {
         p if is_generate_path(p) => (Route::Generate, "POST"),
         _ => return Err(Miss::NotFound),
     };
-    if allow.split(", ").any(|m| m == method) {
-        Ok(route)
-    } else {
-        Err(Miss::MethodNotAllowed(allow))
-    }
+    route::allow(route, allow, method)
 }
 
 /// `/v1/chat/completions` (OpenAI) or `/v1beta/models/{model}:streamGenerateContent` (Gemini), under any base.

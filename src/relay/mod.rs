@@ -38,7 +38,7 @@ use crate::reactor::{ConnId, Cx, Handler, Ready, Tag, TimerKey};
 use exchange::Exchange;
 use pool::Pool;
 use providers::{Origin, Provider, ProviderKey};
-use routes::{Miss, Route};
+use routes::Route;
 pub use upstreams::Upstreams;
 
 /// The tag of a client's own socket.
@@ -278,14 +278,7 @@ impl ClientApp for Relay {
             Ok(Route::Healthz) => {
                 c.reply_json(&req.method, &serde_json::json!({"status": "ok"}), then)
             }
-            Err(Miss::NotFound) => c.reply_error(404, "not_found", "no such route", &[], then),
-            Err(Miss::MethodNotAllowed(allow)) => {
-                let msg = format!(
-                    "method {} is not allowed here; allowed: {allow}",
-                    req.method
-                );
-                c.reply_error(405, "method_not_allowed", &msg, &[("Allow", allow)], then);
-            }
+            Err(miss) => c.reply_miss(miss, &req.method, then),
         }
     }
 

@@ -1,9 +1,10 @@
 //! Path -> what the relay does with it.
 //!
 //! Routing is a pure function of (method, path) so that the 404/405 rules can be tested without a
-//! socket. A known path with the wrong method is a 405 that names the allowed methods in `Allow`
-//! (RFC 9110 §15.5.6); an unknown path is a 404. Every `GET` route also answers `HEAD` (RFC 9110 §9.3.2
-//! expects it of a general-purpose server); the caller leaves the body out.
+//! socket; the rules every table shares are in `crate::http::route`.
+
+use crate::http::route;
+pub use crate::http::route::Miss;
 
 /// What a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,14 +15,6 @@ pub enum Route {
     Generate,
 }
 
-/// A request that matched no route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Miss {
-    NotFound,
-    /// The path exists; the value is the `Allow` header.
-    MethodNotAllowed(&'static str),
-}
-
 /// Finds the route for `method` and `path` (the path without its query).
 pub fn resolve(method: &str, path: &str) -> Result<Route, Miss> {
     let (route, allow) = match path {
@@ -29,11 +22,7 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, Miss> {
         "/api/v1/generate-stream" | "/api/v1/stream" => (Route::Generate, "POST"),
         _ => return Err(Miss::NotFound),
     };
-    if allow.split(", ").any(|m| m == method) {
-        Ok(route)
-    } else {
-        Err(Miss::MethodNotAllowed(allow))
-    }
+    route::allow(route, allow, method)
 }
 
 #[cfg(test)]

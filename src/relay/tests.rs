@@ -68,6 +68,30 @@ fn streaming(w: &mut Worker<Relay>, id: ConnId) -> bool {
     )
 }
 
+/// A client that asked for a stream, and the upstream connection the relay opened for it (blocking).
+fn stream_with_upstream(
+    w: &mut Worker<Relay>,
+    origin: &TcpListener,
+    addr: SocketAddr,
+) -> (StdStream, StdStream) {
+    let mut peer = StdStream::connect(addr).unwrap();
+    let body = br#"{"prompt":"hi"}"#;
+    let req = format!(
+        "POST /api/v1/generate-stream HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    peer.write_all(&[req.as_bytes(), body].concat()).unwrap();
+    origin.set_nonblocking(true).unwrap();
+    let mut upstream = None;
+    turn_until(w, "the upstream connect", |_| {
+        upstream = origin.accept().ok().map(|(s, _)| s);
+        upstream.is_some()
+    });
+    let upstream = upstream.unwrap();
+    upstream.set_nonblocking(false).unwrap();
+    (peer, upstream)
+}
+
 /// A client pipelining many requests gets one turn, then yields.
 #[test]
 fn a_pipelining_client_yields_after_its_turn() {
@@ -104,21 +128,7 @@ fn a_fire_hose_upstream_yields_after_its_turn() {
     let origin = TcpListener::bind("127.0.0.1:0").unwrap();
     // A 1 KiB cap: each read takes at most 1 KiB, so a 64 KiB body needs 64 reads.
     let (mut w, addr) = relay(&origin, 1024);
-    let mut peer = StdStream::connect(addr).unwrap();
-    let body = br#"{"prompt":"hi"}"#;
-    let req = format!(
-        "POST /api/v1/generate-stream HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    peer.write_all(&[req.as_bytes(), body].concat()).unwrap();
-    origin.set_nonblocking(true).unwrap();
-    let mut upstream = None;
-    turn_until(&mut w, "the upstream connect", |_| {
-        upstream = origin.accept().ok().map(|(s, _)| s);
-        upstream.is_some()
-    });
-    let mut upstream = upstream.unwrap();
-    upstream.set_nonblocking(false).unwrap();
+    let (mut peer, mut upstream) = stream_with_upstream(&mut w, &origin, addr);
     let id = only_client(&mut w);
     upstream
         .write_all(
@@ -149,20 +159,7 @@ fn a_fire_hose_upstream_yields_after_its_turn() {
 fn a_departing_client_takes_its_upstream_along() {
     let origin = TcpListener::bind("127.0.0.1:0").unwrap();
     let (mut w, addr) = relay(&origin, 1 << 16);
-    let mut peer = StdStream::connect(addr).unwrap();
-    let body = br#"{"prompt":"hi"}"#;
-    let req = format!(
-        "POST /api/v1/generate-stream HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    peer.write_all(&[req.as_bytes(), body].concat()).unwrap();
-    origin.set_nonblocking(true).unwrap();
-    let mut upstream = None;
-    turn_until(&mut w, "the upstream connect", |_| {
-        upstream = origin.accept().ok().map(|(s, _)| s);
-        upstream.is_some()
-    });
-    let mut upstream = upstream.unwrap();
+    let (peer, mut upstream) = stream_with_upstream(&mut w, &origin, addr);
     let mut request = [0u8; 4096];
     upstream.set_nonblocking(true).unwrap();
     turn_until(&mut w, "the request", |_| {
