@@ -2,12 +2,13 @@
 //!
 //! The command line is parsed by `clap` into [`ServeArgs`] / [`MockArgs`]; [`ServeArgs::config`] then checks
 //! what clap cannot (values that could never serve a request) and decides where generations go, in this
-//! order: `--upstream` if given; otherwise the provider's public API if its key is set (`GEMINI_API_KEY`,
-//! `OPENAI_API_KEY`); otherwise the built-in mock upstream, started inside the same process, so that
+//! order: `--upstream` if given; otherwise the provider's public HTTPS API if its key is set
+//! (`GEMINI_API_KEY`, `OPENAI_API_KEY`); otherwise the built-in mock upstream, started inside the same process, so that
 //! `cargo run --release` works on a machine with no key and no network. The result, a [`Config`], is what
 //! `tokenpipe::Server::start` takes: tests and benchmarks build one directly.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -126,6 +127,22 @@ pub struct CommonArgs {
     #[arg(long, env = "TOKENPIPE_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES",
           value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     pub max_body_bytes: u64,
+    /// Serve HTTPS: the listener's certificate chain (PEM); needs --tls-key.
+    #[arg(
+        long,
+        env = "TOKENPIPE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Serve HTTPS: the private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "TOKENPIPE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl CommonArgs {
@@ -139,6 +156,7 @@ impl CommonArgs {
                 ..Limits::default()
             },
             stream_buffer: usize::try_from(self.stream_buffer_bytes).unwrap_or(usize::MAX),
+            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
         }
     }
 }
@@ -164,6 +182,10 @@ pub struct ServeArgs {
     /// Model used when a request names none [default: the provider's default model].
     #[arg(long, env = "TOKENPIPE_MODEL")]
     pub model: Option<String>,
+    /// Extra CA certificates (PEM) an https:// upstream's certificate may chain to, besides the
+    /// built-in Mozilla roots: for a self-hosted model server with a private CA.
+    #[arg(long, env = "TOKENPIPE_UPSTREAM_CA", value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
     /// Close pooled upstream connections idle for this long.
     #[arg(long, env = "TOKENPIPE_UPSTREAM_IDLE_TIMEOUT", default_value_t = 30, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
@@ -227,6 +249,8 @@ pub struct LoopConfig {
     pub limits: Limits,
     /// Most bytes held for one stream that its client has not taken yet.
     pub stream_buffer: usize,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for LoopConfig {
@@ -237,6 +261,7 @@ impl Default for LoopConfig {
             loop_warn: Duration::from_millis(10),
             limits: Limits::default(),
             stream_buffer: 64 * 1024,
+            tls: None,
         }
     }
 }
@@ -283,6 +308,8 @@ pub struct Config {
     pub pool_max_idle: usize,
     /// How long a pooled connection may idle.
     pub idle_timeout: Duration,
+    /// Extra CA certificates for an `https` upstream.
+    pub upstream_ca: Option<PathBuf>,
     pub common: LoopConfig,
 }
 
@@ -301,6 +328,7 @@ impl Config {
             default_model: provider.default_model().to_string(),
             pool_max_idle: 64,
             idle_timeout: Duration::from_secs(30),
+            upstream_ca: None,
             common: LoopConfig::default(),
         }
     }
@@ -352,12 +380,11 @@ impl ServeArgs {
                     Provider::OpenAi => "https://api.openai.com",
                     Provider::Gemini => "https://generativelanguage.googleapis.com",
                 };
-                let var = key_var(provider);
-                return Err(format!(
-                    "{var} is set, which means the {provider} API at {api}, but this build relays to plain \
-                     http:// upstreams only; pass --upstream http://HOST:PORT for a local server, or unset \
-                     {var} to use the built-in mock"
-                ));
+                UpstreamConfig::Remote {
+                    provider,
+                    origin: parse_upstream_url(api)?,
+                    key,
+                }
             }
             (None, None) => UpstreamConfig::EmbeddedMock {
                 provider,
@@ -375,6 +402,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| provider.default_model().to_string()),
             pool_max_idle: self.upstream_max_conns,
             idle_timeout: Duration::from_secs(self.upstream_idle_timeout),
+            upstream_ca: self.upstream_ca.clone(),
             common: self.common.loop_settings(),
         })
     }

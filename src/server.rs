@@ -26,12 +26,13 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{Config, FdLimit, LoopConfig, MockConfig, UpstreamConfig};
+use crate::conn::tls;
 use crate::mock::script::MockFormat;
 use crate::mock::{Mock, MockStats};
 use crate::reactor::instrument::{StatsSnapshot, WorkerStats};
 use crate::reactor::{Handler, Remote, Worker, fdlimit};
 use crate::relay::providers::{Origin, Provider};
-use crate::relay::{Relay, RelayCounts, RelayStats, UpstreamTarget};
+use crate::relay::{Relay, RelayCounts, RelaySettings, RelayStats, UpstreamTarget};
 
 /// Descriptors a process needs besides its streams: standard streams, and per worker its listener, its
 /// epoll instance and its waker; plus two for one stream, or nothing could be served.
@@ -86,6 +87,7 @@ impl Server {
                 group.mock_addr = Some(addr);
                 group.mock_stats = Some(stats);
                 let origin = Origin {
+                    tls: false,
                     host: "127.0.0.1".into(),
                     port: addr.port(),
                     base_path: String::new(),
@@ -99,32 +101,33 @@ impl Server {
             .map_err(|e| format!("cannot resolve upstream host {}: {e}", origin.host))?
             .next()
             .ok_or_else(|| format!("upstream host {} has no address", origin.host))?;
-        log::info!(
-            "relaying to the {provider} API at http://{}{} ({addr})",
-            origin.host_header(),
-            origin.base_path
-        );
+        log::info!("relaying to the {provider} API at {origin} ({addr})");
+        let roots = match origin.tls {
+            true => Some(Arc::new(tls::root_store(config.upstream_ca.as_deref())?)),
+            false => None,
+        };
         let target = Arc::new(UpstreamTarget {
             provider,
             origin,
             addr,
             key,
             default_model: config.default_model.clone(),
+            roots,
         });
+        let settings = RelaySettings {
+            limits: config.common.limits.clone(),
+            stream_buffer: config.common.stream_buffer,
+            max_idle: config.pool_max_idle,
+            idle_timeout: config.idle_timeout,
+            inbound_tls: inbound_tls(&config.common)?,
+        };
         let listeners = bind_listeners(config.listen, config.workers, config.common.backlog)
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         group.addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
         let stats = Arc::new(RelayStats::default());
         group.relay_stats = Some(stats.clone());
         for (i, listener) in listeners.into_iter().enumerate() {
-            let relay = Relay::new(
-                target.clone(),
-                config.common.limits.clone(),
-                config.common.stream_buffer,
-                config.pool_max_idle,
-                config.idle_timeout,
-                stats.clone(),
-            );
+            let relay = Relay::new(target.clone(), settings.clone(), stats.clone())?;
             let name = format!("relay-{i}");
             spawn(
                 name,
@@ -153,6 +156,14 @@ impl Server {
             workers,
             exits,
         })
+    }
+}
+
+/// The listener's TLS configuration, when `--tls-cert` and `--tls-key` are given.
+fn inbound_tls(common: &LoopConfig) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    match &common.tls {
+        Some((cert, key)) => tls::server_config(cert, key).map(Some),
+        None => Ok(None),
     }
 }
 

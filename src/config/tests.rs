@@ -48,19 +48,26 @@ fn serve_is_the_default_subcommand() {
     assert!(Cli::try_parse_from(["tokenpipe", "--workers", "0"]).is_err());
 }
 
-/// A key in the environment with no `--upstream` is named as the environment variable it is, not as a
-/// flag the user did not pass, and the key itself never appears.
+/// A key in the environment with no `--upstream` means the provider's public API, over HTTPS.
 #[test]
-fn a_key_without_an_upstream_is_refused_naming_the_variable() {
+fn a_key_without_an_upstream_means_the_providers_https_api() {
     let env = |k: &str| (k == "GEMINI_API_KEY").then(|| "secret-key".to_string());
-    let err = serve(&[]).config(env).unwrap_err();
-    assert!(err.contains("GEMINI_API_KEY"), "{err}");
-    assert!(err.contains("https"), "{err}");
-    assert!(
-        !err.contains("--upstream https"),
-        "reported as a flag: {err}"
+    let config = serve(&[]).config(env).unwrap();
+    let UpstreamConfig::Remote {
+        provider,
+        origin,
+        key,
+    } = config.upstream
+    else {
+        panic!("not remote");
+    };
+    assert_eq!(provider, Provider::Gemini);
+    assert_eq!(
+        origin.to_string(),
+        "https://generativelanguage.googleapis.com"
     );
-    assert!(!err.contains("secret-key"), "{err}");
+    assert_eq!(key.unwrap().expose(), "secret-key");
+    assert_eq!(config.default_model, "gemini-2.0-flash");
 }
 
 #[test]

@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod outbuf;
+pub mod tls;
 pub mod transport;
 pub mod upstream;
 

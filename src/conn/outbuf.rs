@@ -53,6 +53,8 @@ impl OutBuf {
 
     /// Writes queued bytes until the buffer is empty or the socket would block.
     pub fn flush(&mut self, io: &mut Transport) -> io::Result<Flushed> {
+        // Records a TLS session holds go first: they carry bytes sent before.
+        io.flush()?;
         if self.is_empty() {
             return Ok(Flushed::Empty);
         }

@@ -35,6 +35,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry};
 
 use super::Readiness;
+use super::tls::{Handshake, Tls};
 use crate::reactor::instrument::{Syscall, count};
 use crate::reactor::{ConnId, Ready, Tag};
 
@@ -61,11 +62,13 @@ pub enum IdleCheck {
     Unexpected,
 }
 
-/// A non-blocking socket and what we remember of its readiness.
+/// A non-blocking socket, what we remember of its readiness, and, for an HTTPS connection, its TLS
+/// session (boxed: most connections are plain, and a session is large).
 #[derive(Debug)]
 pub struct Transport {
     sock: TcpStream,
     ready: Readiness,
+    tls: Option<Box<Tls>>,
 }
 
 impl Transport {
@@ -80,6 +83,7 @@ impl Transport {
         Transport {
             sock,
             ready: Readiness::default(),
+            tls: None,
         }
     }
 
@@ -93,7 +97,35 @@ impl Transport {
         Ok(Transport {
             sock,
             ready: Readiness::default(),
+            tls: None,
         })
+    }
+
+    /// Runs TLS over this connection from now on (before any byte went either way).
+    pub fn start_tls(&mut self, tls: Tls) {
+        self.tls = Some(Box::new(tls));
+    }
+
+    /// The TLS session, if this is a TLS connection.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_deref()
+    }
+
+    /// Moves a TLS handshake on as far as the socket allows (`Done` at once for plain TCP).
+    pub fn handshake(&mut self) -> io::Result<Handshake> {
+        match &mut self.tls {
+            Some(tls) => tls.handshake(&mut self.sock, &mut self.ready),
+            None => Ok(Handshake::Done),
+        }
+    }
+
+    /// Writes out what the transport holds itself (TLS records); true when nothing is left. Plain TCP
+    /// holds nothing.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        match &mut self.tls {
+            Some(tls) => tls.flush(&mut self.sock, &mut self.ready),
+            None => Ok(true),
+        }
     }
 
     /// Registers the socket as socket `tag` of entry `id`, for both directions, once: with edge-triggered
@@ -128,9 +160,10 @@ impl Transport {
         self.ready
     }
 
-    /// A read may return something (bytes, end-of-file or an error) without waiting for an event.
+    /// A read may return something (bytes, end-of-file or an error) without waiting for an event: the
+    /// socket is readable, or the TLS session holds decrypted bytes.
     pub fn readable(&self) -> bool {
-        self.ready.readable
+        self.ready.readable || self.tls.as_ref().is_some_and(|t| t.has_plaintext())
     }
 
     /// A write may take bytes without waiting for an event.
@@ -143,8 +176,12 @@ impl Transport {
         self.ready.read_closed
     }
 
-    /// Reads once into `buf` (which must not be empty), applying the short-read rule (module docs).
+    /// Reads once into `buf` (which must not be empty), applying the short-read rule (module docs) to
+    /// plain TCP. A TLS connection returns plaintext, reading records as needed.
     pub fn read(&mut self, buf: &mut [u8]) -> ReadOutcome {
+        if let Some(tls) = &mut self.tls {
+            return tls.read(&mut self.sock, &mut self.ready, buf);
+        }
         loop {
             count(Syscall::Read);
             return match self.sock.read(buf) {
@@ -172,6 +209,9 @@ impl Transport {
     /// Writes `parts` (one `write`, or one `writev` for several) and returns how many bytes the socket took:
     /// 0 when it would block, which clears `writable` until the next edge.
     pub fn write(&mut self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        if let Some(tls) = &mut self.tls {
+            return tls.write(&mut self.sock, &mut self.ready, parts);
+        }
         loop {
             let result = match parts {
                 [one] => {
@@ -199,8 +239,12 @@ impl Transport {
         }
     }
 
-    /// Shuts our sending side: the peer reads end-of-file after what we sent.
+    /// Shuts our sending side: the peer reads end-of-file after what we sent (after `close_notify` on
+    /// TLS).
     pub fn shutdown_write(&mut self) -> io::Result<()> {
+        if let Some(tls) = &mut self.tls {
+            tls.close_notify(&mut self.sock, &mut self.ready);
+        }
         count(Syscall::Shutdown);
         self.sock.shutdown(Shutdown::Write)
     }
@@ -208,6 +252,9 @@ impl Transport {
     /// Looks at a connection that should be silent (idle in a pool, or just finished with) without taking
     /// its bytes. Costs no system call when no edge came since the last read said the socket was drained.
     pub fn check_idle(&mut self) -> IdleCheck {
+        if let Some(tls) = &mut self.tls {
+            return tls.check_idle(&mut self.sock, &mut self.ready);
+        }
         if !self.ready.readable {
             return IdleCheck::Quiet;
         }
@@ -227,6 +274,37 @@ impl Transport {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => IdleCheck::Closed,
             };
+        }
+    }
+}
+
+/// An accepted socket as a transport, with TLS on top when `tls` is given (an HTTPS listener). `None`
+/// (and a log line naming the peer) when the TLS session cannot be set up.
+pub fn accepted(
+    sock: TcpStream,
+    tls: Option<&std::sync::Arc<rustls::ServerConfig>>,
+    worker: &str,
+    peer: std::net::SocketAddr,
+) -> Option<Transport> {
+    let mut io = Transport::accepted(sock);
+    if let Some(config) = tls {
+        match Tls::server(config.clone()) {
+            Ok(session) => io.start_tls(session),
+            Err(e) => {
+                log::warn!("{worker}: {peer}: {e}");
+                return None;
+            }
+        }
+    }
+    Some(io)
+}
+
+impl Drop for Transport {
+    /// A TLS session says goodbye (`close_notify`, or the alert of a failed handshake, already queued)
+    /// before its descriptor closes; without waiting, so closing never blocks the loop.
+    fn drop(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            tls.close_notify(&mut self.sock, &mut self.ready);
         }
     }
 }

@@ -1,11 +1,16 @@
 //! The upstream connection: one HTTP/1.1 exchange at a time with a model API.
 //!
 //! ```text
-//!   connect() or pool ──▶ Sending ──request written──▶ AwaitingHead ──2xx head parsed──▶ Body ──▶ (ended)
+//!   connect() ──▶ Handshaking (https) ──▶ Sending ──request written──▶ AwaitingHead ──head parsed──▶ Body
+//!        └──────── (http) ───────────────▲
+//!   pool ────────────────────────────────┘
 //! ```
 //!
-//! A non-blocking `connect` completes when the socket first turns writable, so `Sending` doubles as
-//! "connecting": the first write either goes through or reports the connect error (`ECONNREFUSED`).
+//! A non-blocking `connect` completes when the socket first turns writable, so the first state doubles as
+//! "connecting": the first write either goes through or reports the connect error (`ECONNREFUSED`). Over
+//! TLS that first write is the ClientHello, and the handshake is a state of its own: it waits for the
+//! socket as rustls asks (`conn::tls`), and it fails with the reason an untrusted certificate or a wrong
+//! name gives.
 //!
 //! This type knows the upstream side of HTTP/1.1 and nothing of clients: the request it writes is lent to it
 //! by its owner (the relay's exchange), and what the response bytes mean is returned, not acted on. What
@@ -15,13 +20,16 @@
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 
+use super::tls::{Handshake, Tls};
 use super::transport::Transport;
 use crate::http::body::BodyDecoder;
 use crate::http::response::{ResponseError, ResponseHead, parse_response_head};
 
 /// What an upstream connection is doing.
 pub enum UpstreamState {
-    /// Connecting, then writing the request; `written` bytes of it are out.
+    /// Connecting, then the TLS handshake (`https` only).
+    Handshaking,
+    /// Connecting (`http`), then writing the request; `written` bytes of it are out.
     Sending { written: usize },
     /// Request sent; collecting the response head in `head` (bounded by the head limit).
     AwaitingHead { head: Vec<u8> },
@@ -61,13 +69,34 @@ pub enum HeadProgress {
 }
 
 impl UpstreamConn {
-    /// Starts a non-blocking connect to `addr`; the exchange begins in `Sending`.
-    pub fn connect(addr: SocketAddr) -> io::Result<Self> {
+    /// Starts a non-blocking connect to `addr`, with TLS if `tls` is given; the exchange begins in
+    /// `Handshaking` (TLS) or `Sending`.
+    pub fn connect(addr: SocketAddr, tls: Option<Tls>) -> io::Result<Self> {
+        let mut io = Transport::connect(addr)?;
+        let state = match tls {
+            Some(tls) => {
+                io.start_tls(tls);
+                UpstreamState::Handshaking
+            }
+            None => UpstreamState::Sending { written: 0 },
+        };
         Ok(UpstreamConn {
-            io: Transport::connect(addr)?,
-            state: UpstreamState::Sending { written: 0 },
+            io,
+            state,
             reused: false,
         })
+    }
+
+    /// Moves the TLS handshake on (in `Handshaking`); when it is over, the state becomes `Sending`.
+    pub fn handshake(&mut self) -> io::Result<Handshake> {
+        if !matches!(self.state, UpstreamState::Handshaking) {
+            return Ok(Handshake::Done);
+        }
+        let progress = self.io.handshake()?;
+        if progress == Handshake::Done {
+            self.state = UpstreamState::Sending { written: 0 };
+        }
+        Ok(progress)
     }
 
     /// A new exchange on an idle connection (from a pool).
@@ -98,7 +127,7 @@ impl UpstreamConn {
     /// True once any byte of the response has arrived.
     pub fn response_started(&self) -> bool {
         match &self.state {
-            UpstreamState::Sending { .. } => false,
+            UpstreamState::Handshaking | UpstreamState::Sending { .. } => false,
             UpstreamState::AwaitingHead { head } => !head.is_empty(),
             UpstreamState::Body { .. } => true,
         }

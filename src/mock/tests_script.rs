@@ -179,6 +179,7 @@ fn every_event_is_valid_and_the_text_adds_up() {
 #[test]
 fn parses_what_the_relay_sends() {
     let origin = Origin {
+        tls: false,
         host: "127.0.0.1".into(),
         port: 9000,
         base_path: String::new(),

@@ -159,6 +159,8 @@ impl Deadlines {
 pub enum Failure {
     /// Connecting, writing or reading failed (a refused connect surfaces as the first write's error).
     Io(io::Error),
+    /// The TLS handshake failed: an untrusted certificate, a name that does not match, a protocol error.
+    Tls(io::Error),
     ClosedBeforeHead,
     BadHead(ResponseError),
     Status(u16),
@@ -166,10 +168,21 @@ pub enum Failure {
     Truncated,
 }
 
+impl Failure {
+    /// The machine-readable code of the 502 a client gets for it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Failure::Tls(_) => "upstream_tls_failed",
+            _ => "upstream_failed",
+        }
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Io(e) => write!(f, "upstream connection failed: {e}"),
+            Failure::Tls(e) => write!(f, "upstream TLS handshake failed: {e}"),
             Failure::ClosedBeforeHead => {
                 f.write_str("upstream closed the connection before answering")
             }

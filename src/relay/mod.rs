@@ -32,7 +32,7 @@ use std::time::Duration;
 use mio::net::TcpStream;
 
 use crate::conn::client::{self, AfterReply, ClientApp, ClientConn, ClientState, StreamFraming};
-use crate::conn::transport::{IdleCheck, Transport};
+use crate::conn::transport::{IdleCheck, Transport, accepted};
 use crate::http::request::{Limits, Request, RequestReader};
 use crate::reactor::{ConnId, Cx, Handler, Ready, Tag, TimerKey};
 use exchange::Exchange;
@@ -55,6 +55,9 @@ pub struct UpstreamTarget {
     pub addr: SocketAddr,
     pub key: Option<ProviderKey>,
     pub default_model: String,
+    /// The roots an `https` upstream's certificate must chain to (`None` for `http`). Each worker builds
+    /// its own TLS client configuration from them, and with it its own session cache.
+    pub roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 /// One entry of a relay worker's slab.
@@ -92,6 +95,8 @@ pub struct RelayStats {
     retries: AtomicU64,
     completed: AtomicU64,
     failed: AtomicU64,
+    tls_full: AtomicU64,
+    tls_resumed: AtomicU64,
 }
 
 /// A copy of [`RelayStats`].
@@ -107,6 +112,10 @@ pub struct RelayCounts {
     pub completed: u64,
     /// Exchanges that failed (a 502, or a stream that broke off).
     pub failed: u64,
+    /// TLS handshakes with an upstream that were full ones.
+    pub tls_full: u64,
+    /// TLS handshakes with an upstream that resumed an earlier session.
+    pub tls_resumed: u64,
 }
 
 impl RelayStats {
@@ -118,6 +127,8 @@ impl RelayStats {
             retries: get(&self.retries),
             completed: get(&self.completed),
             failed: get(&self.failed),
+            tls_full: get(&self.tls_full),
+            tls_resumed: get(&self.tls_resumed),
         }
     }
 
@@ -126,35 +137,50 @@ impl RelayStats {
     }
 }
 
+/// What a relay worker is told besides where to relay.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub limits: Limits,
+    /// Most bytes held per stream that its client has not read (`--stream-buffer-bytes`).
+    pub stream_buffer: usize,
+    /// Most idle keep-alive upstream connections kept (`--upstream-max-conns`).
+    pub max_idle: usize,
+    /// How long an idle upstream connection is kept (`--upstream-idle-timeout`).
+    pub idle_timeout: Duration,
+    /// Terminate TLS on accepted connections (`--tls-cert`, `--tls-key`).
+    pub inbound_tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// The relay application of one worker.
 pub struct Relay {
     limits: Limits,
     upstreams: Upstreams,
+    inbound_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Relay {
-    /// A relay to `target`, keeping at most `max_idle` idle connections for `idle_timeout`, and at most
-    /// `stream_buffer` bytes per stream that its client has not read; it counts what it does in `stats`.
+    /// A relay to `target`, as `settings` say; it counts what it does in `stats`. Fails only when the
+    /// upstream's TLS configuration cannot be built.
     pub fn new(
         target: Arc<UpstreamTarget>,
-        limits: Limits,
-        stream_buffer: usize,
-        max_idle: usize,
-        idle_timeout: Duration,
+        settings: RelaySettings,
         stats: Arc<RelayStats>,
-    ) -> Relay {
-        let pool = Pool::new(max_idle);
-        Relay {
-            upstreams: Upstreams::new(
-                target,
-                pool,
-                idle_timeout,
-                stream_buffer,
-                limits.max_head_bytes,
-                stats,
-            ),
-            limits,
-        }
+    ) -> Result<Relay, String> {
+        let pool = Pool::new(settings.max_idle);
+        let max_head = settings.limits.max_head_bytes;
+        let upstreams = Upstreams::new(
+            target,
+            pool,
+            settings.idle_timeout,
+            settings.stream_buffer,
+            max_head,
+            stats,
+        )?;
+        Ok(Relay {
+            upstreams,
+            limits: settings.limits,
+            inbound_tls: settings.inbound_tls,
+        })
     }
 
     /// Idle connections in the pool (for tests and statistics).
@@ -176,7 +202,10 @@ impl Handler for Relay {
 
     fn on_accept(&mut self, cx: &mut Cx<Self>, sock: TcpStream, peer: SocketAddr) {
         let reader = RequestReader::new(self.limits.clone());
-        let client = ClientConn::new(Transport::accepted(sock), peer, reader);
+        let Some(io) = accepted(sock, self.inbound_tls.as_ref(), cx.name(), peer) else {
+            return;
+        };
+        let client = ClientConn::new(io, peer, reader);
         let Ok(id) = cx.conns.insert_with(|_| Entry::Client(Box::new(client))) else {
             return log::warn!("{}: too many connections; dropping {peer}", cx.name());
         };

@@ -19,8 +19,8 @@
 //!   LF there would let whoever configured it inject headers. The key never goes into the URL, where proxies
 //!   and access logs would record it, and [`ProviderKey`] refuses to print itself.
 //!
-//! Upstreams are plain `http://` for now. HTTPS (rustls) is a later step in `conn/`; [`parse_upstream_url`]
-//! says so instead of silently talking cleartext to a port that expects TLS.
+//! Upstreams are `http://` or `https://` ([`Origin::tls`]); TLS itself lives in the transport
+//! (`conn::tls`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -86,23 +86,26 @@ impl fmt::Display for Provider {
 /// Two origins are equal exactly when they can share pooled connections, hence `Hash`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
+    /// `https://`: TLS to the upstream, its certificate checked against `host`.
+    pub tls: bool,
     /// Domain name or IP address, without brackets.
     pub host: String,
-    /// TCP port (80 when the URL gives none).
+    /// TCP port (80, or 443 for `https`, when the URL gives none).
     pub port: u16,
     /// A path prefix for every request, percent-encoded, without a trailing slash; `""` for none.
     pub base_path: String,
 }
 
 impl Origin {
-    /// The value of the `Host` header: `host:port`, with `:80` omitted and IPv6 literals bracketed.
+    /// The value of the `Host` header: `host:port`, with the scheme's default port omitted and IPv6
+    /// literals bracketed.
     pub fn host_header(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == self.default_port() {
             host
         } else {
             format!("{host}:{}", self.port)
@@ -110,35 +113,48 @@ impl Origin {
     }
 }
 
-impl fmt::Display for Origin {
-    /// The origin as a URL, e.g. `http://127.0.0.1:8080/base`, for logs and error messages.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.host_header(), self.base_path)
+impl Origin {
+    /// 443 for `https`, 80 for `http`.
+    pub fn default_port(&self) -> u16 {
+        if self.tls { 443 } else { 80 }
+    }
+
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 }
 
-/// Parse an upstream URL of the form `http://host[:port][/base]`.
+impl fmt::Display for Origin {
+    /// The origin as a URL, e.g. `http://127.0.0.1:8080/base`, for logs and error messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme(),
+            self.host_header(),
+            self.base_path
+        )
+    }
+}
+
+/// Parse an upstream URL of the form `http[s]://host[:port][/base]`.
 ///
 /// The `url` crate does the hard parts (IPv6 literals, IDNA, percent-encoding, `.`/`..` in paths); this
-/// function only refuses what the relay cannot honour: other schemes (including `https`, not supported
-/// *yet*), credentials in the URL (keys belong in configuration, not in a URL that ends up in logs), a
-/// query or a fragment (we append our own path and query), and port 0.
+/// function only refuses what the relay cannot honour: other schemes, credentials in the URL (keys belong
+/// in configuration, not in a URL that ends up in logs), a query or a fragment (we append our own path and
+/// query), and port 0.
 pub fn parse_upstream_url(s: &str) -> Result<Origin, String> {
     let url = url::Url::parse(s).map_err(|e| format!("invalid upstream URL {s:?}: {e}"))?;
-    match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(format!(
-                "upstream URL {s:?}: HTTPS upstreams are not supported yet (TLS to upstreams is planned); \
-                 use an http:// upstream, e.g. a local model server"
-            ));
-        }
+    let tls = match url.scheme() {
+        "http" => false,
+        "https" => true,
         other => {
             return Err(format!(
-                "upstream URL {s:?}: unsupported scheme {other:?}, expected http://"
+                "upstream URL {s:?}: unsupported scheme {other:?}, expected http:// or https://"
             ));
         }
-    }
+    };
     if !url.username().is_empty() || url.password().is_some() {
         // Deliberately do not echo `s`: it holds a secret.
         return Err(
@@ -160,12 +176,15 @@ pub fn parse_upstream_url(s: &str) -> Result<Origin, String> {
         Some(url::Host::Ipv6(a)) => a.to_string(),
         None => return Err(format!("upstream URL {s:?} has no host")),
     };
-    let port = url.port_or_known_default().unwrap_or(80);
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
     if port == 0 {
         return Err(format!("upstream URL {s:?}: port 0 cannot be connected to"));
     }
     let base_path = url.path().trim_end_matches('/').to_string();
     Ok(Origin {
+        tls,
         host,
         port,
         base_path,

@@ -15,6 +15,7 @@ fn relay(origin: &TcpListener, cap: usize) -> (Worker<Relay>, SocketAddr) {
     let target = Arc::new(UpstreamTarget {
         provider: Provider::OpenAi,
         origin: Origin {
+            tls: false,
             host: "127.0.0.1".into(),
             port: addr.port(),
             base_path: String::new(),
@@ -22,15 +23,16 @@ fn relay(origin: &TcpListener, cap: usize) -> (Worker<Relay>, SocketAddr) {
         addr,
         key: None,
         default_model: "m".into(),
+        roots: None,
     });
-    let relay = Relay::new(
-        target,
-        Limits::default(),
-        cap,
-        4,
-        Duration::from_secs(60),
-        Arc::default(),
-    );
+    let settings = RelaySettings {
+        limits: Limits::default(),
+        stream_buffer: cap,
+        max_idle: 4,
+        idle_timeout: Duration::from_secs(60),
+        inbound_tls: None,
+    };
+    let relay = Relay::new(target, settings, Arc::default()).unwrap();
     let mut w = Worker::new("test".into(), Duration::from_secs(10), relay).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

