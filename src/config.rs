@@ -182,6 +182,10 @@ pub struct ServeArgs {
     /// Model used when a request names none [default: the provider's default model].
     #[arg(long, env = "TOKENPIPE_MODEL")]
     pub model: Option<String>,
+    /// How long a resolved upstream name is used before it is looked up again (failures: 5 s).
+    #[arg(long, env = "TOKENPIPE_DNS_TTL", default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
+    pub dns_ttl: u64,
     /// Extra CA certificates (PEM) an https:// upstream's certificate may chain to, besides the
     /// built-in Mozilla roots: for a self-hosted model server with a private CA.
     #[arg(long, env = "TOKENPIPE_UPSTREAM_CA", value_name = "FILE")]
@@ -310,6 +314,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Extra CA certificates for an `https` upstream.
     pub upstream_ca: Option<PathBuf>,
+    /// How long a resolved name is used.
+    pub dns_ttl: Duration,
     pub common: LoopConfig,
 }
 
@@ -329,6 +335,7 @@ impl Config {
             pool_max_idle: 64,
             idle_timeout: Duration::from_secs(30),
             upstream_ca: None,
+            dns_ttl: Duration::from_secs(60),
             common: LoopConfig::default(),
         }
     }
@@ -403,6 +410,7 @@ impl ServeArgs {
             pool_max_idle: self.upstream_max_conns,
             idle_timeout: Duration::from_secs(self.upstream_idle_timeout),
             upstream_ca: self.upstream_ca.clone(),
+            dns_ttl: Duration::from_secs(self.dns_ttl),
             common: self.common.loop_settings(),
         })
     }

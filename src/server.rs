@@ -1,7 +1,8 @@
 //! Assembly: from a [`Config`] to running workers, and back to a stop.
 //!
 //! [`Server::start`] is what the binary, the tests and the benchmarks call. It raises the descriptor limit
-//! and grows the descriptor table (`reactor::fdlimit`), resolves the upstream, starts the embedded mock when
+//! and grows the descriptor table (`reactor::fdlimit`), starts the resolver threads (names are resolved
+//! off the loop, when a connection is first needed), starts the embedded mock when
 //! no upstream is configured, binds one listening socket per worker and starts each worker on its own
 //! thread, serving the relay. It returns a [`Running`]: the bound addresses, the workers' figures, a way to
 //! wait for the first worker that stops, and a way to stop them all.
@@ -18,7 +19,7 @@
 //! connections succeed: the kernel queues them until the workers accept.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
@@ -31,6 +32,7 @@ use crate::mock::script::MockFormat;
 use crate::mock::{Mock, MockStats};
 use crate::reactor::instrument::{StatsSnapshot, WorkerStats};
 use crate::reactor::{Handler, Remote, Worker, fdlimit};
+use crate::relay::dns::{CacheConfig, Resolver};
 use crate::relay::providers::{Origin, Provider};
 use crate::relay::{Relay, RelayCounts, RelaySettings, RelayStats, UpstreamTarget};
 
@@ -44,8 +46,15 @@ fn fds_needed(workers: usize) -> u64 {
 pub struct Server;
 
 impl Server {
-    /// Starts the relay described by `config` (and, if it says so, the embedded mock it relays to).
+    /// Starts the relay described by `config` (and, if it says so, the embedded mock it relays to), with
+    /// the system's name resolution on resolver threads.
     pub fn start(config: Config) -> Result<Running, String> {
+        let resolver = Resolver::new().map_err(|e| format!("cannot start the resolver: {e}"))?;
+        Server::start_with(config, resolver)
+    }
+
+    /// [`Server::start`] with a resolver of the caller's (a test's slow or failing one).
+    pub fn start_with(config: Config, resolver: Resolver) -> Result<Running, String> {
         let mock_workers = usize::from(matches!(
             config.upstream,
             UpstreamConfig::EmbeddedMock { .. }
@@ -95,13 +104,11 @@ impl Server {
                 (provider, origin, None)
             }
         };
-        // Resolved once, at start, while no worker runs yet.
-        let addr = (origin.host.as_str(), origin.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve upstream host {}: {e}", origin.host))?
-            .next()
-            .ok_or_else(|| format!("upstream host {} has no address", origin.host))?;
-        log::info!("relaying to the {provider} API at {origin} ({addr})");
+        log::info!("relaying to the {provider} API at {origin}");
+        let tls_name = match origin.tls {
+            true => Some(tls::server_name(&origin.host)?),
+            false => None,
+        };
         let roots = match origin.tls {
             true => Some(Arc::new(tls::root_store(config.upstream_ca.as_deref())?)),
             false => None,
@@ -109,10 +116,9 @@ impl Server {
         let target = Arc::new(UpstreamTarget {
             provider,
             origin,
-            addr,
             key,
             default_model: config.default_model.clone(),
-            roots,
+            tls_name,
         });
         let settings = RelaySettings {
             limits: config.common.limits.clone(),
@@ -120,6 +126,11 @@ impl Server {
             max_idle: config.pool_max_idle,
             idle_timeout: config.idle_timeout,
             inbound_tls: inbound_tls(&config.common)?,
+            dns: CacheConfig {
+                ttl: config.dns_ttl,
+                ..CacheConfig::default()
+            },
+            upstream_tls: None,
         };
         let listeners = bind_listeners(config.listen, config.workers, config.common.backlog)
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -127,13 +138,18 @@ impl Server {
         let stats = Arc::new(RelayStats::default());
         group.relay_stats = Some(stats.clone());
         for (i, listener) in listeners.into_iter().enumerate() {
-            let relay = Relay::new(target.clone(), settings.clone(), stats.clone())?;
-            let name = format!("relay-{i}");
+            // Each worker its own TLS configuration, and with it its own session cache.
+            let mut settings = settings.clone();
+            if let Some(roots) = &roots {
+                settings.upstream_tls = Some(tls::client_config(roots.clone())?);
+            }
+            let (target, stats, resolver) = (target.clone(), stats.clone(), resolver.clone());
+            let make = move |remote| Relay::new(target, settings, stats, resolver, remote);
             spawn(
-                name,
+                format!("relay-{i}"),
                 listener,
                 &config.common,
-                relay,
+                make,
                 &to,
                 &mut group.workers,
             )?;
@@ -215,7 +231,7 @@ fn spawn_mock(
             format!("mock-{i}"),
             listener,
             &config.common,
-            mock,
+            |_| mock,
             to,
             workers,
         )?;
@@ -237,7 +253,7 @@ fn spawn<H>(
     name: String,
     listener: TcpListener,
     common: &LoopConfig,
-    handler: H,
+    make: impl FnOnce(Remote) -> H,
     to: &Sender<Exit>,
     workers: &mut Vec<WorkerHandle>,
 ) -> Result<(), String>
@@ -247,7 +263,7 @@ where
     H::Timer: Send,
 {
     let fail = |e: io::Error| format!("cannot start worker {name}: {e}");
-    let mut worker = Worker::new(name.clone(), common.loop_warn, handler).map_err(fail)?;
+    let mut worker = Worker::build(name.clone(), common.loop_warn, make).map_err(fail)?;
     worker.listen(listener).map_err(fail)?;
     let report = ExitReport {
         name: name.clone(),

@@ -23,7 +23,7 @@
 //!   defer(id), close(id), name()
 //!
 //! struct Worker                          the loop
-//!   new(name, loop_warn, handler), listen(listener), remote() -> Remote, stats() -> Arc<WorkerStats>
+//!   new(name, loop_warn, handler) | build(.., |remote| handler), listen(listener), remote(), stats()
 //!   run(), turn()                          loop for ever (until Remote::stop); one iteration
 //! ```
 //!
@@ -211,14 +211,27 @@ impl<H: Handler> Worker<H> {
     /// A worker named `name` (in logs) that serves `handler` and warns about iterations busier than
     /// `loop_warn`.
     pub fn new(name: String, loop_warn: Duration, handler: H) -> io::Result<Worker<H>> {
+        Worker::build(name, loop_warn, |_| handler)
+    }
+
+    /// Like [`Worker::new`], for a handler that needs the worker's [`Remote`] (to be woken by threads it
+    /// hands work to).
+    pub fn build(
+        name: String,
+        loop_warn: Duration,
+        make: impl FnOnce(Remote) -> H,
+    ) -> io::Result<Worker<H>> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
+        let remote = Remote {
+            waker,
+            stop: Arc::default(),
+        };
         Ok(Worker {
             poll,
             events: Events::with_capacity(1024),
             listener: None,
-            handler,
             cx: Context {
                 now: Instant::now(),
                 conns: Conns::default(),
@@ -230,10 +243,8 @@ impl<H: Handler> Worker<H> {
             },
             stats: LoopStats::new(loop_warn),
             shared: Arc::default(),
-            remote: Remote {
-                waker,
-                stop: Arc::default(),
-            },
+            handler: make(remote.clone()),
+            remote,
         })
     }
 

@@ -9,18 +9,23 @@
 //! retry replaces `upstream` in place.
 //!
 //! ```text
-//!   request routed ──▶ AwaitingUpstream { request } ──2xx head──▶ Streaming ──body ended──▶ (finished:
-//!                            │    ▲                                   │                      upstream to
-//!                            │    └─ Retry: same request, new         │ failure              the pool)
-//!                            │       connection, attempt + 1          ▼
-//!                            └─ failure: BadGateway (502)          FailStream (error event, no last chunk)
+//!                  ┌───── NextAddress: the next address of the name ─────┐
+//!                  ▼                                                     │ connect failed
+//!   request ──▶ Resolving ──addresses──▶ AwaitingUpstream { request, upstream } ──2xx head──▶ Streaming
+//!   routed        ▲   │ (a pooled           │    │                                              │
+//!                 │   │  connection skips   │    └─ failure: BadGateway (502)                   │ failure
+//!                 │   │  the resolving)     │                                                   ▼
+//!                 │   └─ no address: 502    └─ Retry (a stale pooled connection):       FailStream (error
+//!                 └──────────────────────────── same request, new connection            event, no last chunk)
 //! ```
 //!
-//! The phase says what the exchange waits for, and each phase holds what only it needs: the request bytes
-//! are kept while a retry is possible and freed when the stream starts.
+//! The phase says what the exchange waits for, and each phase holds what only it needs: no connection
+//! while the name is resolved; the request bytes while a retry is possible (freed when the stream starts);
+//! the addresses not tried yet while a connect may still fail.
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::conn::client::StreamFraming;
@@ -31,11 +36,19 @@ use crate::reactor::{TimerKey, Timers};
 
 /// What a relayed request is waiting for.
 pub enum Phase {
-    /// No byte of the response has reached the client yet, so a failure can still be a clean 502, or a
-    /// retry with `request` (the complete upstream request, head and body).
-    AwaitingUpstream { request: Vec<u8> },
-    /// The client has the stream's head and body bytes flow. From here there is no retry.
-    Streaming,
+    /// The upstream's name is being resolved (off the loop); no connection yet. `request` is the
+    /// complete upstream request, head and body.
+    Resolving { request: Vec<u8> },
+    /// On `upstream` (connecting, or with the request on its way); no byte of the response has reached the
+    /// client yet, so a failure can still be a clean 502, or another try with `request`. `fallback`: the
+    /// name's other addresses, tried in order if this connect fails.
+    AwaitingUpstream {
+        request: Vec<u8>,
+        upstream: UpstreamConn,
+        fallback: Vec<SocketAddr>,
+    },
+    /// The client has the stream's head and body bytes flow from `upstream`. From here there is no retry.
+    Streaming { upstream: UpstreamConn },
 }
 
 /// One relayed request.
@@ -43,10 +56,8 @@ pub struct Exchange {
     /// How the client's response is framed (and what follows it).
     pub framing: StreamFraming,
     pub phase: Phase,
-    /// 1 for the first upstream connection tried, 2 for a retry.
+    /// 1 for the first try, 2 for the retry after a stale pooled connection.
     pub attempt: u32,
-    /// The connection this attempt uses.
-    pub upstream: UpstreamConn,
     /// When the request was routed.
     pub started: Instant,
     /// The deadlines armed for this exchange.
@@ -54,44 +65,120 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// A new exchange, whose first attempt uses `upstream`.
-    pub fn new(
-        request: Vec<u8>,
-        framing: StreamFraming,
-        upstream: UpstreamConn,
-        now: Instant,
-    ) -> Exchange {
+    /// A new exchange for `request`; it starts by finding a connection (`Resolving`).
+    pub fn new(request: Vec<u8>, framing: StreamFraming, now: Instant) -> Exchange {
         Exchange {
             framing,
-            phase: Phase::AwaitingUpstream { request },
+            phase: Phase::Resolving { request },
             attempt: 1,
-            upstream,
             started: now,
             deadlines: Deadlines::default(),
         }
     }
 
-    /// What the policy says about `failure` now.
-    pub fn on_failure(&self, failure: &Failure) -> Decision {
-        on_failure(
-            &self.phase,
-            self.attempt,
-            self.upstream.reused,
-            self.upstream.response_started(),
-            failure,
-        )
+    /// The upstream connection, once there is one.
+    pub fn upstream(&mut self) -> Option<&mut UpstreamConn> {
+        match &mut self.phase {
+            Phase::Resolving { .. } => None,
+            Phase::AwaitingUpstream { upstream, .. } | Phase::Streaming { upstream } => {
+                Some(upstream)
+            }
+        }
+    }
+
+    /// Takes the upstream connection out of a finished exchange.
+    pub fn into_upstream(self) -> Option<UpstreamConn> {
+        match self.phase {
+            Phase::Resolving { .. } => None,
+            Phase::AwaitingUpstream { upstream, .. } | Phase::Streaming { upstream } => {
+                Some(upstream)
+            }
+        }
+    }
+
+    /// Tries `upstream` next, with `fallback` the addresses left after it (replacing a connection that
+    /// failed before answering, if there was one). Only before the stream began.
+    pub fn connect(&mut self, upstream: UpstreamConn, fallback: Vec<SocketAddr>) {
+        let request = match std::mem::replace(
+            &mut self.phase,
+            Phase::Resolving {
+                request: Vec::new(),
+            },
+        ) {
+            Phase::Resolving { request } | Phase::AwaitingUpstream { request, .. } => request,
+            // Streaming holds no request any more: nothing to send again.
+            streaming @ Phase::Streaming { .. } => {
+                self.phase = streaming;
+                return;
+            }
+        };
+        self.phase = Phase::AwaitingUpstream {
+            request,
+            upstream,
+            fallback,
+        };
+    }
+
+    /// The addresses left to try after a failed connect, in order (taken out: they go back with the next
+    /// [`Exchange::connect`]).
+    pub fn take_fallback(&mut self) -> Vec<SocketAddr> {
+        match &mut self.phase {
+            Phase::AwaitingUpstream { fallback, .. } => std::mem::take(fallback),
+            _ => Vec::new(),
+        }
     }
 
     /// The response head said 2xx: the stream begins, and the request (no longer needed for a retry) is
     /// freed.
     pub fn start_streaming(&mut self) {
-        self.phase = Phase::Streaming;
+        if let Phase::AwaitingUpstream { .. } = self.phase
+            && let Phase::AwaitingUpstream { upstream, .. } = std::mem::replace(
+                &mut self.phase,
+                Phase::Resolving {
+                    request: Vec::new(),
+                },
+            )
+        {
+            self.phase = Phase::Streaming { upstream };
+        }
     }
 
-    /// Starts attempt `attempt + 1` on `upstream`. Only valid before the stream began.
-    pub fn retry_on(&mut self, upstream: UpstreamConn) {
-        self.attempt += 1;
-        self.upstream = upstream;
+    /// Starts attempt `attempt + 1`: the failed connection goes, and the exchange looks for another.
+    pub fn retry(&mut self) {
+        if let Phase::AwaitingUpstream { .. } = self.phase
+            && let Phase::AwaitingUpstream { request, .. } = std::mem::replace(
+                &mut self.phase,
+                Phase::Resolving {
+                    request: Vec::new(),
+                },
+            )
+        {
+            self.attempt += 1;
+            self.phase = Phase::Resolving { request };
+        }
+    }
+
+    /// What the policy says about `failure` now.
+    pub fn on_failure(&self, failure: &Failure) -> Decision {
+        let (reused, started, fallback) = match &self.phase {
+            Phase::Resolving { .. } => (false, false, false),
+            Phase::AwaitingUpstream {
+                upstream, fallback, ..
+            } => (
+                upstream.reused,
+                upstream.response_started(),
+                !fallback.is_empty(),
+            ),
+            Phase::Streaming { .. } => (false, true, false),
+        };
+        let facts = Facts {
+            streaming: matches!(self.phase, Phase::Streaming { .. }),
+            attempt: self.attempt,
+            reused,
+            response_started: started,
+            fallback,
+        };
+        on_failure(&facts, failure)
     }
 
     /// Releases the exchange's deadlines (it ended, or its client left).
@@ -157,6 +244,8 @@ impl Deadlines {
 /// Why an upstream exchange failed.
 #[derive(Debug)]
 pub enum Failure {
+    /// The upstream's name did not resolve (the message says why).
+    Resolve(String),
     /// Connecting, writing or reading failed (a refused connect surfaces as the first write's error).
     Io(io::Error),
     /// The TLS handshake failed: an untrusted certificate, a name that does not match, a protocol error.
@@ -172,15 +261,26 @@ impl Failure {
     /// The machine-readable code of the 502 a client gets for it.
     pub fn code(&self) -> &'static str {
         match self {
+            Failure::Resolve(_) => "upstream_unresolved",
             Failure::Tls(_) => "upstream_tls_failed",
             _ => "upstream_failed",
         }
+    }
+
+    /// A connection that never got established: another address of the name may do better.
+    pub fn is_connect_failure(&self) -> bool {
+        use io::ErrorKind::*;
+        matches!(self, Failure::Io(e) if matches!(
+            e.kind(),
+            ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable | TimedOut | NotConnected
+        ))
     }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Failure::Resolve(why) => write!(f, "upstream name resolution failed: {why}"),
             Failure::Io(e) => write!(f, "upstream connection failed: {e}"),
             Failure::Tls(e) => write!(f, "upstream TLS handshake failed: {e}"),
             Failure::ClosedBeforeHead => {
@@ -199,6 +299,8 @@ impl fmt::Display for Failure {
 /// What to do about a failed upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
+    /// Connect to the name's next address.
+    NextAddress,
     /// Send the same request again, on a new connection.
     Retry,
     /// Nothing reached the client yet: answer `502` with the failure.
@@ -208,31 +310,41 @@ pub enum Decision {
     FailStream,
 }
 
+/// What the failure policy looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// The client has the stream's head.
+    pub streaming: bool,
+    pub attempt: u32,
+    /// The connection came from the pool.
+    pub reused: bool,
+    /// Some byte of the response arrived.
+    pub response_started: bool,
+    /// Addresses of the name are left to try.
+    pub fallback: bool,
+}
+
 /// The failure policy, a pure function of the facts.
 ///
-/// The one retry: a connection taken from the pool that fails before *any* response byte. The server may
-/// have closed it while it idled (the keep-alive race: its FIN was in flight when we took it), which says
-/// nothing about the server's health, so the request goes once more on a fresh connection. A status
-/// answer is never retried (the server did answer), nor a fresh connection's failure, nor anything after
-/// the first response byte.
-pub fn on_failure(
-    phase: &Phase,
-    attempt: u32,
-    reused: bool,
-    response_started: bool,
-    failure: &Failure,
-) -> Decision {
-    match phase {
-        Phase::Streaming => Decision::FailStream,
-        Phase::AwaitingUpstream { .. }
-            if reused
-                && !response_started
-                && attempt == 1
-                && !matches!(failure, Failure::Status(_)) =>
-        {
-            Decision::Retry
-        }
-        Phase::AwaitingUpstream { .. } => Decision::BadGateway,
+/// - Once the stream began, nothing can be taken back: `FailStream`.
+/// - A connect that failed (refused, unreachable) moves to the name's next address, if one is left.
+/// - The one retry: a connection taken from the pool that fails before *any* response byte. The server
+///   may have closed it while it idled (the keep-alive race: its FIN was in flight when we took it), which
+///   says nothing about the server's health, so the request goes once more on a fresh connection.
+/// - Everything else, a status answer included (the server did answer), is a `502`.
+pub fn on_failure(f: &Facts, failure: &Failure) -> Decision {
+    if f.streaming {
+        Decision::FailStream
+    } else if f.fallback && !f.reused && failure.is_connect_failure() {
+        Decision::NextAddress
+    } else if f.reused
+        && !f.response_started
+        && f.attempt == 1
+        && !matches!(failure, Failure::Status(_))
+    {
+        Decision::Retry
+    } else {
+        Decision::BadGateway
     }
 }
 

@@ -17,11 +17,13 @@
 //! hot path is in `forward.rs`.
 
 pub mod api;
+pub mod dns;
 pub mod exchange;
 pub mod forward;
 pub mod pool;
 pub mod providers;
 pub mod routes;
+mod steps;
 mod upstreams;
 
 use std::net::SocketAddr;
@@ -39,7 +41,7 @@ use exchange::Exchange;
 use pool::Pool;
 use providers::{Origin, Provider, ProviderKey};
 use routes::Route;
-pub use upstreams::Upstreams;
+pub use upstreams::{Upstreams, UpstreamsConfig};
 
 /// The tag of a client's own socket.
 pub const CLIENT: Tag = Tag::MAIN;
@@ -50,14 +52,12 @@ pub const UPSTREAM: Tag = Tag(1);
 #[derive(Debug)]
 pub struct UpstreamTarget {
     pub provider: Provider,
+    /// Where: its host is resolved off the loop (`dns`), when a connection is needed.
     pub origin: Origin,
-    /// The origin's address, resolved at start.
-    pub addr: SocketAddr,
     pub key: Option<ProviderKey>,
     pub default_model: String,
-    /// The roots an `https` upstream's certificate must chain to (`None` for `http`). Each worker builds
-    /// its own TLS client configuration from them, and with it its own session cache.
-    pub roots: Option<Arc<rustls::RootCertStore>>,
+    /// For `https`: the name the upstream's certificate must carry (and the SNI sent).
+    pub tls_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 /// One entry of a relay worker's slab.
@@ -138,7 +138,7 @@ impl RelayStats {
 }
 
 /// What a relay worker is told besides where to relay.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RelaySettings {
     pub limits: Limits,
     /// Most bytes held per stream that its client has not read (`--stream-buffer-bytes`).
@@ -149,6 +149,11 @@ pub struct RelaySettings {
     pub idle_timeout: Duration,
     /// Terminate TLS on accepted connections (`--tls-cert`, `--tls-key`).
     pub inbound_tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long names stay resolved (`--dns-ttl`).
+    pub dns: dns::CacheConfig,
+    /// For an `https` upstream: this worker's TLS client configuration. One per worker, so that each has
+    /// its own session cache (`conn::tls::client_config`).
+    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The relay application of one worker.
@@ -159,28 +164,32 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// A relay to `target`, as `settings` say; it counts what it does in `stats`. Fails only when the
-    /// upstream's TLS configuration cannot be built.
+    /// A relay to `target`, as `settings` say; it resolves names with `resolver` (answers wake the worker
+    /// through `remote`) and counts what it does in `stats`.
     pub fn new(
         target: Arc<UpstreamTarget>,
         settings: RelaySettings,
         stats: Arc<RelayStats>,
-    ) -> Result<Relay, String> {
-        let pool = Pool::new(settings.max_idle);
-        let max_head = settings.limits.max_head_bytes;
-        let upstreams = Upstreams::new(
+        resolver: dns::Resolver,
+        remote: crate::reactor::Remote,
+    ) -> Relay {
+        let (link, answers) = dns::ResolverLink::new(resolver, remote);
+        let upstreams = Upstreams::new(UpstreamsConfig {
             target,
-            pool,
-            settings.idle_timeout,
-            settings.stream_buffer,
-            max_head,
+            pool: Pool::new(settings.max_idle),
+            dns: dns::DnsCache::new(link, settings.dns.clone()),
+            answers,
+            idle_timeout: settings.idle_timeout,
+            cap: settings.stream_buffer,
+            max_head: settings.limits.max_head_bytes,
             stats,
-        )?;
-        Ok(Relay {
+            tls: settings.upstream_tls,
+        });
+        Relay {
             upstreams,
             limits: settings.limits,
             inbound_tls: settings.inbound_tls,
-        })
+        }
     }
 
     /// Idle connections in the pool (for tests and statistics).
@@ -224,8 +233,10 @@ impl Handler for Relay {
                     // An event of the batch may be for an upstream socket this exchange has since let go
                     // (pooled, or replaced by a retry): then it sets a flag on the new one, which costs
                     // at most a read or write that finds nothing.
-                    if let ClientState::Serving(x) = &mut c.state {
-                        x.upstream.io.absorb(ready);
+                    if let ClientState::Serving(x) = &mut c.state
+                        && let Some(upstream) = x.upstream()
+                    {
+                        upstream.io.absorb(ready);
                     }
                 } else {
                     c.io.absorb(ready);
@@ -245,6 +256,13 @@ impl Handler for Relay {
 
     fn on_resume(&mut self, cx: &mut Cx<Self>, id: ConnId) {
         self.drive(cx, id);
+    }
+
+    /// The resolver answered: the exchanges that waited for a name go on.
+    fn on_wake(&mut self, cx: &mut Cx<Self>) {
+        for id in self.upstreams.on_answers(cx) {
+            self.drive(cx, id);
+        }
     }
 
     fn on_timer(&mut self, cx: &mut Cx<Self>, id: ConnId, what: RelayTimer) {

@@ -20,10 +20,9 @@ fn relay(origin: &TcpListener, cap: usize) -> (Worker<Relay>, SocketAddr) {
             port: addr.port(),
             base_path: String::new(),
         },
-        addr,
         key: None,
         default_model: "m".into(),
-        roots: None,
+        tls_name: None,
     });
     let settings = RelaySettings {
         limits: Limits::default(),
@@ -31,9 +30,12 @@ fn relay(origin: &TcpListener, cap: usize) -> (Worker<Relay>, SocketAddr) {
         max_idle: 4,
         idle_timeout: Duration::from_secs(60),
         inbound_tls: None,
+        dns: dns::CacheConfig::default(),
+        upstream_tls: None,
     };
-    let relay = Relay::new(target, settings, Arc::default()).unwrap();
-    let mut w = Worker::new("test".into(), Duration::from_secs(10), relay).unwrap();
+    let resolver = dns::Resolver::new().unwrap();
+    let make = |remote| Relay::new(target, settings, Arc::default(), resolver, remote);
+    let mut w = Worker::build("test".into(), Duration::from_secs(10), make).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     w.listen(listener).unwrap();
@@ -66,7 +68,7 @@ fn only_client(w: &mut Worker<Relay>) -> ConnId {
 fn streaming(w: &mut Worker<Relay>, id: ConnId) -> bool {
     matches!(
         w.context().conns.get(id),
-        Some(Entry::Client(c)) if matches!(&c.state, ClientState::Serving(x) if matches!(x.phase, exchange::Phase::Streaming))
+        Some(Entry::Client(c)) if matches!(&c.state, ClientState::Serving(x) if matches!(x.phase, exchange::Phase::Streaming { .. }))
     )
 }
 

@@ -1,43 +1,49 @@
-//! The upstream side of a relay worker: where generations go, the keep-alive pool, and the pump that moves
-//! each exchange's upstream connection forward.
+//! The upstream side of a relay worker: where generations go, the names resolved off the loop, the
+//! keep-alive pool, and the pump that moves each exchange's upstream connection forward.
 //!
-//! [`Upstreams::pump`] moves one exchange as far as it can: write the request, read the head, then read body
-//! bytes into the worker's scratch buffer and pass them on (`forward.rs`). It reads only while the client's
-//! unsent bytes are below the stream cap (`--stream-buffer-bytes`), and at most the room that is left, so a
-//! slow client costs about the cap: when the cap is reached the upstream is simply not read, TCP flow
-//! control pushes back on the model server, and the client driver calls `pump` again once the client's
-//! queue has drained completely (so that new payload again goes out by `writev` straight from the read
-//! buffer instead of being copied behind a backlog). The cap is exceeded by a little: chunk framing, the
-//! stream head, and the body bytes that arrive in the same read as the response head (one read, once).
+//! An exchange first needs a connection ([`Upstreams::connect`]): an idle one from the pool, or a new one
+//! to an address of the upstream's name. The name is looked up in the worker's [`DnsCache`]; a miss sends
+//! a query to the resolver threads and the exchange waits in `Phase::Resolving` until the answer arrives
+//! through the worker's waker ([`Upstreams::on_answers`]). The loop never waits for a name.
+//!
+//! [`Upstreams::pump`] moves one exchange as far as it can: shake hands (TLS), write the request, read the
+//! head, then read body bytes into the worker's scratch buffer and pass them on (`steps.rs`, `forward.rs`).
+//! It reads only while the client's unsent bytes are below the stream cap (`--stream-buffer-bytes`), and at
+//! most the room that is left, so a slow client costs about the cap: when the cap is reached the upstream is
+//! simply not read, TCP flow control pushes back on the model server, and the client driver calls `pump`
+//! again once the client's queue has drained completely. The cap is exceeded by a little: chunk framing,
+//! the stream head, and the body bytes that arrive in the same read as the response head (one read, once).
 //!
 //! An exchange ends in one of three ways, each in one function: the body ends ([`Upstreams::finish`]: the
 //! last chunk goes out with the last payload, and the connection goes to the pool if nothing is left
 //! unread); the upstream fails ([`Upstreams::fail`], which does what [`super::exchange::on_failure`]
-//! decides: retry, 502, or an in-band error and no last chunk); or the client leaves (the reap drops the
-//! client, its exchange and the upstream with it: never pooled mid-body).
+//! decides: the next address, a retry, a 502, or an in-band error and no last chunk); or the client leaves
+//! (the reap drops the client, its exchange and the upstream with it: never pooled mid-body).
 
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 
+use super::dns::{Answer, DnsCache, Lookup, ResolverLink};
 use super::exchange::{Decision, Exchange, Failure, Phase};
-use super::forward::{self, Outcome, sse_error_event};
+use super::forward::{Outcome, sse_error_event};
 use super::pool::Pool;
+use super::steps::{self, Client, Shaken};
 use super::{Entry, Idle, RelayStats, RelayTimer, UPSTREAM, UpstreamTarget, api, providers};
-use crate::conn::client::{
-    AfterReply, ClientConn, ClientState, StreamFraming, send_body, stream_head,
-};
-use crate::conn::tls::{self, Handshake, Tls};
-use crate::conn::transport::{IdleCheck, ReadOutcome, Transport};
-use crate::conn::upstream::{HeadProgress, SendProgress, UpstreamConn, UpstreamState};
+use crate::conn::client::{AfterReply, ClientConn, ClientState, StreamFraming, send_body};
+use crate::conn::tls::Tls;
+use crate::conn::transport::{IdleCheck, Transport};
+use crate::conn::upstream::{UpstreamConn, UpstreamState};
 use crate::reactor::{ConnId, Cx, TURN_BUDGET, Tag};
 
 type RelayCx = Cx<super::Relay>;
 
-/// Whether a step of the pump can be followed by another now.
+/// Whether the pump can go on after a failure was handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
     More,
@@ -48,6 +54,10 @@ enum Flow {
 pub struct Upstreams {
     target: Arc<UpstreamTarget>,
     pool: Pool,
+    /// This worker's resolved names, and who waits for one.
+    dns: DnsCache<ConnId>,
+    /// Where the resolver threads send their answers (the waker says when).
+    answers: Receiver<Answer>,
     /// How long a pooled connection may idle (`--upstream-idle-timeout`).
     idle_timeout: Duration,
     /// Most bytes a client may have queued before its upstream is no longer read (`--stream-buffer-bytes`).
@@ -62,32 +72,35 @@ pub struct Upstreams {
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
 }
 
+/// What the upstream side of a worker is built from.
+pub struct UpstreamsConfig {
+    pub target: Arc<UpstreamTarget>,
+    pub pool: Pool,
+    pub dns: DnsCache<ConnId, ResolverLink>,
+    pub answers: Receiver<Answer>,
+    pub idle_timeout: Duration,
+    pub cap: usize,
+    pub max_head: usize,
+    pub stats: Arc<RelayStats>,
+    /// This worker's TLS client configuration, for an `https` upstream.
+    pub tls: Option<Arc<ClientConfig>>,
+}
+
 impl Upstreams {
-    pub fn new(
-        target: Arc<UpstreamTarget>,
-        pool: Pool,
-        idle_timeout: Duration,
-        cap: usize,
-        max_head: usize,
-        stats: Arc<RelayStats>,
-    ) -> Result<Self, String> {
-        let tls = match &target.roots {
-            Some(roots) if target.origin.tls => Some((
-                tls::client_config(roots.clone())?,
-                tls::server_name(&target.origin.host)?,
-            )),
-            _ => None,
-        };
-        Ok(Upstreams {
-            target,
-            pool,
-            idle_timeout,
-            cap,
-            max_head,
+    pub fn new(c: UpstreamsConfig) -> Self {
+        let tls = c.tls.zip(c.target.tls_name.clone());
+        Upstreams {
+            target: c.target,
+            pool: c.pool,
+            dns: c.dns,
+            answers: c.answers,
+            idle_timeout: c.idle_timeout,
+            cap: c.cap,
+            max_head: c.max_head,
             ranges: Vec::new(),
-            stats,
+            stats: c.stats,
             tls,
-        })
+        }
     }
 
     /// Idle connections in the pool.
@@ -100,45 +113,96 @@ impl Upstreams {
         self.pool.remove(id);
     }
 
-    /// Starts relaying a generation for client `id`: validate, build the upstream request, get a
+    /// Starts relaying a generation for client `id`: validate, build the upstream request, find a
     /// connection. The client gets no head yet: it goes out when the upstream answers 2xx, so that a
     /// failure before that is still a clean 502.
     pub fn start(&mut self, cx: &mut RelayCx, id: ConnId, body: &[u8], framing: StreamFraming) {
-        let then = framing.after();
         let t = &self.target;
         let request = api::parse_generate(body).and_then(|g| {
             providers::build_request(t.provider, &t.origin, t.key.as_ref(), &g, &t.default_model)
         });
-        let request = match request {
-            Ok(request) => request,
-            Err(e) => {
-                if let Some(Entry::Client(c)) = cx.conns.get_mut(id) {
-                    c.reply_error(e.status, e.code, &e.message, &[], then);
-                }
-                return;
-            }
-        };
-        let opened = self.open(cx, id);
         let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
             return;
         };
-        match opened {
-            Ok(upstream) => {
-                let x = Exchange::new(request, framing, upstream, cx.now);
+        match request {
+            Ok(request) => {
+                let x = Exchange::new(request, framing, cx.now);
                 c.state = ClientState::Serving(Box::new(x));
             }
-            Err(e) => {
-                let msg = format!("cannot connect to the upstream: {e}");
-                c.reply_error(502, "upstream_unavailable", &msg, &[], then);
-                let peer = c.peer;
-                return log::warn!("{}: {peer} {msg}", cx.name());
-            }
+            Err(e) => return c.reply_error(e.status, e.code, &e.message, &[], framing.after()),
         }
-        self.pump(cx, id);
+        if self.connect(cx, id) == Flow::More {
+            self.pump(cx, id);
+        }
     }
 
-    /// An idle pooled connection, or a new one; registered as the [`UPSTREAM`] socket of client `id`.
-    fn open(&mut self, cx: &mut RelayCx, id: ConnId) -> std::io::Result<UpstreamConn> {
+    /// Gives the exchange of client `id` (in `Resolving`) a connection: an idle pooled one on a first try,
+    /// else a new one to the first address of the upstream's name, if the name is resolved; otherwise the
+    /// exchange waits for the resolver (`Wait`).
+    fn connect(&mut self, cx: &mut RelayCx, id: ConnId) -> Flow {
+        let attempt = match cx.conns.get(id) {
+            Some(Entry::Client(c)) => match &c.state {
+                ClientState::Serving(x) if matches!(x.phase, Phase::Resolving { .. }) => x.attempt,
+                _ => return Flow::Wait,
+            },
+            _ => return Flow::Wait,
+        };
+        // A retry is for a pooled connection that failed: it goes on a fresh one.
+        if attempt == 1
+            && let Some(upstream) = self.take_idle(cx, id)
+        {
+            set_upstream(cx, id, upstream, Vec::new());
+            return Flow::More;
+        }
+        let (host, port) = (&self.target.origin.host, self.target.origin.port);
+        match self.dns.lookup(host, port, cx.now, id) {
+            Lookup::Ready(addrs) => self.connect_to(cx, id, addrs),
+            Lookup::Pending => Flow::Wait,
+            Lookup::Failed(why) => self.fail(cx, id, Failure::Resolve(why)),
+        }
+    }
+
+    /// Answers from the resolver threads (the worker was woken): every exchange that waited for one
+    /// connects, or fails. Returns the clients to drive.
+    pub fn on_answers(&mut self, cx: &mut RelayCx) -> Vec<ConnId> {
+        let mut ready = Vec::new();
+        while let Ok(answer) = self.answers.try_recv() {
+            let (waiters, result) = self.dns.on_answer(answer, cx.now);
+            for id in waiters {
+                match &result {
+                    Ok(addrs) => {
+                        self.connect_to(cx, id, addrs.clone());
+                    }
+                    Err(why) => {
+                        self.fail(cx, id, Failure::Resolve(why.clone()));
+                    }
+                }
+                ready.push(id);
+            }
+        }
+        ready
+    }
+
+    /// Connects the exchange of client `id` to the first of `addrs` that a connect can start to; the rest
+    /// are kept, in order, in case that connect fails.
+    fn connect_to(&mut self, cx: &mut RelayCx, id: ConnId, mut addrs: Vec<SocketAddr>) -> Flow {
+        let mut last_error = None;
+        while !addrs.is_empty() {
+            let addr = addrs.remove(0);
+            match self.open(cx, id, addr) {
+                Ok(upstream) => {
+                    set_upstream(cx, id, upstream, addrs);
+                    return Flow::More;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let e = last_error.unwrap_or_else(|| std::io::Error::other("no address to connect to"));
+        self.fail(cx, id, Failure::Io(e))
+    }
+
+    /// An idle pooled connection, quiet, re-registered as the [`UPSTREAM`] socket of client `id`.
+    fn take_idle(&mut self, cx: &mut RelayCx, id: ConnId) -> Option<UpstreamConn> {
         while let Some(idle_id) = self.pool.take() {
             if !matches!(cx.conns.get(idle_id), Some(Entry::Idle(_))) {
                 continue;
@@ -155,12 +219,29 @@ impl Upstreams {
                 continue;
             }
             RelayStats::count(&self.stats.reuses);
-            return Ok(UpstreamConn::reuse(io));
+            return Some(UpstreamConn::reuse(io));
         }
-        self.connect_for(cx, id)
+        None
     }
 
-    /// Moves the upstream side of client `id` forward until it has to wait (for its socket, or for the
+    /// A new connection to `addr` (with TLS for `https`), registered as the [`UPSTREAM`] socket of `id`.
+    fn open(
+        &mut self,
+        cx: &mut RelayCx,
+        id: ConnId,
+        addr: SocketAddr,
+    ) -> std::io::Result<UpstreamConn> {
+        RelayStats::count(&self.stats.connects);
+        let tls = match &self.tls {
+            Some((config, name)) => Some(Tls::client(config.clone(), name.clone())?),
+            None => None,
+        };
+        let mut upstream = UpstreamConn::connect(addr, tls)?;
+        upstream.io.register(&cx.registry, id, UPSTREAM)?;
+        Ok(upstream)
+    }
+
+    /// Moves the upstream side of client `id` forward until it has to wait (for its socket, a name, or the
     /// client to drain), or until it has had its turn ([`TURN_BUDGET`] steps) and yields.
     pub fn pump(&mut self, cx: &mut RelayCx, id: ConnId) {
         for _ in 0..TURN_BUDGET {
@@ -181,7 +262,7 @@ impl Upstreams {
         cx.defer(id);
     }
 
-    /// One step: write the request, or read once (head or body) and pass on what came.
+    /// One step of the state the exchange's connection is in.
     fn step(&mut self, cx: &mut RelayCx, id: ConnId) -> Outcome {
         let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
             return Outcome::Wait;
@@ -190,40 +271,34 @@ impl Upstreams {
         let ClientState::Serving(x) = state else {
             return Outcome::Wait;
         };
+        let Some(upstream) = x.upstream() else {
+            // Resolving: the resolver's answer resumes it.
+            return Outcome::Wait;
+        };
         // Records a TLS session could not write earlier go first.
-        if let Err(e) = x.upstream.io.flush() {
+        if let Err(e) = upstream.io.flush() {
             return Outcome::Failed(Failure::Io(e));
         }
         let mut client = Client { io, out };
-        match x.upstream.state {
-            UpstreamState::Handshaking => match x.upstream.handshake() {
-                Ok(Handshake::Done) => {
-                    let resumed = x.upstream.io.tls().and_then(|t| t.resumed());
-                    let counter = if resumed == Some(true) {
-                        &self.stats.tls_resumed
-                    } else {
-                        &self.stats.tls_full
-                    };
-                    RelayStats::count(counter);
+        match upstream.state {
+            UpstreamState::Handshaking => match steps::handshake(upstream) {
+                Ok(None) => Outcome::Wait,
+                Ok(Some(shaken)) => {
+                    RelayStats::count(match shaken {
+                        Shaken::Full => &self.stats.tls_full,
+                        Shaken::Resumed => &self.stats.tls_resumed,
+                    });
                     Outcome::Continue
                 }
-                Ok(Handshake::Blocked) => Outcome::Wait,
-                // A refused connect surfaces here too, as the ClientHello's write error.
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    Outcome::Failed(Failure::Tls(e))
-                }
-                Err(e) => Outcome::Failed(Failure::Io(e)),
+                Err(outcome) => outcome,
             },
-            UpstreamState::Sending { .. } => send_request(x),
-            UpstreamState::AwaitingHead { .. } => read_head(
-                x,
-                &mut client,
-                &mut cx.scratch,
-                self.max_head,
-                &mut self.ranges,
-            ),
+            UpstreamState::Sending { .. } => steps::send_request(x),
+            UpstreamState::AwaitingHead { .. } => {
+                let (max_head, ranges) = (self.max_head, &mut self.ranges);
+                steps::read_head(x, &mut client, &mut cx.scratch, max_head, ranges)
+            }
             UpstreamState::Body { .. } => {
-                read_body(x, &mut client, &mut cx.scratch, self.cap, &mut self.ranges)
+                steps::read_body(x, &mut client, &mut cx.scratch, self.cap, &mut self.ranges)
             }
         }
     }
@@ -249,7 +324,10 @@ impl Upstreams {
         );
         x.cancel_deadlines(&mut cx.timers);
         RelayStats::count(&self.stats.completed);
-        let mut io = x.upstream.into_transport();
+        let Some(upstream) = x.into_upstream() else {
+            return;
+        };
+        let mut io = upstream.into_transport();
         // The read that ended the body may have been cut short by the stream cap, so bytes may follow it.
         if reusable && io.check_idle() == IdleCheck::Quiet {
             self.park(cx, io);
@@ -279,8 +357,8 @@ impl Upstreams {
         }
     }
 
-    /// The exchange of client `id` failed: do what the policy decides. Returns `More` when a retry is under
-    /// way (the pump goes on with it).
+    /// The exchange of client `id` failed: do what the policy decides. Returns `More` when another
+    /// connection is under way (the pump goes on with it).
     fn fail(&mut self, cx: &mut RelayCx, id: ConnId, failure: Failure) -> Flow {
         let decision = match cx.conns.get(id) {
             Some(Entry::Client(c)) => match &c.state {
@@ -289,190 +367,76 @@ impl Upstreams {
             },
             _ => return Flow::Wait,
         };
-        let (mut decision, mut failure) = (decision, failure);
-        if decision == Decision::Retry {
-            log::debug!(
-                "{}: reused upstream connection failed ({failure}); retrying on a new one",
-                cx.name()
-            );
-            match self.connect_for(cx, id) {
-                Ok(upstream) => {
-                    RelayStats::count(&self.stats.retries);
-                    if let Some(Entry::Client(c)) = cx.conns.get_mut(id)
-                        && let ClientState::Serving(x) = &mut c.state
-                    {
-                        x.retry_on(upstream);
-                    }
-                    return Flow::More;
-                }
-                // No connection for the retry: the client gets a 502 with that reason.
-                Err(e) => (decision, failure) = (Decision::BadGateway, Failure::Io(e)),
+        match decision {
+            Decision::NextAddress => {
+                let fallback = match cx.conns.get_mut(id) {
+                    Some(Entry::Client(c)) => match &mut c.state {
+                        ClientState::Serving(x) => x.take_fallback(),
+                        _ => Vec::new(),
+                    },
+                    _ => Vec::new(),
+                };
+                log::debug!("{}: {failure}; trying the next address", cx.name());
+                return self.connect_to(cx, id, fallback);
             }
+            Decision::Retry => {
+                log::debug!(
+                    "{}: pooled upstream connection failed ({failure}); retrying",
+                    cx.name()
+                );
+                RelayStats::count(&self.stats.retries);
+                if let Some(Entry::Client(c)) = cx.conns.get_mut(id)
+                    && let ClientState::Serving(x) = &mut c.state
+                {
+                    x.retry();
+                }
+                return self.connect(cx, id);
+            }
+            Decision::BadGateway | Decision::FailStream => {}
         }
+        self.give_up(cx, id, decision, failure);
+        Flow::Wait
+    }
+
+    /// Tells the client its exchange failed: a 502 before the stream began, an in-band error after.
+    fn give_up(&mut self, cx: &mut RelayCx, id: ConnId, decision: Decision, failure: Failure) {
         RelayStats::count(&self.stats.failed);
         let name = cx.name().to_string();
         let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
-            return Flow::Wait;
+            return;
         };
         let ClientState::Serving(x) = &c.state else {
-            return Flow::Wait;
+            return;
         };
         let framing = x.framing;
         let peer = c.peer;
         log::warn!("{name}: {peer}: {failure}");
-        match decision {
-            Decision::FailStream => {
-                // Mid-stream: say so in-band, then end without the last chunk, so the client sees a failed
-                // transfer rather than a short but seemingly complete stream.
-                let event = sse_error_event(&failure);
-                let sent = send_body(&mut c.out, &mut c.io, framing, &event, false);
-                if let Some(mut x) = c.finish(AfterReply::Close) {
-                    x.cancel_deadlines(&mut cx.timers);
-                }
-                if sent.is_err() {
-                    cx.close(id);
-                }
+        if decision == Decision::FailStream {
+            // Mid-stream: say so in-band, then end without the last chunk, so the client sees a failed
+            // transfer rather than a short but seemingly complete stream.
+            let event = sse_error_event(&failure);
+            let sent = send_body(&mut c.out, &mut c.io, framing, &event, false);
+            if let Some(mut x) = c.finish(AfterReply::Close) {
+                x.cancel_deadlines(&mut cx.timers);
             }
-            // A retry that got its connection returned above; one that did not is a 502 by now.
-            Decision::BadGateway | Decision::Retry => {
-                if let Some(mut x) = c.finish(framing.after()) {
-                    x.cancel_deadlines(&mut cx.timers);
-                }
-                let message = failure.to_string();
-                c.reply_error(502, failure.code(), &message, &[], framing.after());
+            if sent.is_err() {
+                cx.close(id);
             }
+        } else {
+            if let Some(mut x) = c.finish(framing.after()) {
+                x.cancel_deadlines(&mut cx.timers);
+            }
+            let message = failure.to_string();
+            c.reply_error(502, failure.code(), &message, &[], framing.after());
         }
-        Flow::Wait
-    }
-
-    /// A new connection (never a pooled one), registered as the [`UPSTREAM`] socket of client `id`.
-    fn connect_for(&mut self, cx: &mut RelayCx, id: ConnId) -> std::io::Result<UpstreamConn> {
-        RelayStats::count(&self.stats.connects);
-        let tls = match &self.tls {
-            Some((config, name)) => Some(Tls::client(config.clone(), name.clone())?),
-            None => None,
-        };
-        let mut upstream = UpstreamConn::connect(self.target.addr, tls)?;
-        upstream.io.register(&cx.registry, id, UPSTREAM)?;
-        Ok(upstream)
     }
 }
 
-/// The client's two write-side parts, borrowed while its exchange is borrowed too.
-struct Client<'a> {
-    io: &'a mut Transport,
-    out: &'a mut crate::conn::OutBuf,
-}
-
-/// `Sending`: write the request (it stays in the exchange while a retry is possible).
-fn send_request(x: &mut Exchange) -> Outcome {
-    let Phase::AwaitingUpstream { request } = &x.phase else {
-        return Outcome::Wait;
-    };
-    match x.upstream.write_request(request) {
-        Ok(SendProgress::Done) => Outcome::Continue,
-        Ok(SendProgress::Blocked) => Outcome::Wait,
-        Err(e) => Outcome::Failed(Failure::Io(e)),
-    }
-}
-
-/// `AwaitingHead`: read, parse, and on a 2xx head start the client's stream.
-fn read_head(
-    x: &mut Exchange,
-    client: &mut Client<'_>,
-    scratch: &mut [u8],
-    max_head: usize,
-    ranges: &mut Vec<Range<usize>>,
-) -> Outcome {
-    if !x.upstream.io.readable() {
-        return Outcome::Wait;
-    }
-    let n = match x.upstream.io.read(scratch) {
-        ReadOutcome::Data(n) => n,
-        ReadOutcome::Drained => return Outcome::Wait,
-        ReadOutcome::Eof => return Outcome::Failed(Failure::ClosedBeforeHead),
-        ReadOutcome::Failed(e) => return Outcome::Failed(Failure::Io(e)),
-    };
-    let (head, mut rest) = match x.upstream.on_head_bytes(&scratch[..n], max_head) {
-        Ok(HeadProgress::NeedMore) => return Outcome::Continue,
-        Ok(HeadProgress::Complete { head, rest }) => (head, rest),
-        Err(e) => return Outcome::Failed(Failure::BadHead(e)),
-    };
-    if !(200..300).contains(&head.status) {
-        return Outcome::Failed(Failure::Status(head.status));
-    }
-    x.start_streaming();
-    // Queued, not written: it leaves with the first payload in one `writev` if some came with the head;
-    // otherwise at once, since the first token may be seconds away and the client should know the stream
-    // is live.
-    client.out.push(&stream_head(x.framing));
-    let UpstreamState::Body {
-        decoder,
-        keep_alive,
-    } = &mut x.upstream.state
-    else {
-        return Outcome::Wait;
-    };
-    if rest.is_empty() {
-        return match client.out.flush(client.io) {
-            Ok(_) => Outcome::Continue,
-            Err(e) => Outcome::ClientGone(e),
-        };
-    }
-    forward::relay(
-        decoder,
-        *keep_alive,
-        &mut rest,
-        ranges,
-        client.out,
-        client.io,
-        x.framing,
-    )
-}
-
-/// `Body`: read at most the room the client has left, and relay it.
-fn read_body(
-    x: &mut Exchange,
-    client: &mut Client<'_>,
-    scratch: &mut [u8],
-    cap: usize,
-    ranges: &mut Vec<Range<usize>>,
-) -> Outcome {
-    let room = cap.saturating_sub(client.out.len()).min(scratch.len());
-    let UpstreamConn { io, state, .. } = &mut x.upstream;
-    let UpstreamState::Body {
-        decoder,
-        keep_alive,
-    } = state
-    else {
-        return Outcome::Wait;
-    };
-    if room == 0 || !io.readable() {
-        // Paused by backpressure (the client driver resumes us), or nothing to read (an event will come).
-        return Outcome::Wait;
-    }
-    match io.read(&mut scratch[..room]) {
-        ReadOutcome::Data(n) => {
-            let input = &mut scratch[..n];
-            forward::relay(
-                decoder,
-                *keep_alive,
-                input,
-                ranges,
-                client.out,
-                client.io,
-                x.framing,
-            )
-        }
-        ReadOutcome::Drained => Outcome::Wait,
-        ReadOutcome::Eof => match decoder.on_eof() {
-            // A close-delimited body ends here, and the client's body with it.
-            Ok(()) => match send_body(client.out, client.io, x.framing, &[], true) {
-                Ok(()) => Outcome::Finished { reusable: false },
-                Err(e) => Outcome::ClientGone(e),
-            },
-            Err(_) => Outcome::Failed(Failure::Truncated),
-        },
-        ReadOutcome::Failed(e) => Outcome::Failed(Failure::Io(e)),
+/// Hands `upstream` to the exchange of client `id`, with the addresses left after it.
+fn set_upstream(cx: &mut RelayCx, id: ConnId, upstream: UpstreamConn, fallback: Vec<SocketAddr>) {
+    if let Some(Entry::Client(c)) = cx.conns.get_mut(id)
+        && let ClientState::Serving(x) = &mut c.state
+    {
+        x.connect(upstream, fallback);
     }
 }

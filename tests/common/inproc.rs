@@ -4,6 +4,7 @@
 
 use super::*;
 use tokenpipe::config::{Config, FdLimit};
+use tokenpipe::relay::dns::Resolver;
 use tokenpipe::relay::providers::{Provider, parse_upstream_url};
 use tokenpipe::{Running, Server};
 
@@ -17,12 +18,22 @@ impl InProcess {
     /// A one-worker relay on 127.0.0.1:0 in front of the plain-HTTP OpenAI-compatible `upstream_url`, with
     /// the process's descriptor limit left alone; `configure` may change any other option.
     pub fn relay(upstream_url: &str, configure: impl FnOnce(&mut Config)) -> InProcess {
+        let resolver = Resolver::new().expect("resolver");
+        InProcess::relay_with(upstream_url, resolver, configure)
+    }
+
+    /// [`InProcess::relay`] with the test's own name resolution.
+    pub fn relay_with(
+        upstream_url: &str,
+        resolver: Resolver,
+        configure: impl FnOnce(&mut Config),
+    ) -> InProcess {
         let origin = parse_upstream_url(upstream_url).expect("upstream url");
         let mut config = Config::new("127.0.0.1:0".parse().unwrap(), Provider::OpenAi, origin);
         config.default_model = MODEL.to_string();
         config.common.fd_limit = FdLimit::Keep;
         configure(&mut config);
-        let running = Server::start(config).expect("start the relay in process");
+        let running = Server::start_with(config, resolver).expect("start the relay in process");
         InProcess {
             addr: running.addr(),
             running: Some(running),

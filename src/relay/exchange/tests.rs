@@ -31,15 +31,18 @@ fn upstream(reused: bool) -> (UpstreamConn, std::net::TcpListener) {
 fn exchange(reused: bool) -> (Exchange, std::net::TcpListener) {
     let (up, l) = upstream(reused);
     let framing = StreamFraming::Chunked(AfterReply::KeepAlive);
-    (
-        Exchange::new(
-            b"POST / HTTP/1.1\r\n\r\n".to_vec(),
-            framing,
-            up,
-            Instant::now(),
-        ),
-        l,
-    )
+    let mut x = Exchange::new(b"POST / HTTP/1.1\r\n\r\n".to_vec(), framing, Instant::now());
+    assert!(matches!(x.phase, Phase::Resolving { .. }));
+    assert!(
+        x.upstream().is_none(),
+        "no connection while the name is resolved"
+    );
+    x.connect(up, Vec::new());
+    (x, l)
+}
+
+fn up(x: &mut Exchange) -> &mut UpstreamConn {
+    x.upstream().expect("a connection")
 }
 
 fn io_error() -> Failure {
@@ -48,9 +51,14 @@ fn io_error() -> Failure {
 
 #[test]
 fn the_policy_retries_only_a_pooled_connection_that_never_answered() {
-    let awaiting = Phase::AwaitingUpstream { request: vec![] };
-    let d =
-        |attempt, reused, started, f: &Failure| on_failure(&awaiting, attempt, reused, started, f);
+    let facts = |attempt, reused, response_started| Facts {
+        streaming: false,
+        attempt,
+        reused,
+        response_started,
+        fallback: false,
+    };
+    let d = |attempt, reused, started, f: &Failure| on_failure(&facts(attempt, reused, started), f);
     assert_eq!(d(1, true, false, &io_error()), Decision::Retry);
     assert_eq!(
         d(1, true, false, &Failure::ClosedBeforeHead),
@@ -76,16 +84,65 @@ fn the_policy_retries_only_a_pooled_connection_that_never_answered() {
         Decision::BadGateway,
         "a status is an answer"
     );
+    let streaming = Facts {
+        streaming: true,
+        ..facts(1, true, false)
+    };
     for f in [
         io_error(),
         Failure::Truncated,
         Failure::BadBody(crate::http::chunked::ChunkError::BadSize),
     ] {
-        assert_eq!(
-            on_failure(&Phase::Streaming, 1, true, false, &f),
-            Decision::FailStream
-        );
+        assert_eq!(on_failure(&streaming, &f), Decision::FailStream);
     }
+}
+
+/// A refused connect moves to the name's next address; a failure after the connect, or on a pooled
+/// connection, does not.
+#[test]
+fn a_refused_connect_tries_the_next_address() {
+    let refused = Failure::Io(io::ErrorKind::ConnectionRefused.into());
+    let fresh = Facts {
+        streaming: false,
+        attempt: 1,
+        reused: false,
+        response_started: false,
+        fallback: true,
+    };
+    assert_eq!(on_failure(&fresh, &refused), Decision::NextAddress);
+    assert_eq!(
+        on_failure(
+            &Facts {
+                fallback: false,
+                ..fresh
+            },
+            &refused
+        ),
+        Decision::BadGateway
+    );
+    assert_eq!(
+        on_failure(&fresh, &io_error()),
+        Decision::BadGateway,
+        "a reset is not a failed connect"
+    );
+    assert_eq!(
+        on_failure(&fresh, &Failure::Status(502)),
+        Decision::BadGateway
+    );
+    let tls = Failure::Tls(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "TLS: bad certificate",
+    ));
+    assert_eq!(
+        on_failure(&fresh, &tls),
+        Decision::BadGateway,
+        "another address has the same certificate"
+    );
+    assert_eq!(tls.code(), "upstream_tls_failed");
+    assert_eq!(
+        Failure::Resolve("no such name".into()).code(),
+        "upstream_unresolved"
+    );
 }
 
 /// A response head split at every byte gives the same result, once: the head, the body bytes that came
@@ -98,7 +155,7 @@ fn a_head_split_anywhere_starts_the_stream_once() {
         let (mut x, _l) = exchange(false);
         let mut got = None;
         for part in [&response[..split], &response[split..]] {
-            match x.upstream.on_head_bytes(part, 16 * 1024).unwrap() {
+            match up(&mut x).on_head_bytes(part, 16 * 1024).unwrap() {
                 HeadProgress::NeedMore => {}
                 HeadProgress::Complete { head, rest } => {
                     assert!(got.is_none(), "split {split}: two heads");
@@ -121,17 +178,17 @@ fn a_head_split_anywhere_starts_the_stream_once() {
         };
         assert_eq!(rest, expected, "split {split}");
         assert!(matches!(
-            x.upstream.state,
+            up(&mut x).state,
             UpstreamState::Body {
                 keep_alive: true,
                 ..
             }
         ));
-        assert!(x.upstream.response_started());
+        assert!(up(&mut x).response_started());
         assert!(matches!(x.phase, Phase::AwaitingUpstream { .. }));
         x.start_streaming();
         assert!(
-            matches!(x.phase, Phase::Streaming),
+            matches!(x.phase, Phase::Streaming { .. }),
             "the request is freed with the phase"
         );
         assert_eq!(x.on_failure(&Failure::Truncated), Decision::FailStream);
@@ -145,10 +202,14 @@ fn a_stale_pooled_connection_gets_one_retry() {
     let (mut x, _l) = exchange(true);
     assert_eq!(x.attempt, 1);
     assert_eq!(x.on_failure(&Failure::ClosedBeforeHead), Decision::Retry);
-    let (fresh, _l2) = upstream(false);
-    x.retry_on(fresh);
+    x.retry();
     assert_eq!(x.attempt, 2);
-    assert!(matches!(x.phase, Phase::AwaitingUpstream { ref request } if !request.is_empty()));
+    assert!(
+        matches!(x.phase, Phase::Resolving { ref request } if !request.is_empty()),
+        "back to finding a connection, request kept"
+    );
+    let (fresh, _l2) = upstream(false);
+    x.connect(fresh, Vec::new());
     assert_eq!(
         x.on_failure(&Failure::ClosedBeforeHead),
         Decision::BadGateway
@@ -161,9 +222,9 @@ fn a_bad_head_is_an_error_at_any_split() {
     let response = b"HTTP/1.1 abc\r\n\r\n";
     for split in 0..=response.len() {
         let (mut x, _l) = exchange(false);
-        let first = x.upstream.on_head_bytes(&response[..split], 1024);
+        let first = up(&mut x).on_head_bytes(&response[..split], 1024);
         let result = match first {
-            Ok(HeadProgress::NeedMore) => x.upstream.on_head_bytes(&response[split..], 1024),
+            Ok(HeadProgress::NeedMore) => up(&mut x).on_head_bytes(&response[split..], 1024),
             other => other,
         };
         assert!(result.is_err(), "split {split}: {result:?}");

@@ -1,0 +1,176 @@
+//! One step of an exchange's upstream side, per state of its connection: shake hands, write the request,
+//! read the head, read the body. Free functions over exactly the parts each needs (the exchange, the
+//! client's write side, the worker's read buffer), so that the bytes can stay in that buffer while they
+//! run; `Upstreams::step` picks the one the connection's state calls for.
+
+use std::io;
+use std::ops::Range;
+
+use super::exchange::{Exchange, Failure, Phase};
+use super::forward::{self, Outcome};
+use crate::conn::OutBuf;
+use crate::conn::client::{send_body, stream_head};
+use crate::conn::tls::Handshake;
+use crate::conn::transport::{ReadOutcome, Transport};
+use crate::conn::upstream::{HeadProgress, SendProgress, UpstreamConn, UpstreamState};
+
+/// The client's two write-side parts, borrowed while its exchange is borrowed too.
+pub(super) struct Client<'a> {
+    pub io: &'a mut Transport,
+    pub out: &'a mut OutBuf,
+}
+
+/// How a handshake that finished went, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shaken {
+    Full,
+    Resumed,
+}
+
+/// `Handshaking`: move the TLS handshake on. `Ok(Some(_))` when it finished in this step.
+pub(super) fn handshake(upstream: &mut UpstreamConn) -> Result<Option<Shaken>, Outcome> {
+    match upstream.handshake() {
+        Ok(Handshake::Done) => {
+            let resumed = upstream.io.tls().and_then(|t| t.resumed()) == Some(true);
+            Ok(Some(if resumed {
+                Shaken::Resumed
+            } else {
+                Shaken::Full
+            }))
+        }
+        Ok(Handshake::Blocked) => Ok(None),
+        // A certificate, name or protocol failure: rustls's reason, for the client's 502.
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(Outcome::Failed(Failure::Tls(e))),
+        // A refused connect surfaces here too, as the ClientHello's write error.
+        Err(e) => Err(Outcome::Failed(Failure::Io(e))),
+    }
+}
+
+/// `Sending`: write the request (it stays in the exchange while a retry is possible).
+pub(super) fn send_request(x: &mut Exchange) -> Outcome {
+    let Phase::AwaitingUpstream {
+        request, upstream, ..
+    } = &mut x.phase
+    else {
+        return Outcome::Wait;
+    };
+    match upstream.write_request(request) {
+        Ok(SendProgress::Done) => Outcome::Continue,
+        Ok(SendProgress::Blocked) => Outcome::Wait,
+        Err(e) => Outcome::Failed(Failure::Io(e)),
+    }
+}
+
+/// `AwaitingHead`: read, parse, and on a 2xx head start the client's stream.
+pub(super) fn read_head(
+    x: &mut Exchange,
+    client: &mut Client<'_>,
+    scratch: &mut [u8],
+    max_head: usize,
+    ranges: &mut Vec<Range<usize>>,
+) -> Outcome {
+    let Some(upstream) = x.upstream() else {
+        return Outcome::Wait;
+    };
+    if !upstream.io.readable() {
+        return Outcome::Wait;
+    }
+    let n = match upstream.io.read(scratch) {
+        ReadOutcome::Data(n) => n,
+        ReadOutcome::Drained => return Outcome::Wait,
+        ReadOutcome::Eof => return Outcome::Failed(Failure::ClosedBeforeHead),
+        ReadOutcome::Failed(e) => return Outcome::Failed(Failure::Io(e)),
+    };
+    let (head, mut rest) = match upstream.on_head_bytes(&scratch[..n], max_head) {
+        Ok(HeadProgress::NeedMore) => return Outcome::Continue,
+        Ok(HeadProgress::Complete { head, rest }) => (head, rest),
+        Err(e) => return Outcome::Failed(Failure::BadHead(e)),
+    };
+    if !(200..300).contains(&head.status) {
+        return Outcome::Failed(Failure::Status(head.status));
+    }
+    x.start_streaming();
+    // Queued, not written: it leaves with the first payload in one `writev` if some came with the head;
+    // otherwise at once, since the first token may be seconds away and the client should know the stream
+    // is live.
+    client.out.push(&stream_head(x.framing));
+    let framing = x.framing;
+    let Some(UpstreamConn {
+        state: UpstreamState::Body {
+            decoder,
+            keep_alive,
+        },
+        ..
+    }) = x.upstream()
+    else {
+        return Outcome::Wait;
+    };
+    if rest.is_empty() {
+        return match client.out.flush(client.io) {
+            Ok(_) => Outcome::Continue,
+            Err(e) => Outcome::ClientGone(e),
+        };
+    }
+    forward::relay(
+        decoder,
+        *keep_alive,
+        &mut rest,
+        ranges,
+        client.out,
+        client.io,
+        framing,
+    )
+}
+
+/// `Body`: read at most the room the client has left, and relay it.
+pub(super) fn read_body(
+    x: &mut Exchange,
+    client: &mut Client<'_>,
+    scratch: &mut [u8],
+    cap: usize,
+    ranges: &mut Vec<Range<usize>>,
+) -> Outcome {
+    let room = cap.saturating_sub(client.out.len()).min(scratch.len());
+    let framing = x.framing;
+    let Phase::Streaming {
+        upstream: UpstreamConn { io, state, .. },
+    } = &mut x.phase
+    else {
+        return Outcome::Wait;
+    };
+    let UpstreamState::Body {
+        decoder,
+        keep_alive,
+    } = state
+    else {
+        return Outcome::Wait;
+    };
+    if room == 0 || !io.readable() {
+        // Paused by backpressure (the client driver resumes us), or nothing to read (an event will come).
+        return Outcome::Wait;
+    }
+    match io.read(&mut scratch[..room]) {
+        ReadOutcome::Data(n) => {
+            let input = &mut scratch[..n];
+            forward::relay(
+                decoder,
+                *keep_alive,
+                input,
+                ranges,
+                client.out,
+                client.io,
+                framing,
+            )
+        }
+        ReadOutcome::Drained => Outcome::Wait,
+        ReadOutcome::Eof => match decoder.on_eof() {
+            // A close-delimited body ends here, and the client's body with it.
+            Ok(()) => match send_body(client.out, client.io, framing, &[], true) {
+                Ok(()) => Outcome::Finished { reusable: false },
+                Err(e) => Outcome::ClientGone(e),
+            },
+            Err(_) => Outcome::Failed(Failure::Truncated),
+        },
+        ReadOutcome::Failed(e) => Outcome::Failed(Failure::Io(e)),
+    }
+}
