@@ -130,8 +130,14 @@ fn check_request(reads: &[&[u8]]) {
             query: None,
             version: 1,
             keep_alive: true,
+            headers: request.headers.clone(),
             body: REQUEST_JSON.as_bytes().to_vec(),
         }
+    );
+    assert_eq!(
+        request.headers.len(),
+        8,
+        "the eight header fields, in order"
     );
     assert!(reader.is_idle());
 }

@@ -41,6 +41,7 @@ pub enum Command {
 pub enum ProviderArg {
     Openai,
     Gemini,
+    Anthropic,
 }
 
 impl From<ProviderArg> for Provider {
@@ -48,6 +49,7 @@ impl From<ProviderArg> for Provider {
         match p {
             ProviderArg::Openai => Provider::OpenAi,
             ProviderArg::Gemini => Provider::Gemini,
+            ProviderArg::Anthropic => Provider::Anthropic,
         }
     }
 }
@@ -55,8 +57,9 @@ impl From<ProviderArg> for Provider {
 impl From<ProviderArg> for MockFormat {
     fn from(p: ProviderArg) -> Self {
         match p {
-            ProviderArg::Openai => MockFormat::OpenAi,
             ProviderArg::Gemini => MockFormat::Gemini,
+            // Anthropic's own path (`/v1/messages`) is answered in its shape whatever the format says.
+            ProviderArg::Openai | ProviderArg::Anthropic => MockFormat::OpenAi,
         }
     }
 }
@@ -176,7 +179,8 @@ pub struct ServeArgs {
     /// when its key is set, else the built-in mock].
     #[arg(long, env = "TOKENPIPE_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
-    /// Request shape and auth of the upstream [default: gemini if GEMINI_API_KEY is set, else openai].
+    /// Request shape and auth of the upstream [default: gemini if GEMINI_API_KEY is set, else anthropic if
+    /// only ANTHROPIC_API_KEY is, else openai].
     #[arg(long, env = "TOKENPIPE_PROVIDER", value_enum)]
     pub provider: Option<ProviderArg>,
     /// Model used when a request names none [default: the provider's default model].
@@ -363,14 +367,14 @@ impl ServeArgs {
         if let Some(model) = &self.model {
             providers::validate_model(model).map_err(|e| format!("--model {model:?}: {e}"))?;
         }
-        let key_var = |p: Provider| match p {
-            Provider::OpenAi => "OPENAI_API_KEY",
-            Provider::Gemini => "GEMINI_API_KEY",
-        };
+        let key_var = Provider::key_var;
         let key_of = |p: Provider| env(key_var(p)).filter(|k| !k.trim().is_empty());
         let provider = match self.provider {
             Some(p) => p.into(),
             None if key_of(Provider::Gemini).is_some() => Provider::Gemini,
+            None if key_of(Provider::Anthropic).is_some() && key_of(Provider::OpenAi).is_none() => {
+                Provider::Anthropic
+            }
             None => Provider::OpenAi,
         };
         let key = key_of(provider)
@@ -382,17 +386,11 @@ impl ServeArgs {
                 origin: parse_upstream_url(url).map_err(|e| format!("--upstream {url}: {e}"))?,
                 key,
             },
-            (None, Some(_)) => {
-                let api = match provider {
-                    Provider::OpenAi => "https://api.openai.com",
-                    Provider::Gemini => "https://generativelanguage.googleapis.com",
-                };
-                UpstreamConfig::Remote {
-                    provider,
-                    origin: parse_upstream_url(api)?,
-                    key,
-                }
-            }
+            (None, Some(_)) => UpstreamConfig::Remote {
+                provider,
+                origin: parse_upstream_url(provider.public_api())?,
+                key,
+            },
             (None, None) => UpstreamConfig::EmbeddedMock {
                 provider,
                 tokens: self.mock_tokens,

@@ -84,8 +84,8 @@ impl Server {
                     listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                     workers: 1,
                     format: match provider {
-                        Provider::OpenAi => MockFormat::OpenAi,
                         Provider::Gemini => MockFormat::Gemini,
+                        Provider::OpenAi | Provider::Anthropic => MockFormat::OpenAi,
                     },
                     tokens,
                     interval,

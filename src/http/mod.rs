@@ -38,6 +38,7 @@
 pub mod body;
 pub mod chunked;
 mod head_scan;
+pub mod headers;
 pub mod request;
 pub mod response;
 pub mod route;
@@ -93,6 +94,14 @@ pub(crate) fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &st
     header_values(headers, name)
         .flat_map(list_elements)
         .any(|element| element.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The header fields as owned pairs, names as sent.
+pub(crate) fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|h| (h.name.to_owned(), h.value.to_owned()))
+        .collect()
 }
 
 /// Whether a message of this HTTP/1.x minor `version` keeps its connection open afterwards (RFC

@@ -86,6 +86,8 @@ pub struct Request {
     pub version: u8,
     /// Whether the connection may carry another request after this one's response.
     pub keep_alive: bool,
+    /// Every header field, in order, names as sent (a pass-through route forwards the end-to-end ones).
+    pub headers: Vec<(String, Vec<u8>)>,
     /// The body payload (chunk framing removed).
     pub body: Vec<u8>,
 }
@@ -368,6 +370,7 @@ fn parse_head(bytes: &[u8], limits: &Limits) -> Result<ParsedHead, HttpError> {
         query,
         version,
         keep_alive: keep_alive(version, headers),
+        headers: super::owned_headers(headers),
         body: Vec::new(), // grows as bytes arrive, never from a length the client merely claims
     };
     Ok(ParsedHead {

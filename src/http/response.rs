@@ -172,6 +172,8 @@ pub struct ResponseHead {
     pub keep_alive: bool,
     /// The Content-Type value, if any (e.g. `text/event-stream`).
     pub content_type: Option<String>,
+    /// Every header field, in order (a pass-through route forwards the end-to-end ones).
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// Why an upstream response head was refused. The upstream connection must be closed.
@@ -304,6 +306,7 @@ fn response_head(
         framing,
         keep_alive: reusable && keep_alive(version, headers),
         content_type,
+        headers: super::owned_headers(headers),
     })
 }
 

@@ -348,11 +348,15 @@ impl RequestSpec {
             )
             .as_bytes(),
         );
+        // The header fields the reader must report, in order.
+        let mut headers: Vec<(String, Vec<u8>)> = vec![("Host".into(), b"h".to_vec())];
         if let Some(connection) = self.connection {
             wire.extend_from_slice(format!("Connection: {connection}\r\n").as_bytes());
+            headers.push(("Connection".into(), connection.as_bytes().to_vec()));
         }
         if self.expect_continue {
             wire.extend_from_slice(b"Expect: 100-continue\r\n");
+            headers.push(("Expect".into(), b"100-continue".to_vec()));
         }
         let (body, has_body) = match &self.body {
             BodySpec::Empty => {
@@ -363,10 +367,12 @@ impl RequestSpec {
                 wire.extend_from_slice(
                     format!("Content-Length: {}\r\n\r\n", data.len()).as_bytes(),
                 );
+                headers.push(("Content-Length".into(), data.len().to_string().into_bytes()));
                 wire.extend_from_slice(data);
                 (data.clone(), !data.is_empty())
             }
             BodySpec::Chunked(chunked) => {
+                headers.push(("Transfer-Encoding".into(), b"chunked".to_vec()));
                 wire.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
                 let (encoded, payload) = chunked.encode();
                 wire.extend_from_slice(&encoded);
@@ -388,6 +394,7 @@ impl RequestSpec {
             query: self.query.clone(),
             version: if self.http_1_0 { 0 } else { 1 },
             keep_alive,
+            headers,
             body,
         }));
         (wire, events)

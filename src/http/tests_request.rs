@@ -154,6 +154,10 @@ fn body_bytes_are_consumed_as_they_arrive() {
             query: None,
             version: 1,
             keep_alive: true,
+            headers: vec![
+                ("Host".into(), b"a".to_vec()),
+                ("Content-Length".into(), b"4".to_vec()),
+            ],
             body: b"abcd".to_vec(),
         })
     );

@@ -120,6 +120,10 @@ fn framing_follows_rfc_9112() {
             framing: Framing::Chunked,
             keep_alive: true,
             content_type: Some("text/event-stream".into()),
+            headers: vec![
+                ("Transfer-Encoding".into(), b"chunked".to_vec()),
+                ("Content-Type".into(), b"text/event-stream".to_vec()),
+            ],
         }
     );
     assert_eq!(

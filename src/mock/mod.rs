@@ -1,23 +1,36 @@
 //! The built-in mock LLM upstream: a second application of the reactor, beside the relay.
 //!
-//! `tokenpipe mock-upstream` answers OpenAI- and Gemini-shaped streaming requests with deterministic tokens
-//! ([`script`]), one SSE event per chunk, one event per `--interval-ms`. It exists so that the relay can be
-//! run, tested and benchmarked with no API key and no network, and it is a small example of a [`Handler`]:
-//! a stream here is driven by a timer ([`MockTimer::Tick`]) instead of an upstream socket. With
-//! `--interval-ms 0` it writes as fast as the client takes the bytes, honouring the same per-stream cap as
-//! the relay, which makes it a fire hose for backpressure tests.
+//! `tokenpipe mock-upstream` answers each provider's own API paths in that provider's shape, streamed or not,
+//! with deterministic tokens ([`generation`]): OpenAI's Chat Completions, Completions, Responses, embeddings
+//! and models ([`openai`], [`responses`], [`embeddings`]), Gemini's `generateContent` and
+//! `streamGenerateContent` ([`gemini`]), Anthropic's Messages ([`anthropic`]). So the relay can be run,
+//! tested and benchmarked with no API key and no network, and the providers' own SDKs can be pointed at it.
+//! A stream is one SSE event per chunk, one event per `--interval-ms`: it is driven by a timer
+//! ([`MockTimer::Tick`]) instead of an upstream socket, which makes the mock a small example of a
+//! [`Handler`]. With `--interval-ms 0` it writes as fast as the client takes the bytes, honouring the same
+//! per-stream cap as the relay, which makes it a fire hose for backpressure tests.
 //!
-//! It shares the client driver with the relay ([`crate::conn::client::drive`]); what is its own is
-//! routing ([`routes`]), the stream ([`MockStream`], the `Serving` state of its clients), and its counters
-//! ([`MockStats`], served at `GET /stats`) so tests can check, for instance, that the relay reuses its
-//! upstream connections.
+//! It shares the client driver with the relay ([`crate::conn::client::drive`]); what is its own is routing
+//! ([`routes`]), what each request gets ([`answer`], sans-IO, which calls the provider modules), the stream
+//! ([`MockStream`], the `Serving` state of its clients), and what it counts and remembers ([`MockStats`],
+//! served at `GET /stats`, and the last requests, at `GET /debug/requests`, [`record`]) so tests can check,
+//! for instance, that the relay reuses its upstream connections or what reached the upstream.
 
+pub mod answer;
+pub mod anthropic;
+pub mod embeddings;
+pub mod gemini;
+pub mod generation;
+pub mod openai;
+pub mod record;
+pub mod responses;
 pub mod routes;
 pub mod script;
+pub mod sse;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mio::net::TcpStream;
@@ -26,10 +39,13 @@ use crate::conn::Transport;
 use crate::conn::client::{self, AfterReply, ClientApp, ClientConn, ClientState, StreamFraming};
 use crate::http::request::{Limits, Request, RequestReader};
 use crate::reactor::{ConnId, Cx, Handler, Ready, TURN_BUDGET, Tag, TimerKey};
+use answer::Answer;
+use record::RequestLog;
 use routes::Route;
-use script::{MockFormat, MockScript, parse_mock_request};
+use script::{MockFormat, MockScript};
 
-/// Counters shared by all mock workers (relaxed atomics: they are statistics, not synchronization).
+/// Counters shared by all mock workers (relaxed atomics: they are statistics, not synchronization), and the
+/// log of the last requests (behind a lock held only to record one or to copy the log out).
 #[derive(Default, Debug)]
 pub struct MockStats {
     connections: AtomicU64,
@@ -37,6 +53,7 @@ pub struct MockStats {
     requests: AtomicU64,
     streams_completed: AtomicU64,
     bytes_sent: AtomicU64,
+    recent: Mutex<RequestLog>,
 }
 
 impl MockStats {
@@ -51,6 +68,20 @@ impl MockStats {
             "streams_completed": get(&self.streams_completed),
             "bytes_sent": get(&self.bytes_sent),
         })
+    }
+
+    /// The last requests, as `GET /debug/requests` returns them.
+    pub fn recent_requests(&self) -> serde_json::Value {
+        self.log().to_json()
+    }
+
+    fn record(&self, req: &Request) {
+        self.log().record(req);
+    }
+
+    /// The log, even if a thread panicked while holding it (a log is never left half-written).
+    fn log(&self) -> std::sync::MutexGuard<'_, RequestLog> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn add(counter: &AtomicU64, n: u64) {
@@ -82,6 +113,8 @@ pub type Entry = Box<ClientConn<MockStream>>;
 
 /// The mock application of one worker.
 pub struct Mock {
+    /// `--format`: whose error body a fault injected at the shared `GET /v1/models` gets. Every other path
+    /// belongs to one provider and answers in its shape.
     format: MockFormat,
     /// Tokens per answer, unless the request asks for fewer.
     tokens: u32,
@@ -91,7 +124,7 @@ pub struct Mock {
     /// Most bytes queued per client before the stream waits for it to drain.
     cap: usize,
     stats: Arc<MockStats>,
-    /// Where events are composed before they are sent.
+    /// Where events and whole replies are composed before they are sent.
     compose: Vec<u8>,
 }
 
@@ -115,19 +148,36 @@ impl Mock {
         }
     }
 
-    /// Starts a mock answer for a generation request.
-    fn start(&mut self, c: &mut Entry, body: &[u8], framing: StreamFraming) {
-        let request = match parse_mock_request(body) {
-            Ok(r) => r,
-            Err(msg) => return c.reply_error(400, "invalid_request", &msg, &[], framing.after()),
-        };
+    /// Starts streaming `script`: queues the stream head; the first event leaves with it (`Mock::pump`).
+    fn start(c: &mut Entry, script: MockScript, framing: StreamFraming) {
         c.out.push(&client::stream_head(framing));
         c.state = ClientState::Serving(MockStream {
-            script: MockScript::new(self.format, &request, self.tokens),
+            script,
             framing,
             next: 0,
             tick: None,
         });
+    }
+
+    /// Answers a provider endpoint: starts a stream, or queues one complete reply.
+    fn serve(&mut self, cx: &mut Cx<Self>, id: ConnId, endpoint: routes::Endpoint, req: &Request) {
+        let then = AfterReply::of(req);
+        let Some(c) = cx.conns.get_mut(id) else {
+            return;
+        };
+        match answer::answer(endpoint, req, self.format, self.tokens) {
+            Answer::Stream(script) => {
+                Mock::start(c, script, StreamFraming::for_request(req.version, then));
+                self.pump(cx, id);
+            }
+            Answer::Reply(reply) => {
+                self.compose.clear();
+                let head_only = req.method == "HEAD";
+                reply.write(head_only, then == AfterReply::Close, &mut self.compose);
+                c.reply(&self.compose, then);
+                c.status = reply.status;
+            }
+        }
     }
 
     /// Sends events while the interval, the stream cap and the turn budget allow. The last event leaves
@@ -246,20 +296,25 @@ impl ClientApp for Mock {
 
     fn on_request(&mut self, cx: &mut Cx<Self>, id: ConnId, req: Request) {
         MockStats::add(&self.stats.requests, 1);
+        let route = routes::resolve(&req.method, &req.path);
+        if route != Ok(Route::Requests) {
+            self.stats.record(&req);
+        }
         let then = AfterReply::of(&req);
-        let Some(c) = cx.conns.get_mut(id) else {
-            return;
+        let json = match route {
+            Ok(Route::Api(endpoint)) => return self.serve(cx, id, endpoint, &req),
+            Ok(Route::Stats) => self.stats.snapshot(),
+            Ok(Route::Requests) => self.stats.recent_requests(),
+            Ok(Route::Healthz) => serde_json::json!({"status": "ok"}),
+            Err(miss) => {
+                if let Some(c) = cx.conns.get_mut(id) {
+                    c.reply_miss(miss, &req.method, then);
+                }
+                return;
+            }
         };
-        match routes::resolve(&req.method, &req.path) {
-            Ok(Route::Generate) => {
-                self.start(c, &req.body, StreamFraming::for_request(req.version, then));
-                self.pump(cx, id);
-            }
-            Ok(Route::Stats) => c.reply_json(&req.method, &self.stats.snapshot(), then),
-            Ok(Route::Healthz) => {
-                c.reply_json(&req.method, &serde_json::json!({"status": "ok"}), then)
-            }
-            Err(miss) => c.reply_miss(miss, &req.method, then),
+        if let Some(c) = cx.conns.get_mut(id) {
+            c.reply_json(&req.method, &json, then);
         }
     }
 

@@ -7,30 +7,35 @@
 //! be replayed by a tokio baseline so both relays are measured against identical upstream traffic.
 //!
 //! Everything here is deterministic: no timestamps, no random ids. The tokens are the prompt's own words,
-//! cycled (`"hello world"` -> `"hello"`, `" world"`, `" hello"`, ...), so a test can send a prompt and know
-//! exactly what text must come out of the relay: [`MockScript::expected_text`].
+//! cycled (`"hello world"` -> `"hello"`, `" world"`, `" hello"`, ...; see [`Generation`]), so a test can
+//! send a prompt and know exactly what text must come out of the relay: [`MockScript::expected_text`].
 //!
-//! The events imitate the real providers closely enough that the relay's parsing is exercised honestly:
+//! A script speaks one [`Dialect`]; each provider module renders its events:
 //!
-//! * **OpenAI**: `chat.completion.chunk` objects, each as `data: {json}\n\n`, then a chunk with
-//!   `finish_reason: "stop"`, then the `data: [DONE]` sentinel;
-//! * **Gemini**: `GenerateContentResponse` objects, each as `data: {json}\r\n\r\n` (Gemini really separates
-//!   events with CRLF CRLF, and an SSE parser that only knows `\n\n` should fail on the mock as it would in
-//!   production); the last event carries `finishReason: "STOP"` and `usageMetadata`.
+//! * **OpenAI Chat Completions** ([`super::openai`]): `chat.completion.chunk` objects, each as
+//!   `data: {json}\n\n`, then a chunk with `finish_reason: "stop"`, (with `stream_options.include_usage`, a
+//!   chunk with `usage` and no choices), then the `data: [DONE]` sentinel; legacy Completions alike;
+//! * **OpenAI Responses** ([`super::responses`]): named events, `response.created` to `response.completed`;
+//! * **Gemini** ([`super::gemini`]): `GenerateContentResponse` objects, each as `data: {json}\r\n\r\n`
+//!   (Gemini really separates events with CRLF CRLF, and an SSE parser that only knows `\n\n` should fail on
+//!   the mock as it would in production); the last event carries `finishReason: "STOP"` and
+//!   `usageMetadata`;
+//! * **Anthropic Messages** ([`super::anthropic`]): named events, `message_start` to `message_stop`.
 //!
-//! "Tokens" here are whitespace-separated words and the usage counts are word counts: the mock makes no
-//! attempt at real tokenization, which would make the byte stream depend on a vocabulary.
+//! The mock server picks a request's dialect from its path (`answer`). [`MockFormat`] (the `--format`
+//! option) names one of the two chat dialects the relay speaks, and [`MockScript::new`] makes a script in it,
+//! which is how tests and baselines know what the mock sends.
 
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// The token text used when the prompt contains no words at all, so that such a request still streams.
-pub const FALLBACK_WORD: &str = "mock";
+pub use super::generation::FALLBACK_WORD;
+use super::generation::Generation;
+use super::{anthropic, gemini, openai, responses};
 
-/// Which provider the mock imitates.
+/// Which provider the mock imitates where a path does not say (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MockFormat {
     /// OpenAI Chat Completions streaming.
@@ -74,6 +79,16 @@ pub struct MockRequest {
     pub max_tokens: Option<u32>,
 }
 
+/// What a provider endpoint understood of a generation request: the prompt and limit, and how to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MockAsk {
+    pub request: MockRequest,
+    /// `stream: true` (or a streaming path): answer with SSE events, else with one JSON body.
+    pub stream: bool,
+    /// OpenAI's `stream_options.include_usage`: a last chunk with `usage` before `[DONE]`.
+    pub include_usage: bool,
+}
+
 /// Parse a generation request body in either provider's shape; the shape is recognised by its fields, so
 /// one mock can serve both APIs.
 ///
@@ -86,37 +101,22 @@ pub struct MockRequest {
 ///
 /// Limits above `u32::MAX` are clamped to it. Anything else malformed is an `Err` describing the problem.
 pub fn parse_mock_request(body: &[u8]) -> Result<MockRequest, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
-    let Value::Object(obj) = value else {
-        return Err("request body must be a JSON object".into());
-    };
+    parse_object(&json_object(body)?)
+}
+
+/// [`parse_mock_request`] of a body already parsed into an object.
+pub(super) fn parse_object(obj: &Map<String, Value>) -> Result<MockRequest, String> {
     if let Some(messages) = obj.get("messages") {
-        parse_openai(&obj, messages)
+        parse_openai(obj, messages)
     } else if let Some(contents) = obj.get("contents") {
-        parse_gemini(&obj, contents)
+        parse_gemini(obj, contents)
     } else {
         Err("expected `messages` (OpenAI) or `contents` (Gemini) in the request body".into())
     }
 }
 
 fn parse_openai(obj: &Map<String, Value>, messages: &Value) -> Result<MockRequest, String> {
-    let messages = messages.as_array().ok_or("`messages` must be an array")?;
-    let user = messages
-        .iter()
-        .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        .ok_or("`messages` has no message with role \"user\"")?;
-    let prompt = match user.get("content") {
-        Some(Value::String(s)) => s.clone(),
-        // Content parts: `[{"type":"text","text":"..."}, {"type":"image_url",...}]`; keep the text.
-        Some(Value::Array(parts)) => concat_texts(parts)?,
-        _ => {
-            return Err(
-                "the last user message's `content` must be a string or an array of parts".into(),
-            );
-        }
-    };
+    let prompt = last_user_text(messages)?;
     let max_tokens = match obj.get("max_completion_tokens") {
         Some(v) if !v.is_null() => token_limit(v, "max_completion_tokens")?,
         _ => match obj.get("max_tokens") {
@@ -154,8 +154,52 @@ fn parse_gemini(obj: &Map<String, Value>, contents: &Value) -> Result<MockReques
     Ok(MockRequest { prompt, max_tokens })
 }
 
+/// The text of the last message with role `"user"` in `messages` (OpenAI's and Anthropic's shape): its
+/// `content` string, or the `text` of its content parts (`[{"type":"text","text":"..."}, {"type":"image_url",
+/// ...}]`) put together.
+pub(super) fn last_user_text(messages: &Value) -> Result<String, String> {
+    let messages = messages.as_array().ok_or("`messages` must be an array")?;
+    let user = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .ok_or("`messages` has no message with role \"user\"")?;
+    match user.get("content") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(parts)) => concat_texts(parts),
+        _ => Err("the last user message's `content` must be a string or an array of parts".into()),
+    }
+}
+
+/// `stream` of a request body: absent or `null` means `false`, as the real APIs default.
+pub(super) fn stream_flag(obj: &Map<String, Value>) -> Result<bool, String> {
+    match obj.get("stream") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err("`stream` must be a boolean".into()),
+    }
+}
+
+/// OpenAI's `stream_options.include_usage`.
+pub(super) fn include_usage(obj: &Map<String, Value>) -> bool {
+    obj.get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// A request body as a JSON object, or why not.
+pub(super) fn json_object(body: &[u8]) -> Result<Map<String, Value>, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
+    match value {
+        Value::Object(obj) => Ok(obj),
+        _ => Err("request body must be a JSON object".into()),
+    }
+}
+
 /// Concatenate the `text` of every part that has one; parts without text (images, tool calls) are skipped.
-fn concat_texts(parts: &[Value]) -> Result<String, String> {
+pub(super) fn concat_texts(parts: &[Value]) -> Result<String, String> {
     let mut text = String::new();
     for part in parts {
         match part.get("text") {
@@ -167,7 +211,7 @@ fn concat_texts(parts: &[Value]) -> Result<String, String> {
     Ok(text)
 }
 
-fn token_limit(v: &Value, name: &str) -> Result<Option<u32>, String> {
+pub(super) fn token_limit(v: &Value, name: &str) -> Result<Option<u32>, String> {
     if v.is_null() {
         return Ok(None);
     }
@@ -177,51 +221,80 @@ fn token_limit(v: &Value, name: &str) -> Result<Option<u32>, String> {
     Ok(Some(u32::try_from(n).unwrap_or(u32::MAX)))
 }
 
+/// The event shape of a streamed answer: which provider, which API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI `POST /v1/chat/completions` with `stream: true`.
+    OpenAiChat { include_usage: bool },
+    /// OpenAI's legacy `POST /v1/completions` with `stream: true`.
+    OpenAiCompletion { include_usage: bool },
+    /// OpenAI `POST /v1/responses` with `stream: true` (the limit is echoed in the response object).
+    OpenAiResponses { max_output_tokens: Option<u32> },
+    /// Gemini `streamGenerateContent?alt=sse`.
+    Gemini,
+    /// Anthropic `POST /v1/messages` with `stream: true`.
+    Anthropic,
+}
+
+impl From<MockFormat> for Dialect {
+    fn from(format: MockFormat) -> Self {
+        match format {
+            MockFormat::OpenAi => Dialect::OpenAiChat {
+                include_usage: false,
+            },
+            MockFormat::Gemini => Dialect::Gemini,
+        }
+    }
+}
+
 /// The events the mock sends for one request. Cheap to build; event bytes are produced on demand, one at a
 /// time, so a stream of a million tokens costs no more memory than a stream of ten.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MockScript {
-    format: MockFormat,
-    /// The prompt's words, never empty (see [`FALLBACK_WORD`]).
-    words: Vec<String>,
-    /// How many words the prompt really had, for Gemini's `usageMetadata`.
-    prompt_tokens: u32,
-    /// How many token events to send.
-    tokens: u32,
+    dialect: Dialect,
+    generation: Generation,
 }
 
 impl MockScript {
-    /// A script of `tokens` tokens, or fewer when the request's `max_tokens` is smaller.
+    /// A script of `tokens` tokens in `format`'s chat stream, or fewer when the request's `max_tokens` is
+    /// smaller.
     pub fn new(format: MockFormat, req: &MockRequest, tokens: u32) -> Self {
-        let mut words: Vec<String> = req.prompt.split_whitespace().map(str::to_string).collect();
-        let prompt_tokens = u32::try_from(words.len()).unwrap_or(u32::MAX);
-        if words.is_empty() {
-            words.push(FALLBACK_WORD.to_string());
-        }
-        let tokens = req.max_tokens.map_or(tokens, |max| tokens.min(max));
+        MockScript::in_dialect(format.into(), req, tokens)
+    }
+
+    /// The same, in any dialect.
+    pub fn in_dialect(dialect: Dialect, req: &MockRequest, tokens: u32) -> Self {
         MockScript {
-            format,
-            words,
-            prompt_tokens,
-            tokens,
+            dialect,
+            generation: Generation::new(&req.prompt, req.max_tokens, tokens),
         }
     }
 
-    /// Number of token events (the generated length), not counting the closing events.
-    pub fn token_count(&self) -> u32 {
-        self.tokens
+    /// What the script says.
+    pub fn generation(&self) -> &Generation {
+        &self.generation
     }
 
-    /// Number of events, including the closing ones.
+    /// Number of token events (the generated length), not counting the opening and closing events.
+    pub fn token_count(&self) -> u32 {
+        self.generation.token_count()
+    }
+
+    /// Number of events, including the opening and closing ones.
     ///
-    /// OpenAI: one per token, then the `finish_reason: "stop"` chunk, then `[DONE]`, so `tokens + 2`.
-    /// Gemini: one per token, the last one carrying `finishReason` (so at least one event even for zero
-    /// tokens, which then has empty text).
+    /// OpenAI: one per token, then the `finish_reason: "stop"` chunk, then `[DONE]`, so `tokens + 2` (one
+    /// more with `include_usage`). Gemini: one per token, the last one carrying `finishReason` (so at least
+    /// one event even for zero tokens, which then has empty text). Responses: `tokens + 8`. Anthropic:
+    /// `tokens + 6`.
     pub fn len(&self) -> usize {
-        let tokens = usize::try_from(self.tokens).unwrap_or(usize::MAX);
-        match self.format {
-            MockFormat::OpenAi => tokens.saturating_add(2),
-            MockFormat::Gemini => tokens.max(1),
+        let g = &self.generation;
+        match self.dialect {
+            Dialect::OpenAiChat { include_usage } | Dialect::OpenAiCompletion { include_usage } => {
+                openai::event_count(g, include_usage)
+            }
+            Dialect::OpenAiResponses { .. } => responses::event_count(g),
+            Dialect::Gemini => gemini::event_count(g),
+            Dialect::Anthropic => anthropic::event_count(g),
         }
     }
 
@@ -231,180 +304,34 @@ impl MockScript {
         self.len() == 0
     }
 
-    /// Token number `i` (counting from 0): the prompt's words in order, cycling, each but the first with a
-    /// leading space. Defined for every `i`, even past [`MockScript::token_count`].
+    /// Token number `i` (counting from 0); see [`Generation::token`].
     pub fn token(&self, i: usize) -> String {
-        // `words` is never empty, but `get` keeps this panic-free even if that changed.
-        let word = self
-            .words
-            .get(i % self.words.len().max(1))
-            .map_or(FALLBACK_WORD, String::as_str);
-        if i == 0 {
-            word.to_string()
-        } else {
-            format!(" {word}")
-        }
+        self.generation.token(i)
     }
 
     /// All the generated text: what a client of the relay should receive, concatenated.
     pub fn expected_text(&self) -> String {
-        (0..self.token_count_usize())
-            .map(|i| self.token(i))
-            .collect()
+        self.generation.text()
     }
 
     /// Append event `i` (one complete SSE event, separator included) to `out`. An `i` outside `0..len()`
     /// appends nothing.
     pub fn write_event(&self, i: usize, out: &mut Vec<u8>) {
-        match self.format {
-            MockFormat::OpenAi => self.write_openai(i, out),
-            MockFormat::Gemini => self.write_gemini(i, out),
+        let g = &self.generation;
+        match self.dialect {
+            Dialect::OpenAiChat { include_usage } => {
+                openai::write_chat_event(g, include_usage, i, out)
+            }
+            Dialect::OpenAiCompletion { include_usage } => {
+                openai::write_completion_event(g, include_usage, i, out)
+            }
+            Dialect::OpenAiResponses { max_output_tokens } => {
+                responses::write_event(g, max_output_tokens, i, out)
+            }
+            Dialect::Gemini => gemini::write_event(g, i, out),
+            Dialect::Anthropic => anthropic::write_event(g, i, out),
         }
     }
-
-    fn token_count_usize(&self) -> usize {
-        usize::try_from(self.tokens).unwrap_or(usize::MAX)
-    }
-
-    fn write_openai(&self, i: usize, out: &mut Vec<u8>) {
-        let n = self.token_count_usize();
-        if i < n {
-            let token = self.token(i);
-            // Like the real API, the first chunk also says who is speaking.
-            let role = (i == 0).then_some("assistant");
-            let delta = OpenAiDelta {
-                role,
-                content: Some(&token),
-            };
-            write_data_event(&OpenAiChunk::new(delta, None), b"\n\n", out);
-        } else if i == n {
-            let delta = OpenAiDelta {
-                role: None,
-                content: None,
-            };
-            write_data_event(&OpenAiChunk::new(delta, Some("stop")), b"\n\n", out);
-        } else if i == n.saturating_add(1) {
-            out.extend_from_slice(b"data: [DONE]\n\n");
-        }
-    }
-
-    fn write_gemini(&self, i: usize, out: &mut Vec<u8>) {
-        let n = self.token_count_usize();
-        if i >= self.len() {
-            return;
-        }
-        let text = if i < n { self.token(i) } else { String::new() };
-        let last = i + 1 == self.len();
-        let chunk = GeminiChunk {
-            candidates: [GeminiCandidate {
-                content: GeminiContent {
-                    parts: [GeminiPart { text: &text }],
-                    role: "model",
-                },
-                finish_reason: last.then_some("STOP"),
-                index: 0,
-            }],
-            usage_metadata: last.then(|| GeminiUsage {
-                prompt_token_count: self.prompt_tokens,
-                candidates_token_count: self.tokens,
-                total_token_count: self.prompt_tokens.saturating_add(self.tokens),
-            }),
-            model_version: "mock",
-        };
-        write_data_event(&chunk, b"\r\n\r\n", out);
-    }
-}
-
-/// Append `data: {json}{separator}` to `out`, or nothing at all if serialization fails (it cannot for
-/// these types; the truncation only guarantees that `out` never holds half an event).
-fn write_data_event<T: Serialize>(event: &T, separator: &[u8], out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(b"data: ");
-    if serde_json::to_writer(&mut *out, event).is_ok() {
-        out.extend_from_slice(separator);
-    } else {
-        out.truncate(start);
-    }
-}
-
-// Event shapes as serde structs: the field order below is the order on the wire, as the real APIs send it.
-
-#[derive(Serialize)]
-struct OpenAiChunk<'a> {
-    id: &'static str,
-    object: &'static str,
-    created: u64,
-    model: &'static str,
-    choices: [OpenAiChoice<'a>; 1],
-}
-
-impl<'a> OpenAiChunk<'a> {
-    fn new(delta: OpenAiDelta<'a>, finish_reason: Option<&'static str>) -> Self {
-        OpenAiChunk {
-            id: "chatcmpl-mock",
-            object: "chat.completion.chunk",
-            created: 0,
-            model: "mock",
-            choices: [OpenAiChoice {
-                index: 0,
-                delta,
-                finish_reason,
-            }],
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct OpenAiChoice<'a> {
-    index: u32,
-    delta: OpenAiDelta<'a>,
-    /// `null` until the last chunk, as in the real API.
-    finish_reason: Option<&'static str>,
-}
-
-#[derive(Serialize)]
-struct OpenAiDelta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct GeminiChunk<'a> {
-    candidates: [GeminiCandidate<'a>; 1],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage_metadata: Option<GeminiUsage>,
-    model_version: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct GeminiCandidate<'a> {
-    content: GeminiContent<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    finish_reason: Option<&'static str>,
-    index: u32,
-}
-
-#[derive(Serialize)]
-struct GeminiContent<'a> {
-    parts: [GeminiPart<'a>; 1],
-    role: &'static str,
-}
-
-#[derive(Serialize)]
-struct GeminiPart<'a> {
-    text: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct GeminiUsage {
-    prompt_token_count: u32,
-    candidates_token_count: u32,
-    total_token_count: u32,
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ fn a_fire_hose_mock_stream_yields_after_its_turn() {
     let addr = listener.local_addr().unwrap();
     w.listen(listener).unwrap();
     let mut peer = std::net::TcpStream::connect(addr).unwrap();
-    let body = br#"{"messages":[{"role":"user","content":"go"}]}"#;
+    // `stream: true`: as with the real API, a chat request without it gets one JSON answer.
+    let body = br#"{"messages":[{"role":"user","content":"go"}],"stream":true}"#;
     let req = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
         body.len()

@@ -51,8 +51,18 @@ pub enum Phase {
     Streaming { upstream: UpstreamConn },
 }
 
+/// What a relayed request is, which decides what its client's head says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `POST /api/v1/generate-stream`: our SSE head on a 2xx answer, a 502 that says why on any other.
+    Generate,
+    /// A provider's own API: the upstream's status and fields, whatever they are.
+    PassThrough,
+}
+
 /// One relayed request.
 pub struct Exchange {
+    pub kind: Kind,
     /// How the client's response is framed (and what follows it).
     pub framing: StreamFraming,
     pub phase: Phase,
@@ -66,8 +76,9 @@ pub struct Exchange {
 
 impl Exchange {
     /// A new exchange for `request`; it starts by finding a connection (`Resolving`).
-    pub fn new(request: Vec<u8>, framing: StreamFraming, now: Instant) -> Exchange {
+    pub fn new(kind: Kind, request: Vec<u8>, framing: StreamFraming, now: Instant) -> Exchange {
         Exchange {
+            kind,
             framing,
             phase: Phase::Resolving { request },
             attempt: 1,
@@ -252,7 +263,8 @@ pub enum Failure {
     Tls(io::Error),
     ClosedBeforeHead,
     BadHead(ResponseError),
-    Status(u16),
+    /// The upstream refused the simple route's request: its status, and what its error body said.
+    Status(u16, String),
     BadBody(ChunkError),
     Truncated,
 }
@@ -262,6 +274,7 @@ impl Failure {
     pub fn code(&self) -> &'static str {
         match self {
             Failure::Resolve(_) => "upstream_unresolved",
+            Failure::Status(..) => "upstream_status",
             Failure::Tls(_) => "upstream_tls_failed",
             _ => "upstream_failed",
         }
@@ -287,7 +300,10 @@ impl fmt::Display for Failure {
                 f.write_str("upstream closed the connection before answering")
             }
             Failure::BadHead(e) => write!(f, "upstream sent an invalid response head: {e}"),
-            Failure::Status(s) => write!(f, "upstream answered with status {s}"),
+            Failure::Status(s, detail) if detail.is_empty() => {
+                write!(f, "upstream answered with status {s}")
+            }
+            Failure::Status(s, detail) => write!(f, "upstream answered with status {s}: {detail}"),
             Failure::BadBody(e) => write!(f, "upstream sent an invalid body: {e}"),
             Failure::Truncated => {
                 f.write_str("upstream closed the connection before the body ended")
@@ -340,7 +356,7 @@ pub fn on_failure(f: &Facts, failure: &Failure) -> Decision {
     } else if f.reused
         && !f.response_started
         && f.attempt == 1
-        && !matches!(failure, Failure::Status(_))
+        && !matches!(failure, Failure::Status(..))
     {
         Decision::Retry
     } else {

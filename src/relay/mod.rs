@@ -20,6 +20,7 @@ pub mod api;
 pub mod dns;
 pub mod exchange;
 pub mod forward;
+pub mod passthrough;
 pub mod pool;
 pub mod providers;
 pub mod routes;
@@ -37,7 +38,7 @@ use crate::conn::client::{self, AfterReply, ClientApp, ClientConn, ClientState, 
 use crate::conn::transport::{IdleCheck, Transport, accepted};
 use crate::http::request::{Limits, Request, RequestReader};
 use crate::reactor::{ConnId, Cx, Handler, Ready, Tag, TimerKey};
-use exchange::Exchange;
+use exchange::{Exchange, Kind};
 use pool::Pool;
 use providers::{Origin, Provider, ProviderKey};
 use routes::Route;
@@ -317,10 +318,12 @@ impl ClientApp for Relay {
         let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
             return;
         };
-        match routes::resolve(&req.method, &req.path) {
-            Ok(Route::Generate) => {
-                let framing = StreamFraming::for_request(req.version, then);
-                self.upstreams.start(cx, id, &req.body, framing);
+        let framing = StreamFraming::for_request(req.version, then);
+        match routes::resolve(&req.method, &req.path, self.upstreams.provider()) {
+            Ok(Route::Generate) => self.upstreams.start(cx, id, &req, Kind::Generate, framing),
+            Ok(Route::PassThrough) => {
+                self.upstreams
+                    .start(cx, id, &req, Kind::PassThrough, framing)
             }
             Ok(Route::Healthz) => {
                 c.reply_json(&req.method, &serde_json::json!({"status": "ok"}), then)

@@ -36,6 +36,8 @@ pub enum Provider {
     OpenAi,
     /// Google's Gemini API (Generative Language API).
     Gemini,
+    /// Anthropic's Messages API.
+    Anthropic,
 }
 
 impl Provider {
@@ -44,6 +46,34 @@ impl Provider {
         match self {
             Provider::OpenAi => "gpt-4o-mini",
             Provider::Gemini => "gemini-2.0-flash",
+            Provider::Anthropic => "claude-haiku-4-5",
+        }
+    }
+
+    /// The environment variable that holds the provider's key.
+    pub fn key_var(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "OPENAI_API_KEY",
+            Provider::Gemini => "GEMINI_API_KEY",
+            Provider::Anthropic => "ANTHROPIC_API_KEY",
+        }
+    }
+
+    /// The provider's public API.
+    pub fn public_api(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "https://api.openai.com",
+            Provider::Gemini => "https://generativelanguage.googleapis.com",
+            Provider::Anthropic => "https://api.anthropic.com",
+        }
+    }
+
+    /// The header that carries the key, as this provider wants it: never in the URL.
+    pub fn auth_header(self, key: &ProviderKey) -> (&'static str, String) {
+        match self {
+            Provider::OpenAi => ("Authorization", format!("Bearer {}", key.expose())),
+            Provider::Gemini => ("x-goog-api-key", key.expose().to_string()),
+            Provider::Anthropic => ("x-api-key", key.expose().to_string()),
         }
     }
 
@@ -52,6 +82,7 @@ impl Provider {
         match self {
             Provider::OpenAi => "openai",
             Provider::Gemini => "gemini",
+            Provider::Anthropic => "anthropic",
         }
     }
 }
@@ -59,17 +90,15 @@ impl Provider {
 impl FromStr for Provider {
     type Err = String;
 
-    /// `"openai"` or `"gemini"`, ignoring ASCII case (environment variables are often written `OpenAI`).
+    /// `"openai"`, `"gemini"` or `"anthropic"`, ignoring ASCII case (environment variables are often
+    /// written `OpenAI`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case("openai") {
-            Ok(Provider::OpenAi)
-        } else if s.eq_ignore_ascii_case("gemini") {
-            Ok(Provider::Gemini)
-        } else {
-            Err(format!(
-                "unknown provider {s:?}: expected \"openai\" or \"gemini\""
-            ))
-        }
+        [Provider::OpenAi, Provider::Gemini, Provider::Anthropic]
+            .into_iter()
+            .find(|p| s.eq_ignore_ascii_case(p.as_str()))
+            .ok_or_else(|| {
+                format!("unknown provider {s:?}: expected \"openai\", \"gemini\" or \"anthropic\"")
+            })
     }
 }
 
@@ -303,11 +332,11 @@ pub fn build_request(
         ));
     }
 
-    let (path, auth, body) = match provider {
+    let auth = key.map(|k| provider.auth_header(k));
+    let (path, body, extra) = match provider {
         Provider::OpenAi => {
             let path = format!("{}/v1/chat/completions", origin.base_path);
-            let auth = key.map(|k| ("Authorization", format!("Bearer {}", k.expose())));
-            (path, auth, openai_body(model, req)?)
+            (path, openai_body(model, req)?, "")
         }
         Provider::Gemini => {
             // Gemini names models `models/{id}`; accept a client that already wrote the prefix.
@@ -316,8 +345,16 @@ pub fn build_request(
                 "{}/v1beta/models/{id}:streamGenerateContent?alt=sse",
                 origin.base_path
             );
-            let auth = key.map(|k| ("x-goog-api-key", k.expose().to_string()));
-            (path, auth, gemini_body(req)?)
+            (path, gemini_body(req)?, "")
+        }
+        Provider::Anthropic => {
+            let path = format!("{}/v1/messages", origin.base_path);
+            let version = "anthropic-version: 2023-06-01\r\n";
+            (
+                path,
+                super::passthrough::anthropic_body(model, req)?,
+                version,
+            )
         }
     };
 
@@ -331,6 +368,7 @@ pub fn build_request(
     if let Some((name, value)) = auth {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
+    head.push_str(extra);
     head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
 
     let mut out = head.into_bytes();
@@ -338,7 +376,7 @@ pub fn build_request(
     Ok(out)
 }
 
-fn config_error(message: impl Into<String>) -> ApiError {
+pub(super) fn config_error(message: impl Into<String>) -> ApiError {
     ApiError {
         status: 500,
         code: "invalid_config",
@@ -346,12 +384,12 @@ fn config_error(message: impl Into<String>) -> ApiError {
     }
 }
 
-fn is_visible_ascii(s: &str) -> bool {
+pub(super) fn is_visible_ascii(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Serialize a request body; only a bug in serde could make this fail, and then we answer 500.
-fn to_json<T: Serialize>(body: &T) -> Result<Vec<u8>, ApiError> {
+pub(super) fn to_json<T: Serialize>(body: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(body).map_err(|e| ApiError {
         status: 500,
         code: "internal",

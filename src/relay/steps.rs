@@ -6,8 +6,9 @@
 use std::io;
 use std::ops::Range;
 
-use super::exchange::{Exchange, Failure, Phase};
+use super::exchange::{Exchange, Failure, Kind, Phase};
 use super::forward::{self, Outcome};
+use super::passthrough;
 use crate::conn::OutBuf;
 use crate::conn::client::{send_body, stream_head};
 use crate::conn::tls::Handshake;
@@ -61,7 +62,8 @@ pub(super) fn send_request(x: &mut Exchange) -> Outcome {
     }
 }
 
-/// `AwaitingHead`: read, parse, and on a 2xx head start the client's stream.
+/// `AwaitingHead`: read and parse the head; then the client's head (ours for the simple route, the
+/// upstream's for a pass-through) and the body bytes that came with it.
 pub(super) fn read_head(
     x: &mut Exchange,
     client: &mut Client<'_>,
@@ -86,40 +88,70 @@ pub(super) fn read_head(
         Ok(HeadProgress::Complete { head, rest }) => (head, rest),
         Err(e) => return Outcome::Failed(Failure::BadHead(e)),
     };
-    if !(200..300).contains(&head.status) {
-        return Outcome::Failed(Failure::Status(head.status));
-    }
-    x.start_streaming();
-    // Queued, not written: it leaves with the first payload in one `writev` if some came with the head;
-    // otherwise at once, since the first token may be seconds away and the client should know the stream
-    // is live.
-    client.out.push(&stream_head(x.framing));
-    let framing = x.framing;
-    let Some(UpstreamConn {
-        state: UpstreamState::Body {
-            decoder,
-            keep_alive,
-        },
-        ..
-    }) = x.upstream()
-    else {
+    let (framing, kind) = (x.framing, x.kind);
+    let Some((decoder, keep_alive)) = body_of(x) else {
         return Outcome::Wait;
     };
-    if rest.is_empty() {
+    let has_body = !decoder.is_done();
+    match kind {
+        Kind::Generate if !(200..300).contains(&head.status) => {
+            // The simple route answers with a 502 that says what the upstream said: its error body is
+            // small and, as a rule, came with the head.
+            ranges.clear();
+            let detail = match decoder.decode(&rest, ranges) {
+                Ok(_) => {
+                    let body: Vec<u8> = ranges
+                        .iter()
+                        .flat_map(|r| rest[r.clone()].to_vec())
+                        .collect();
+                    passthrough::error_detail(&body)
+                }
+                Err(_) => String::new(),
+            };
+            return Outcome::Failed(Failure::Status(head.status, detail));
+        }
+        // Queued, not written: it leaves with the first payload in one `writev` if some came with the
+        // head; otherwise at once, since the first token may be seconds away and the client should know
+        // the stream is live.
+        Kind::Generate => client.out.push(&stream_head(framing)),
+        Kind::PassThrough => client.out.push(&passthrough::response_head(
+            head.status,
+            &head.headers,
+            framing,
+            has_body,
+        )),
+    }
+    let reusable = keep_alive && rest.is_empty();
+    x.start_streaming();
+    if !has_body || rest.is_empty() {
+        // Nothing follows the head (a 204, a 304, a `Content-Length: 0`), or nothing came with it yet.
         return match client.out.flush(client.io) {
+            Ok(_) if !has_body => Outcome::Finished { reusable },
             Ok(_) => Outcome::Continue,
             Err(e) => Outcome::ClientGone(e),
         };
     }
+    let Some((decoder, keep_alive)) = body_of(x) else {
+        return Outcome::Wait;
+    };
     forward::relay(
-        decoder,
-        *keep_alive,
-        &mut rest,
-        ranges,
-        client.out,
-        client.io,
-        framing,
+        decoder, keep_alive, &mut rest, ranges, client.out, client.io, framing,
     )
+}
+
+/// The body decoder of the exchange's connection, and whether the connection may be reused after it.
+fn body_of(x: &mut Exchange) -> Option<(&mut crate::http::body::BodyDecoder, bool)> {
+    match x.upstream() {
+        Some(UpstreamConn {
+            state:
+                UpstreamState::Body {
+                    decoder,
+                    keep_alive,
+                },
+            ..
+        }) => Some((decoder, *keep_alive)),
+        _ => None,
+    }
 }
 
 /// `Body`: read at most the room the client has left, and relay it.

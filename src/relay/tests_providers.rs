@@ -64,13 +64,14 @@ fn gen_req(prompt: &str, model: Option<&str>, max_tokens: Option<u32>) -> Genera
 fn provider_names() {
     assert_eq!("openai".parse::<Provider>(), Ok(Provider::OpenAi));
     assert_eq!("Gemini".parse::<Provider>(), Ok(Provider::Gemini));
+    assert_eq!("ANTHROPIC".parse::<Provider>(), Ok(Provider::Anthropic));
     assert!(
-        "anthropic"
+        "mistral"
             .parse::<Provider>()
             .unwrap_err()
             .contains("anthropic")
     );
-    for p in [Provider::OpenAi, Provider::Gemini] {
+    for p in [Provider::OpenAi, Provider::Gemini, Provider::Anthropic] {
         assert_eq!(p.to_string().parse::<Provider>(), Ok(p));
         validate_model(p.default_model()).unwrap();
     }

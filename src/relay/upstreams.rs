@@ -30,15 +30,19 @@ use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 
 use super::dns::{Answer, DnsCache, Lookup, ResolverLink};
-use super::exchange::{Decision, Exchange, Failure, Phase};
+use super::exchange::{Decision, Exchange, Failure, Kind, Phase};
 use super::forward::{Outcome, sse_error_event};
 use super::pool::Pool;
+use super::providers::Provider;
 use super::steps::{self, Client, Shaken};
-use super::{Entry, Idle, RelayStats, RelayTimer, UPSTREAM, UpstreamTarget, api, providers};
+use super::{
+    Entry, Idle, RelayStats, RelayTimer, UPSTREAM, UpstreamTarget, api, passthrough, providers,
+};
 use crate::conn::client::{AfterReply, ClientConn, ClientState, StreamFraming, send_body};
 use crate::conn::tls::Tls;
 use crate::conn::transport::{IdleCheck, Transport};
 use crate::conn::upstream::{UpstreamConn, UpstreamState};
+use crate::http::request::Request;
 use crate::reactor::{ConnId, Cx, TURN_BUDGET, Tag};
 
 type RelayCx = Cx<super::Relay>;
@@ -113,20 +117,44 @@ impl Upstreams {
         self.pool.remove(id);
     }
 
-    /// Starts relaying a generation for client `id`: validate, build the upstream request, find a
-    /// connection. The client gets no head yet: it goes out when the upstream answers 2xx, so that a
-    /// failure before that is still a clean 502.
-    pub fn start(&mut self, cx: &mut RelayCx, id: ConnId, body: &[u8], framing: StreamFraming) {
+    /// The API family the upstream speaks.
+    pub fn provider(&self) -> Provider {
+        self.target.provider
+    }
+
+    /// Starts relaying `req` for client `id`: build the upstream request (a generation from the simple
+    /// route's body, or the client's own request passed through), then find a connection. The client
+    /// gets no head yet: it goes out when the upstream answers, so that a failure before that is still a
+    /// clean 502.
+    pub fn start(
+        &mut self,
+        cx: &mut RelayCx,
+        id: ConnId,
+        req: &Request,
+        kind: Kind,
+        framing: StreamFraming,
+    ) {
         let t = &self.target;
-        let request = api::parse_generate(body).and_then(|g| {
-            providers::build_request(t.provider, &t.origin, t.key.as_ref(), &g, &t.default_model)
-        });
+        let request = match kind {
+            Kind::Generate => api::parse_generate(&req.body).and_then(|g| {
+                providers::build_request(
+                    t.provider,
+                    &t.origin,
+                    t.key.as_ref(),
+                    &g,
+                    &t.default_model,
+                )
+            }),
+            Kind::PassThrough => {
+                passthrough::build_request(t.provider, &t.origin, t.key.as_ref(), req)
+            }
+        };
         let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
             return;
         };
         match request {
             Ok(request) => {
-                let x = Exchange::new(request, framing, cx.now);
+                let x = Exchange::new(kind, request, framing, cx.now);
                 c.state = ClientState::Serving(Box::new(x));
             }
             Err(e) => return c.reply_error(e.status, e.code, &e.message, &[], framing.after()),

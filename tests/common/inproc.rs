@@ -48,6 +48,22 @@ impl InProcess {
     pub fn counts(&self) -> tokenpipe::relay::RelayCounts {
         self.running().relay_stats().expect("a relay has counters")
     }
+
+    /// The relay's counters once `settled` holds for them (at most 5 s). A client may have its last
+    /// byte a moment before the worker that sent it counts the stream as complete.
+    pub fn counts_when(
+        &self,
+        settled: impl Fn(&tokenpipe::relay::RelayCounts) -> bool,
+    ) -> tokenpipe::relay::RelayCounts {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let counts = self.counts();
+            if settled(&counts) || Instant::now() > deadline {
+                return counts;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
 }
 
 impl Drop for InProcess {

@@ -31,7 +31,8 @@ fn upstream(reused: bool) -> (UpstreamConn, std::net::TcpListener) {
 fn exchange(reused: bool) -> (Exchange, std::net::TcpListener) {
     let (up, l) = upstream(reused);
     let framing = StreamFraming::Chunked(AfterReply::KeepAlive);
-    let mut x = Exchange::new(b"POST / HTTP/1.1\r\n\r\n".to_vec(), framing, Instant::now());
+    let request = b"POST / HTTP/1.1\r\n\r\n".to_vec();
+    let mut x = Exchange::new(Kind::Generate, request, framing, Instant::now());
     assert!(matches!(x.phase, Phase::Resolving { .. }));
     assert!(
         x.upstream().is_none(),
@@ -80,7 +81,7 @@ fn the_policy_retries_only_a_pooled_connection_that_never_answered() {
         "it had answered"
     );
     assert_eq!(
-        d(1, true, false, &Failure::Status(503)),
+        d(1, true, false, &Failure::Status(503, String::new())),
         Decision::BadGateway,
         "a status is an answer"
     );
@@ -126,7 +127,7 @@ fn a_refused_connect_tries_the_next_address() {
         "a reset is not a failed connect"
     );
     assert_eq!(
-        on_failure(&fresh, &Failure::Status(502)),
+        on_failure(&fresh, &Failure::Status(502, String::new())),
         Decision::BadGateway
     );
     let tls = Failure::Tls(io::Error::new(
