@@ -215,6 +215,7 @@ fn spawn_mock(
     to: &Sender<Exit>,
     workers: &mut Vec<WorkerHandle>,
 ) -> Result<SocketAddr, String> {
+    let tls = inbound_tls(&config.common)?;
     let listeners = bind_listeners(config.listen, config.workers, config.common.backlog)
         .map_err(|e| format!("mock upstream cannot listen on {}: {e}", config.listen))?;
     let addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
@@ -226,7 +227,8 @@ fn spawn_mock(
             config.common.limits.clone(),
             config.common.stream_buffer,
             stats.clone(),
-        );
+        )
+        .with_tls(tls.clone());
         spawn(
             format!("mock-{i}"),
             listener,

@@ -14,6 +14,7 @@ use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
 use tokenpipe::config::{FdLimit, MockConfig};
 use tokenpipe::mock::script::MockFormat;
+use tokenpipe::relay::providers::Provider;
 use tokenpipe::{Running, Server};
 
 /// Sends `raw` (which asks for `Connection: close`) over TLS to `addr`, trusting `ca` and checking the
@@ -129,4 +130,111 @@ fn an_https_client_gets_a_correct_stream() {
     let direct = direct_mock_payload(upstream.addr(), "openai", MODEL, "over tls", 5);
     assert_eq!(lossy(&payload), lossy(&direct));
     upstream.stop();
+}
+
+/// A relay in front of `upstream` (a mock) with `provider`'s shape, trusting `ca` if given.
+fn relay_to(upstream: &str, provider: Provider, ca: Option<&std::path::Path>) -> InProcess {
+    InProcess::relay(upstream, |c| {
+        if let tokenpipe::config::UpstreamConfig::Remote { provider: p, .. } = &mut c.upstream {
+            *p = provider;
+        }
+        c.default_model = MODEL.to_string();
+        c.upstream_ca = ca.map(|p| p.to_path_buf());
+    })
+}
+
+/// A stream through the relay to the mock over TLS (a private CA given by `--upstream-ca`) carries the same
+/// bytes as one to the same mock in the clear, for each provider's shape.
+#[test]
+fn streams_over_tls_arrive_intact_for_every_provider() {
+    let pki = TestPki::new(&["localhost"]);
+    let secure = mock(MockFormat::OpenAi, Some(&pki));
+    let plain = mock(MockFormat::OpenAi, None);
+    for provider in [Provider::OpenAi, Provider::Gemini, Provider::Anthropic] {
+        let over_tls = relay_to(
+            &format!("https://localhost:{}", secure.addr().port()),
+            provider,
+            Some(&pki.ca),
+        );
+        let in_clear = relay_to(&format!("http://{}", plain.addr()), provider, None);
+        let body = prompt_body("secure words here", None, Some(5));
+        let a = relay_stream(over_tls.addr, &body);
+        let b = relay_stream(in_clear.addr, &body);
+        assert!(!a.is_empty());
+        assert_eq!(lossy(&a), lossy(&b), "{provider}");
+        let counts = over_tls.counts_when(|c| c.completed == 1);
+        assert_eq!(
+            counts.tls_full + counts.tls_resumed,
+            1,
+            "{provider}: {counts:?}"
+        );
+    }
+    secure.stop();
+    plain.stop();
+}
+
+/// An untrusted certificate, and a name the certificate does not carry: each a 502 that says why, and the
+/// relay serves on.
+#[test]
+fn an_untrusted_certificate_or_a_wrong_name_is_a_502_with_the_reason() {
+    let pki = TestPki::new(&["localhost"]);
+    let secure = mock(MockFormat::OpenAi, Some(&pki));
+    let port = secure.addr().port();
+    let cases = [
+        // Only Mozilla's roots, or a CA that signed nothing of this: the chain does not verify.
+        (format!("https://localhost:{port}"), None, "UnknownIssuer"),
+        (
+            format!("https://localhost:{port}"),
+            Some(pki.other_ca.as_path()),
+            "UnknownIssuer",
+        ),
+        // The right CA, but the certificate is for localhost, not for 127.0.0.1.
+        (
+            format!("https://127.0.0.1:{port}"),
+            Some(pki.ca.as_path()),
+            "not valid for name",
+        ),
+    ];
+    for (url, ca, reason) in cases {
+        let relay = relay_to(&url, Provider::OpenAi, ca);
+        let resp = fetch(relay.addr, &stream_request(&small_prompt()));
+        assert_json_error(&resp, 502, &url);
+        let v = resp.json();
+        assert_eq!(v["error"]["code"], "upstream_tls_failed", "{url}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(reason), "{url}: {message}");
+        assert_healthy(relay.addr, &url);
+    }
+    secure.stop();
+}
+
+/// After a pooled TLS connection expired, the next connection resumes the session: no full handshake.
+#[test]
+fn a_reconnect_after_the_pool_expired_resumes_the_session() {
+    let pki = TestPki::new(&["localhost"]);
+    let secure = mock(MockFormat::OpenAi, Some(&pki));
+    let url = format!("https://localhost:{}", secure.addr().port());
+    let relay = InProcess::relay(&url, |c| {
+        c.upstream_ca = Some(pki.ca.clone());
+        c.idle_timeout = Duration::from_secs(1);
+    });
+    relay_stream(relay.addr, &small_prompt());
+    // The event: the mock sees the pooled connection close when its idle time is up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stat(
+        &secure.mock_stats().expect("mock stats"),
+        "open_connections",
+    ) > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pooled connection never expired"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    relay_stream(relay.addr, &small_prompt());
+    let counts = relay.counts_when(|c| c.completed == 2);
+    assert_eq!((counts.connects, counts.reuses), (2, 0), "{counts:?}");
+    assert_eq!((counts.tls_full, counts.tls_resumed), (1, 1), "{counts:?}");
+    secure.stop();
 }

@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use mio::net::TcpStream;
 
-use crate::conn::Transport;
 use crate::conn::client::{self, AfterReply, ClientApp, ClientConn, ClientState, StreamFraming};
+use crate::conn::transport::accepted;
 use crate::http::request::{Limits, Request, RequestReader};
 use crate::reactor::{ConnId, Cx, Handler, Ready, TURN_BUDGET, Tag, TimerKey};
 use answer::Answer;
@@ -126,6 +126,8 @@ pub struct Mock {
     stats: Arc<MockStats>,
     /// Where events and whole replies are composed before they are sent.
     compose: Vec<u8>,
+    /// Terminate TLS on accepted connections.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Mock {
@@ -145,7 +147,15 @@ impl Mock {
             cap,
             stats,
             compose: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS with `config` (`mock-upstream --tls-cert/--tls-key`), so that the relay's TLS path is
+    /// tested end to end on loopback.
+    pub fn with_tls(mut self, config: Option<Arc<rustls::ServerConfig>>) -> Mock {
+        self.tls = config;
+        self
     }
 
     /// Starts streaming `script`: queues the stream head; the first event leaves with it (`Mock::pump`).
@@ -227,7 +237,11 @@ impl Handler for Mock {
     fn on_accept(&mut self, cx: &mut Cx<Self>, sock: TcpStream, peer: SocketAddr) {
         MockStats::add(&self.stats.connections, 1);
         let reader = RequestReader::new(self.limits.clone());
-        let client = ClientConn::new(Transport::accepted(sock), peer, reader);
+        let Some(io) = accepted(sock, self.tls.as_ref(), cx.name(), peer) else {
+            MockStats::add(&self.stats.closed, 1);
+            return;
+        };
+        let client = ClientConn::new(io, peer, reader);
         let Ok(id) = cx.conns.insert_with(|_| Box::new(client)) else {
             MockStats::add(&self.stats.closed, 1);
             return log::warn!("{}: too many connections; dropping {peer}", cx.name());

@@ -1,0 +1,256 @@
+//! The providers' own APIs through the relay: each provider's paths, streamed and whole, arrive as the
+//! mock sent them; an upstream error status passes unchanged; the client's credentials never reach the
+//! upstream and the relay's key does; hop-by-hop fields stop at the relay.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use tokenpipe::config::UpstreamConfig;
+use tokenpipe::relay::providers::{Provider, ProviderKey};
+
+/// A relay speaking `provider`'s API to `mock`, with the key `relay-key`.
+fn relay(mock: SocketAddr, provider: Provider) -> InProcess {
+    InProcess::relay(&format!("http://{mock}"), |c| {
+        if let UpstreamConfig::Remote {
+            provider: p, key, ..
+        } = &mut c.upstream
+        {
+            *p = provider;
+            *key = Some(ProviderKey::new("relay-key").expect("key"));
+        }
+    })
+}
+
+/// `method path` with a JSON body and extra header fields.
+fn request(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Vec<u8> {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for (n, v) in headers {
+        raw.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if method == "POST" {
+        raw.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    raw.push_str("\r\n");
+    raw.push_str(&body);
+    raw.into_bytes()
+}
+
+/// The same request to the mock directly and through the relay: same status, content type and body.
+fn same_through_the_relay(mock: SocketAddr, relay: SocketAddr, raw: &[u8], what: &str) -> Response {
+    let direct = fetch(mock, raw);
+    let relayed = fetch(relay, raw);
+    assert_eq!(
+        relayed.status(),
+        direct.status(),
+        "{what}: {:?}",
+        relayed.text()
+    );
+    assert_eq!(
+        relayed.head.header("content-type"),
+        direct.head.header("content-type"),
+        "{what}"
+    );
+    assert!(relayed.complete, "{what}: the relayed body ended early");
+    assert!(!relayed.body.is_empty(), "{what}");
+    assert_eq!(relayed.text(), direct.text(), "{what}");
+    relayed
+}
+
+fn mock() -> Proc {
+    spawn_mock(&["--tokens", "4", "--interval-ms", "1"])
+}
+
+#[test]
+fn openai_paths_stream_and_answer_whole() {
+    let mock = mock();
+    let relay = relay(mock.addr, Provider::OpenAi);
+    let chat = |stream| json!({"model": "m", "messages": [{"role": "user", "content": "pass me through"}], "stream": stream});
+    let cases = [
+        ("POST", "/v1/chat/completions", Some(chat(true))),
+        ("POST", "/v1/chat/completions", Some(chat(false))),
+        (
+            "POST",
+            "/v1/completions",
+            Some(json!({"model": "m", "prompt": "one two", "stream": true})),
+        ),
+        (
+            "POST",
+            "/v1/responses",
+            Some(json!({"model": "m", "input": "responses api", "stream": true})),
+        ),
+        (
+            "POST",
+            "/v1/responses",
+            Some(json!({"model": "m", "input": "responses api"})),
+        ),
+        (
+            "POST",
+            "/v1/embeddings",
+            Some(json!({"model": "e", "input": ["a", "b"]})),
+        ),
+        ("GET", "/v1/models", None),
+    ];
+    for (method, path, body) in cases {
+        let raw = request(method, path, &[], body.as_ref());
+        let resp = same_through_the_relay(
+            mock.addr,
+            relay.addr,
+            &raw,
+            &format!("{method} {path} {body:?}"),
+        );
+        assert_eq!(resp.status(), 200);
+    }
+    // Paths of another provider are not this upstream's: 404.
+    assert_eq!(
+        fetch(
+            relay.addr,
+            &request("POST", "/v1/messages", &[], Some(&json!({})))
+        )
+        .status(),
+        404
+    );
+}
+
+#[test]
+fn anthropic_messages_stream_and_answer_whole() {
+    let mock = mock();
+    let relay = relay(mock.addr, Provider::Anthropic);
+    for stream in [true, false] {
+        let body = json!({"model": "claude", "max_tokens": 16, "messages": [{"role": "user", "content": "hi there"}], "stream": stream});
+        let raw = request(
+            "POST",
+            "/v1/messages",
+            &[("anthropic-version", "2023-06-01")],
+            Some(&body),
+        );
+        let resp = same_through_the_relay(
+            mock.addr,
+            relay.addr,
+            &raw,
+            &format!("messages stream={stream}"),
+        );
+        if stream {
+            let text = resp.text();
+            for event in [
+                "event: message_start",
+                "event: ping",
+                "event: content_block_delta",
+                "event: message_stop",
+            ] {
+                assert!(text.contains(event), "{event} missing: {text}");
+            }
+        }
+    }
+}
+
+#[test]
+fn gemini_paths_stream_and_answer_whole() {
+    let mock = mock();
+    let relay = relay(mock.addr, Provider::Gemini);
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "gemini words"}]}]});
+    for path in [
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        "/v1beta/models/gemini-2.0-flash:generateContent",
+    ] {
+        same_through_the_relay(
+            mock.addr,
+            relay.addr,
+            &request("POST", path, &[], Some(&body)),
+            path,
+        );
+    }
+    same_through_the_relay(
+        mock.addr,
+        relay.addr,
+        &request("GET", "/v1beta/models", &[], None),
+        "models",
+    );
+}
+
+/// A 429 with `Retry-After` reaches the client as the upstream sent it, body included.
+#[test]
+fn an_upstream_error_status_passes_unchanged() {
+    let mock = mock();
+    let relay = relay(mock.addr, Provider::OpenAi);
+    let body =
+        json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": true});
+    let raw = request(
+        "POST",
+        "/v1/chat/completions",
+        &[("x-mock-status", "429")],
+        Some(&body),
+    );
+    let direct = fetch(mock.addr, &raw);
+    let relayed = fetch(relay.addr, &raw);
+    assert_eq!(relayed.status(), 429);
+    assert_eq!(relayed.head.header("retry-after"), Some("7"));
+    assert_eq!(relayed.text(), direct.text());
+    assert_healthy(relay.addr, "a passed-through 429");
+}
+
+/// What reached the upstream: the relay's key, none of the client's credentials, no hop-by-hop fields,
+/// the client's own end-to-end fields.
+#[test]
+fn client_credentials_never_reach_the_upstream() {
+    let mock = mock();
+    let relay = relay(mock.addr, Provider::Gemini);
+    let body = json!({"contents": [{"parts": [{"text": "secret?"}]}]});
+    let raw = request(
+        "POST",
+        "/v1beta/models/m:generateContent?key=client-secret-1&alt=json",
+        &[
+            ("Authorization", "Bearer client-secret-2"),
+            ("x-api-key", "client-secret-3"),
+            ("x-goog-api-key", "client-secret-4"),
+            ("Connection", "keep-alive, X-Hop"),
+            ("X-Hop", "client-secret-5"),
+            ("X-Trace", "kept"),
+        ],
+        Some(&body),
+    );
+    assert_eq!(fetch(relay.addr, &raw).status(), 200);
+    let log = fetch(mock.addr, &get("/debug/requests")).json();
+    let seen = log["requests"]
+        .as_array()
+        .and_then(|r| r.last())
+        .cloned()
+        .expect("the relayed request in the mock's log");
+    let text = seen.to_string();
+    assert!(
+        !text.contains("client-secret"),
+        "a client credential reached the upstream: {text}"
+    );
+    assert_eq!(seen["query"], "alt=json", "{text}");
+    let headers = seen["headers"].as_array().expect("headers");
+    assert!(
+        headers.contains(&json!(["x-goog-api-key", "relay-key"])),
+        "{text}"
+    );
+    assert!(headers.contains(&json!(["X-Trace", "kept"])), "{text}");
+    assert!(
+        !text.contains("X-Hop") && !text.contains("keep-alive"),
+        "{text}"
+    );
+}
+
+/// The simple route, upstream refusing: a 502 whose message carries the upstream's status and message.
+#[test]
+fn the_simple_route_says_what_the_upstream_refused() {
+    let mock = mock();
+    let relay = relay(mock.addr, Provider::Anthropic);
+    let resp = fetch(
+        relay.addr,
+        &stream_request(&prompt_body("status:429", None, Some(3))),
+    );
+    assert_json_error(&resp, 502, "a refused simple request");
+    let v = resp.json();
+    assert_eq!(v["error"]["code"], "upstream_status", "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("429") && message.len() > 40, "{message}");
+}
