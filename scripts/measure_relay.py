@@ -13,6 +13,29 @@ Before/after a change (build the old revision first, e.g. in a `git worktree`, a
     python3 scripts/measure_relay.py --streams 200 --tokens 50 --interval-ms 20 --runs 5 \\
         --compare /tmp/tokenpipe-before
 
+Plain against TLS upstream, one binary:
+
+    python3 scripts/measure_relay.py --upstream-tls-compare --streams 1000 --tokens 20 --interval-ms 50 --runs 5
+
+With --upstream-tls-compare every run measures --bin twice, on fresh processes each time: "plain", the relay
+in front of `mock-upstream` with `--upstream http://127.0.0.1:PORT`, and "tls", the relay in front of
+`mock-upstream --tls-cert CERT --tls-key KEY` with `--upstream https://localhost:PORT --upstream-ca CA`. The
+order alternates (run 1: plain then tls, run 2: tls then plain, ...) and the ratio column is tls/plain of the
+medians: what the upstream TLS costs, per figure (> 1.00: TLS uses more, or is slower). The client always
+talks plain HTTP to the relay, so only the relay->mock hop differs. The test PKI is made at start with the
+`openssl` command line (it must be installed; the script stops otherwise): a CA and a server certificate for
+the DNS name `localhost` (ECDSA P-256, or RSA 2048 with --tls-key-type rsa2048) signed by it, in a
+temporary directory removed at exit. One stream through each side is tried first (preflight); if the TLS side
+cannot relay, the script says why and stops. On the tls side the direct_* load is Python's own TLS
+(ssl module, trusting the same CA, checking the name `localhost`) to the TLS mock: the floor of that mock,
+and a harder load for the Python client than the relay load, which is plain HTTP on both sides; its
+direct_connect_* times include the TLS handshake, direct_handshake_* stays the kernel's TCP handshake. For
+that side the CONTROL verdict therefore leaves out the client's loop lag during the direct load (a note gives
+it) and keeps the rest: the client's lag in the relay load, and whether the TLS mock kept its pace. The
+closing lines give the memory per TLS stream against its budget (--tls-budget-kib, 24 KiB): the median
+rss_kib_per_stream of the tls side, each run's figure, and the tls - plain difference (what TLS adds).
+strace runs as below when it is installed and works, and is skipped (with a note) otherwise.
+
 With --compare, "after" is --bin (default: target/release/tokenpipe) and "before" is the --compare binary.
 Every run measures both, alternating the order (run 1: after then before, run 2: before then after, ...),
 so a drift of the machine's load during the session weighs on both alike. The ratio column is
@@ -39,7 +62,8 @@ What each figure means:
                      (VmRSS = RssAnon + RssFile + RssShmem) over the same interval, for completeness.
   relay_ttfb_*_ms    time from the client's connect to the first event through the relay (p50, p99 over
                      the streams of a run; nearest rank).
-  relay_gap_p99_ms   p99 of the gaps between consecutive events of a stream, over all streams of a run.
+  relay_gap_p50_ms   p50 and p99 of the gaps between consecutive events of a stream, over all streams of a run.
+  relay_gap_p99_ms
                      With --interval-ms 20 the mock paces events 20 ms apart; the excess is latency added
                      by the relay, the mock and the (Python) client on a shared machine.
   direct_*_ms        the same with the client talking to that binary's mock directly: the floor that the
@@ -132,8 +156,8 @@ SUMMARY = ["cpu_us_per_chunk", "rss_kib_per_stream", "syscalls_per_chunk", "rela
            "relay_ttfb_p99_ms", "relay_gap_p99_ms"]
 # The rows of the medians table that get a ratio; the counts after them are there to judge the figures by.
 FIGURES = ["cpu_us_per_chunk", "cpu_us_per_chunk_schedstat", "rss_kib_per_stream", "syscalls_per_chunk",
-           "relay_ttfb_p50_ms", "relay_ttfb_p99_ms", "relay_gap_p99_ms", "direct_ttfb_p50_ms", "direct_ttfb_p99_ms",
-           "direct_gap_p99_ms"]
+           "relay_ttfb_p50_ms", "relay_ttfb_p99_ms", "relay_gap_p50_ms", "relay_gap_p99_ms", "direct_ttfb_p50_ms",
+           "direct_ttfb_p99_ms", "direct_gap_p50_ms", "direct_gap_p99_ms"]
 # Figures of the burst, printed in a table of their own: some are better higher (sustained_pct), so they get
 # the difference after - before rather than a ratio.
 BURST = ["relay_sustained_pct", "relay_sustained_10x_pct", "direct_sustained_pct", "direct_sustained_10x_pct",
@@ -196,7 +220,7 @@ class Proc:
 
         def drain():
             for line in self.p.stdout:
-                m = re.match(r"listening on http://127\.0\.0\.1:(\d+)", line)
+                m = re.match(r"listening on https?://127\.0\.0\.1:(\d+)", line)
                 if m and self.port is None:
                     self.port = int(m.group(1))
                     bound.set()
@@ -245,21 +269,98 @@ def stop_all():
         proc.stop()
 
 
-def mock_args(a):
+# ---------------------------------------------------------------------------------------------- test PKI
+
+TLS_NAME = "localhost"  # the name in the https:// upstream URL and in the server certificate (DNS SAN)
+OPENSSL_TIMEOUT_S = 60
+
+
+class Pki:
+    """A CA and a server certificate for DNS name `localhost` signed by it, made with the `openssl` command
+    line in a temporary directory that is removed at exit. `key_type`: "p256" (ECDSA P-256) or "rsa2048"."""
+
+    def __init__(self, key_type):
+        self.openssl = shutil.which("openssl")
+        if not self.openssl:
+            raise SystemExit("--upstream-tls-compare: the `openssl` command line is not installed (it makes the "
+                             "test CA and the server certificate); install it (e.g. apt-get install openssl) and "
+                             "rerun")
+        self.key_type = key_type
+        self.dir = tempfile.mkdtemp(prefix="tokenpipe-measure-pki-")
+        atexit.register(shutil.rmtree, self.dir, True)
+        self.ca, ca_key = self.path("ca.pem"), self.path("ca.key")
+        self.cert, self.key = self.path("server.pem"), self.path("server.key")
+        csr, ext = self.path("server.csr"), self.path("server.ext")
+        newkey = (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] if key_type == "p256"
+                  else ["-newkey", "rsa:2048"])
+        self.run("req", "-x509", "-new", *newkey, "-nodes", "-keyout", ca_key, "-out", self.ca, "-days", "2",
+                 "-sha256", "-subj", "/CN=tokenpipe measure_relay test CA",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                 "-addext", "subjectKeyIdentifier=hash")
+        self.run("req", "-new", *newkey, "-nodes", "-keyout", self.key, "-out", csr, "-sha256",
+                 "-subj", f"/CN={TLS_NAME}")
+        with open(ext, "w") as f:
+            f.write(f"basicConstraints=critical,CA:FALSE\n"
+                    f"keyUsage=critical,digitalSignature,keyEncipherment\n"
+                    f"extendedKeyUsage=serverAuth\n"
+                    f"subjectAltName=DNS:{TLS_NAME}\n"
+                    f"subjectKeyIdentifier=hash\n"
+                    f"authorityKeyIdentifier=keyid\n")
+        self.run("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", ca_key, "-CAcreateserial",
+                 "-out", self.cert, "-days", "2", "-sha256", "-extfile", ext)
+        self.run("verify", "-CAfile", self.ca, "-verify_hostname", TLS_NAME, self.cert)
+        for f in (ca_key, csr, ext):
+            os.unlink(f)
+        self.version = subprocess.run([self.openssl, "version"], capture_output=True, text=True,
+                                      timeout=OPENSSL_TIMEOUT_S).stdout.strip()
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def run(self, *args):
+        try:
+            r = subprocess.run([self.openssl, *args], capture_output=True, text=True, timeout=OPENSSL_TIMEOUT_S,
+                               stdin=subprocess.DEVNULL, cwd=self.dir)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise SystemExit(f"openssl {args[0]} failed: {e}")
+        if r.returncode != 0:
+            raise SystemExit(f"openssl {' '.join(args)} failed (exit {r.returncode}):\n{r.stderr.strip()}")
+        return r.stdout
+
+    def describe(self):
+        kind = "ECDSA P-256" if self.key_type == "p256" else "RSA 2048"
+        return (f"{kind} CA and server certificate (DNS:{TLS_NAME}), SHA-256 signatures, made with {self.version} "
+                f"in {self.dir} (removed at exit)")
+
+    def client_context(self):
+        """The Python client's TLS context for the direct load to the TLS mock: trusts only the test CA and checks
+        the name `localhost`."""
+        import ssl
+        ctx = ssl.create_default_context(cafile=self.ca)
+        ctx.check_hostname = True
+        return ctx
+
+
+def mock_args(a, tls=None):
     return ["mock-upstream", "--listen", f"{HOST}:0", "--tokens", str(a.tokens), "--interval-ms",
-            str(a.interval_ms), "--format", "openai", "--loop-warn-ms", str(a.loop_warn_ms)]
+            str(a.interval_ms), "--format", "openai", "--loop-warn-ms", str(a.loop_warn_ms)] + (
+        ["--tls-cert", tls.cert, "--tls-key", tls.key] if tls else [])
 
 
-def relay_args(mock_port, a):
-    return ["serve", "--listen", f"{HOST}:0", "--workers", "1", "--upstream", f"http://{HOST}:{mock_port}",
-            "--provider", "openai", "--loop-warn-ms", str(a.loop_warn_ms)]
+def relay_args(mock_port, a, tls=None):
+    upstream = f"https://{TLS_NAME}:{mock_port}" if tls else f"http://{HOST}:{mock_port}"
+    return ["serve", "--listen", f"{HOST}:0", "--workers", "1", "--upstream", upstream,
+            "--provider", "openai", "--loop-warn-ms", str(a.loop_warn_ms)] + (
+        ["--upstream-ca", tls.ca] if tls else [])
 
 
-def start_pair(binary, a):
-    """A fresh mock and a fresh one-worker relay in front of it, both from `binary`."""
-    mock = Proc(binary, mock_args(a))
+def start_pair(binary, a, tls=None):
+    """A fresh mock and a fresh one-worker relay in front of it, both from `binary`; with `tls` (a Pki) the
+    mock serves HTTPS and the relay reaches it as https://localhost:PORT, trusting the test CA."""
+    mock = Proc(binary, mock_args(a, tls))
     try:
-        relay = Proc(binary, relay_args(mock.port, a))
+        relay = Proc(binary, relay_args(mock.port, a, tls))
     except BaseException:
         mock.stop()
         raise
@@ -397,14 +498,33 @@ class Chunked:
         return self.done
 
 
-async def one_stream(port, path, body, s):
+async def one_stream(port, path, body, s, tls=None):
+    """One stream. With `tls` (an ssl.SSLContext) the TCP connect comes first, its handshake is read back from
+    TCP_INFO before any TLS record arrives, and then TLS is started on that socket for the name `localhost`:
+    connect_s includes the TLS handshake, handshake_s is the kernel's TCP handshake alone."""
     s.t0 = time.perf_counter()
-    reader, writer = await asyncio.open_connection(HOST, port)
-    s.connect_s = time.perf_counter() - s.t0
-    sock = writer.get_extra_info("socket")
-    s.syn_retrans, last_ack_ms = tcp_info(sock)
-    if last_ack_ms is not None:  # nothing but the SYN-ACK has come in yet: the request is not even sent
-        s.handshake_s = min(s.connect_s, max(0.0, time.perf_counter() - last_ack_ms / 1e3 - s.t0))
+    if tls is None:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        s.connect_s = time.perf_counter() - s.t0
+        sock = writer.get_extra_info("socket")
+        s.syn_retrans, last_ack_ms = tcp_info(sock)
+        if last_ack_ms is not None:  # nothing but the SYN-ACK has come in yet: the request is not even sent
+            s.handshake_s = min(s.connect_s, max(0.0, time.perf_counter() - last_ack_ms / 1e3 - s.t0))
+    else:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            raw.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(raw, (HOST, port))
+            tcp_s = time.perf_counter() - s.t0
+            s.syn_retrans, last_ack_ms = tcp_info(raw)
+            if last_ack_ms is not None:
+                s.handshake_s = min(tcp_s, max(0.0, time.perf_counter() - last_ack_ms / 1e3 - s.t0))
+            reader, writer = await asyncio.open_connection(sock=raw, ssl=tls, server_hostname=TLS_NAME)
+        except BaseException:
+            raw.close()
+            raise
+        s.connect_s = time.perf_counter() - s.t0
+        sock = raw
     try:
         head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
@@ -470,12 +590,12 @@ async def lag_probe(out, period=0.01):
         out.append(loop.time() - due)
 
 
-async def run_load(port, path, body, n, timeout, watch_pid=None):
+async def run_load(port, path, body, n, timeout, watch_pid=None, tls=None):
     """N concurrent streams, all started at once (a burst: every task opens its connection on the loop's
     first turn) and all within `timeout` seconds. With watch_pid, samples that process's RSS before the load
     and once every stream has had its first event (or failed). Returns the streams, the RSS samples, the
     streams open at the second sample and a dict on the client itself (CPU, loop lag, how long issuing the
-    burst took, listen queue overflows on the machine)."""
+    burst took, listen queue overflows on the machine). With `tls` (an ssl.SSLContext) the streams speak TLS."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     rss_before = rss_kib(watch_pid) if watch_pid else (0, 0)
@@ -484,7 +604,7 @@ async def run_load(port, path, body, n, timeout, watch_pid=None):
     lags = []
     probe = asyncio.create_task(lag_probe(lags))
     over0, cpu0, wall0 = listen_overflows(), time.process_time(), time.perf_counter()
-    tasks = [asyncio.create_task(one_stream(port, path, body, s)) for s in streams]
+    tasks = [asyncio.create_task(one_stream(port, path, body, s, tls)) for s in streams]
     for s, t in zip(streams, tasks):
         t.add_done_callback(lambda _, s=s: s.mark())
     rss_open, open_then = rss_before, 0
@@ -598,9 +718,10 @@ def connect_figures(prefix, streams):
     }
 
 
-def measure(binary, a):
-    """One run of one binary on fresh processes: relay load (CPU, RSS, latency), then the same load direct."""
-    mock, relay = start_pair(binary, a)
+def measure(binary, a, tls=None):
+    """One run of one binary on fresh processes: relay load (CPU, RSS, latency), then the same load direct.
+    With `tls` (a Pki) the mock serves HTTPS, the relay reaches it over TLS, and the direct load speaks TLS."""
+    mock, relay = start_pair(binary, a, tls)
     try:
         t0, ns0 = cpu_ticks(relay.pid), cpu_ns(relay.pid)
         res, rss0, rss1, open_then, rclient = asyncio.run(run_load(relay.port, RELAY_PATH, relay_body(a.tokens),
@@ -609,7 +730,7 @@ def measure(binary, a):
         ticks, ns1 = cpu_ticks(relay.pid) - t0, cpu_ns(relay.pid)
         mock_split = len(mock.loop_warns)  # the mock's loop warnings up to here are the relay load's
         direct, _, _, _, dclient = asyncio.run(run_load(mock.port, MOCK_PATH, direct_body(a.tokens), a.streams,
-                                                        a.timeout))
+                                                        a.timeout, tls=tls.client_context() if tls else None))
     finally:
         relay.stop()
         mock.stop()
@@ -626,9 +747,11 @@ def measure(binary, a):
         "rss_file_kib_delta": rss1[1] - rss0[1],
         "relay_ttfb_p50_ms": pct([s.ttfb() for s in res], 0.5) * 1e3,
         "relay_ttfb_p99_ms": pct([s.ttfb() for s in res], 0.99) * 1e3,
+        "relay_gap_p50_ms": pct([g for s in res for g in s.gaps()], 0.5) * 1e3,
         "relay_gap_p99_ms": pct([g for s in res for g in s.gaps()], 0.99) * 1e3,
         "direct_ttfb_p50_ms": pct([s.ttfb() for s in direct], 0.5) * 1e3,
         "direct_ttfb_p99_ms": pct([s.ttfb() for s in direct], 0.99) * 1e3,
+        "direct_gap_p50_ms": pct([g for s in direct for g in s.gaps()], 0.5) * 1e3,
         "direct_gap_p99_ms": pct([g for s in direct for g in s.gaps()], 0.99) * 1e3,
         "relay_bunched_pct": bunched_pct(res, a.interval_ms),
         "direct_bunched_pct": bunched_pct(direct, a.interval_ms),
@@ -714,10 +837,10 @@ def wait_traced(pid, tracer, timeout):
     return False
 
 
-def strace_run(binary, strace, a):
+def strace_run(binary, strace, a, tls=None):
     """Syscalls of the relay process alone over a shorter load, per chunk received by the clients."""
     n = a.strace_streams
-    mock, relay = start_pair(binary, a)
+    mock, relay = start_pair(binary, a, tls)
     fd, out = tempfile.mkstemp(prefix="tokenpipe-strace-", suffix=".txt")
     os.close(fd)
     try:
@@ -832,16 +955,19 @@ def read_int(path):
         return None
 
 
-def control_problems(row, a):
+def control_problems(row, a, tls_side=False):
     """Why the client (the direct-to-mock control, and the client's own loop lag) cannot vouch for the relay's
-    burst figures of this row (a run or the medians); empty when it can."""
+    burst figures of this row (a run or the medians); empty when it can. On the tls side of
+    --upstream-tls-compare the client's lag during the direct load is left out (tls_direct_lag_note says it):
+    there the client does N TLS handshakes in Python itself, which the relay load (plain HTTP from the client)
+    never asks of it; whether the TLS mock keeps its pace is still judged (direct_sustained_pct)."""
     out = []
     if row.get("direct_sustained_pct", math.nan) < CONTROL_SUSTAINED_PCT:
         out.append(f"only {row['direct_sustained_pct']:.1f}% of the direct-to-mock streams were sustained "
                    f"(<= 2x the interval)")
     if row.get("failed_direct", 0):
         out.append(f"{row['failed_direct']:g} direct-to-mock streams failed")
-    for load in ("relay", "direct"):
+    for load in ("relay",) if tls_side else ("relay", "direct"):
         lag = row.get(f"{load}_client_lag_p99_ms", math.nan)
         if lag > a.interval_ms:
             out.append(f"the client's own event loop lagged p99 {lag:.0f} ms (max "
@@ -849,6 +975,18 @@ def control_problems(row, a):
                        f"the {a.interval_ms} ms interval (client CPU {row.get(f'{load}_client_cpu_pct', math.nan):.0f}%"
                        f" of one core)")
     return out
+
+
+def tls_direct_lag_note(row, a):
+    """On the tls side: the client's lag during its own (Python) TLS load to the mock, when over the interval."""
+    lag = row.get("direct_client_lag_p99_ms", math.nan)
+    if not lag > a.interval_ms:
+        return ""
+    return (f"the client's loop lagged p99 {lag:.0f} ms (max {row.get('direct_client_lag_max_ms', math.nan):.0f} ms) "
+            f"during the direct load over Python TLS (client CPU {row.get('direct_client_cpu_pct', math.nan):.0f}% of "
+            f"one core): its own TLS handshakes, which the relay load (plain HTTP from the client) does not ask of "
+            f"it; direct_ttfb_* and direct_connect_* on the tls side carry that, so they are no floor for the "
+            f"relay's TTFB")
 
 
 def check_binary(path, flag):
@@ -904,30 +1042,100 @@ def print_burst_run(row, a):
           flush=True)
 
 
-def print_burst_table(rows, medians, labels, a):
+def print_burst_table(rows, medians, labels, a, cmp=None):
     print(f"\nburst, medians of {a.runs} runs (+-: half the range over the runs, in the figure's units"
-          + ("; diff = after - before" if a.compare else "") + ")")
+          + (f"; diff = {cmp[0]} - {cmp[1]}" if cmp else "") + ")")
     print(f"  sustained = complete ({expected_events(a)} events) and every gap <= 2x (10x) --interval-ms "
-          f"{a.interval_ms}; connect = asyncio.open_connection (includes the client's queueing); handshake = "
-          f"the kernel's, from TCP_INFO (ms); loop = iterations busy over --loop-warn-ms {a.loop_warn_ms} "
-          f"(busy_max 0: none); client = the Python client itself")
+          f"{a.interval_ms}; connect = asyncio.open_connection (includes the client's queueing"
+          + ("; on the tls side's direct load also the TLS handshake" if cmp and "tls" in cmp else "")
+          + f"); handshake = the kernel's, from TCP_INFO (ms); loop = iterations busy over --loop-warn-ms "
+          f"{a.loop_warn_ms} (busy_max 0: none); client = the Python client itself")
     print(f"  {'figure':34}" + "".join(f"{label:>12}{'+-':>9}" for label in labels)
-          + (f"{'diff':>12}" if a.compare else ""))
+          + (f"{'diff':>12}" if cmp else ""))
     for k in BURST:
         line = f"  {k:34}"
         for label in labels:
             values = [r[k] for r in rows[label] if r[k] == r[k]]
             half = (max(values) - min(values)) / 2 if len(values) > 1 else math.nan
             line += fmt(float(medians[label].get(k, math.nan)), 12) + fmt(float(half), 9)
-        if a.compare:
-            line += fmt(float(medians["after"].get(k, math.nan) - medians["before"].get(k, math.nan)), 12)
+        if cmp:
+            line += fmt(float(medians[cmp[0]].get(k, math.nan) - medians[cmp[1]].get(k, math.nan)), 12)
         print(line)
+
+
+def preflight(binary, a, tls, label):
+    """One stream through a fresh pair of `label`'s setup before the measured runs: stops the script, saying why,
+    when it does not relay a complete stream (e.g. a binary without https:// upstreams on the tls side)."""
+    try:
+        mock, relay = start_pair(binary, a, tls)
+    except SystemExit as e:
+        raise SystemExit(f"preflight ({label}): the processes did not start: {e}")
+    try:
+        res, _, _, _, _ = asyncio.run(run_load(relay.port, RELAY_PATH, relay_body(a.tokens), 1, a.timeout))
+    finally:
+        relay.stop()
+        mock.stop()
+    s = res[0]
+    if s.error is None and len(s.stamps) >= expected_events(a):
+        return
+    why = s.error or f"{len(s.stamps)} events instead of {expected_events(a)}"
+    tail = "\n".join(f"    relay: {l}" for l in relay.other_err[-20:]) + (
+        "\n" if relay.other_err and mock.other_err else "") + "\n".join(f"    mock:  {l}" for l in mock.other_err[-10:])
+    raise SystemExit(f"preflight ({label}): one stream through `{' '.join(relay.args)}` failed: {why}\n"
+                     f"  the relay's and the mock's stderr (RUST_LOG=warn):\n{tail or '    (nothing)'}")
+
+
+def print_legend(labels, cmp, rname, a):
+    """What the columns and rows of the medians table mean."""
+    print("  columns: figure = the row's figure (below); "
+          + "; ".join(f"{label} = {SETUP_TEXT.get(label, 'the binary ' + label)}" for label in labels)
+          + "; +- = half the range over the runs, in % of the median"
+          + (f"; {rname} = ratio of the two medians ({'> 1: TLS costs more or is slower' if cmp[0] == 'tls' else '< 1: after uses less or is faster'})"
+             if cmp else ""))
+    for k, text in ROW_TEXT:
+        if k == "direct_*" and "tls" in labels:
+            text += " (tls side: Python's own TLS to the TLS mock, handshakes included)"
+        print(f"    {k:30} {text}")
+
+
+SETUP_TEXT = {
+    "plain": "relay -> mock over plain HTTP (--upstream http://127.0.0.1:PORT)",
+    "tls": "relay -> mock over TLS (mock --tls-cert/--tls-key, relay --upstream https://localhost:PORT --upstream-ca)",
+    "after": "--bin",
+    "before": "--compare",
+    "bin": "--bin",
+}
+ROW_TEXT = [
+    ("cpu_us_per_chunk", "relay CPU (utime+stime, clock ticks) over the relay load / chunks received, us"),
+    ("cpu_us_per_chunk_schedstat", "the same from /proc/PID/task/*/schedstat (ns on CPU), finer"),
+    ("rss_kib_per_stream", "relay RssAnon growth (before the load -> every stream has its first event) / streams open "
+                           "then, KiB"),
+    ("syscalls_per_chunk", "relay syscalls (strace -c -f, all threads, separate shorter runs) / chunks received"),
+    ("relay_ttfb_p50/p99_ms", "client's connect -> first event through the relay, p50 / p99 over the streams, ms"),
+    ("relay_gap_p50/p99_ms", "gaps between consecutive events of a stream through the relay, p50 / p99, ms"),
+    ("direct_*", "the same, the client straight to the mock: the floor"),
+    ("*_bunched_pct", "share of gaps < half the interval: someone on the way fell behind and merged events"),
+    ("chunks, cpu_ticks", "chunks the clients received through the relay, relay CPU ticks over that load"),
+    ("cpu_resolution_us_per_chunk", "one clock tick / chunks: the granularity of cpu_us_per_chunk"),
+    ("rss_streams_open", "streams open when the RSS was sampled (the divisor of rss_kib_per_stream)"),
+    ("rss_file_kib_delta", "file-backed RSS growth over the same interval (code pages faulting in), KiB"),
+    ("chunks_per_stream_direct", "median events per direct stream (tokens + 2 expected)"),
+    ("short_streams, failed_streams", "relayed streams with fewer events than direct; streams that failed (both loads)"),
+]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=DEFAULT_BIN, help="tokenpipe binary measured (\"after\"); default: %(default)s")
     ap.add_argument("--compare", metavar="PATH", help="second tokenpipe binary (\"before\"), measured in the same runs")
+    ap.add_argument("--upstream-tls-compare", action="store_true",
+                    help="measure --bin twice per run, plain http:// upstream and TLS https://localhost upstream "
+                         "(test PKI made with openssl), and report tls/plain")
+    ap.add_argument("--tls-key-type", choices=["p256", "rsa2048"], default="p256",
+                    help="keys of the test PKI of --upstream-tls-compare (default: %(default)s)")
+    ap.add_argument("--tls-budget-kib", type=float, default=24.0,
+                    help="--upstream-tls-compare: the budget of relay memory per TLS stream that rss_kib_per_stream "
+                         "(tls) is held against (default: %(default)s)")
     ap.add_argument("--streams", type=positive, default=1000, help="concurrent streams per load (default: %(default)s)")
     ap.add_argument("--runs", type=positive, default=5, help="runs; medians are reported (default: %(default)s)")
     ap.add_argument("--tokens", type=positive, default=20, help="tokens per stream (default: %(default)s)")
@@ -950,19 +1158,29 @@ def main():
     a.strace_streams = a.strace_streams or min(a.streams, 50)
     if a.interval_ms < 0:
         ap.error("--interval-ms must be >= 0")
+    if a.upstream_tls_compare and a.compare:
+        ap.error("--upstream-tls-compare measures one binary (--bin) against itself over TLS; drop --compare")
 
-    binaries = {"after": check_binary(a.bin, "--bin")}
-    if a.compare:
-        binaries["before"] = check_binary(a.compare, "--compare")
+    binary = check_binary(a.bin, "--bin")
+    pki = None
+    if a.upstream_tls_compare:
+        pki = Pki(a.tls_key_type)  # before stop_all is registered: at exit the processes stop, then it is removed
+        setups = {"plain": (binary, None), "tls": (binary, pki)}
+        cmp = ("tls", "plain")
+    elif a.compare:
+        setups = {"after": (binary, None), "before": (check_binary(a.compare, "--compare"), None)}
+        cmp = ("after", "before")
     else:
-        binaries = {"bin": binaries["after"]}
-    labels = list(binaries)
+        setups = {"bin": (binary, None)}
+        cmp = None
+    labels = list(setups)
+    rname = f"{cmp[0]}/{cmp[1]}" if cmp else ""
 
     fd_limit = raise_fd_limit(a.streams)
     atexit.register(stop_all)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    hashes = {label: sha256(path) for label, path in binaries.items()}
+    hashes = {label: sha256(path) for label, (path, _) in setups.items()}
     print(f"tokenpipe relay measurement: {a.streams} streams x {a.tokens} tokens x {a.interval_ms} ms interval, "
           f"{a.runs} runs, {os.cpu_count()} CPUs, clock tick {1000 / CLK_TCK:g} ms, load average "
           f"{os.getloadavg()[0]:.2f} (1 min)")
@@ -975,32 +1193,48 @@ def main():
     if ports and ports < 2 * a.streams:
         print(f"  warning: the relay load needs {2 * a.streams} ephemeral ports at once (client->relay and "
               f"relay->mock), more than the {ports} of ip_local_port_range")
-    for label, path in binaries.items():
-        print(f"  {label:6} {path}  (sha256 {hashes[label][:12]})")
-    if a.compare and hashes["after"] == hashes["before"]:
-        print("  note: both binaries are identical; the ratios show this machine's noise, not a change")
-    print(f"  per run and binary: {' '.join(mock_args(a))}  +  {' '.join(relay_args('MOCK_PORT', a))}")
+    if pki:
+        print(f"  binary {binary}  (sha256 {hashes['tls'][:12]}), measured as two setups per run:")
+        try:
+            resolved = sorted({ai[4][0] for ai in socket.getaddrinfo(TLS_NAME, None, type=socket.SOCK_STREAM)})
+        except OSError as e:
+            resolved = [f"unresolved: {e}"]
+        print(f"  test PKI: {pki.describe()}; {TLS_NAME} resolves here to {', '.join(resolved)} (the mock listens on "
+              f"{HOST} only)")
+        for label, (_, tls) in setups.items():
+            print(f"  {label:6} {' '.join(mock_args(a, tls))}  +  {' '.join(relay_args('MOCK_PORT', a, tls))}")
+    else:
+        for label, (path, _) in setups.items():
+            print(f"  {label:6} {path}  (sha256 {hashes[label][:12]})")
+        if a.compare and hashes["after"] == hashes["before"]:
+            print("  note: both binaries are identical; the ratios show this machine's noise, not a change")
+        print(f"  per run and binary: {' '.join(mock_args(a))}  +  {' '.join(relay_args('MOCK_PORT', a))}")
     print(f"  requests: POST {RELAY_PATH} {relay_body(a.tokens).decode()}   "
-          f"(direct: POST {MOCK_PATH} to the mock)")
+          f"(direct: POST {MOCK_PATH} to the mock" + (", over TLS on the tls side" if pki else "") + ")")
     print(f"  {CHUNK_DEFINITION}")
-    if a.compare:
-        print("  order alternates: odd runs measure after then before, even runs before then after")
+    if cmp:
+        print(f"  order alternates: odd runs measure {labels[0]} then {labels[1]}, even runs {labels[1]} then "
+              f"{labels[0]}; fresh processes for each")
+    if pki:
+        for label in labels:
+            preflight(setups[label][0], a, setups[label][1], label)
+        print(f"  preflight: one stream relayed completely through each of {', '.join(labels)}")
     print(flush=True)
 
     rows = {label: [] for label in labels}
     for i in range(a.runs):
         order = labels if i % 2 == 0 else labels[::-1]
         for label in order:
-            row = measure(binaries[label], a)
+            row = measure(setups[label][0], a, setups[label][1])
             rows[label].append(row)
             print(f"run {i + 1} {label:6} cpu_us/chunk={row['cpu_us_per_chunk']:.2f} "
                   f"(resolution {row['cpu_resolution_us_per_chunk']:.2f}: {row['cpu_ticks']} ticks / {row['chunks']} chunks; "
                   f"schedstat {row['cpu_us_per_chunk_schedstat']:.2f}) "
                   f"rss_kib/stream={row['rss_kib_per_stream']:.2f} ({row['rss_streams_open']} open) "
                   f"ttfb p50/p99={row['relay_ttfb_p50_ms']:.2f}/{row['relay_ttfb_p99_ms']:.2f} ms "
-                  f"gap p99={row['relay_gap_p99_ms']:.2f} ms | direct ttfb p50/p99="
+                  f"gap p50/p99={row['relay_gap_p50_ms']:.2f}/{row['relay_gap_p99_ms']:.2f} ms | direct ttfb p50/p99="
                   f"{row['direct_ttfb_p50_ms']:.2f}/{row['direct_ttfb_p99_ms']:.2f} "
-                  f"gap p99={row['direct_gap_p99_ms']:.2f} ms", flush=True)
+                  f"gap p50/p99={row['direct_gap_p50_ms']:.2f}/{row['direct_gap_p99_ms']:.2f} ms", flush=True)
             print_burst_run(row, a)
             if row["failed_streams"] or row["short_streams"]:
                 print(f"  warning: {row['failed_streams']} streams failed, {row['short_streams']} relayed streams "
@@ -1009,9 +1243,12 @@ def main():
             if row["chunks_per_stream_direct"] != expected_events(a):
                 print(f"  warning: the direct streams' median is {row['chunks_per_stream_direct']:g} events, not "
                       f"the {expected_events(a)} (tokens + 2) that sustained_pct requires of a complete stream")
-            problems = control_problems(row, a)
+            problems = control_problems(row, a, label == "tls")
             if problems:
                 print("  control: the client cannot keep up here: " + "; ".join(problems), flush=True)
+            note = tls_direct_lag_note(row, a) if label == "tls" else ""
+            if note:
+                print(f"  note: {note}", flush=True)
             err = row["stderr"]
             if a.verbose:
                 for who in ("relay", "mock"):
@@ -1029,18 +1266,19 @@ def main():
 
     straced = {}
     strace = None if a.no_strace else find_strace(a)
+    what = "side" if pki else "binary"
     if a.no_strace:
         print("\nsyscalls: skipped (--no-strace)")
     elif not strace:
         print("\nsyscalls: strace is not installed, skipped (rerun with --install to apt-get it)")
     else:
         print(f"\nsyscalls: strace -c -f -p RELAY_PID, relay process only (one worker), {a.strace_runs} run(s) of "
-              f"{a.strace_streams} streams x {a.tokens} tokens per binary; chunks = SSE events the clients received",
+              f"{a.strace_streams} streams x {a.tokens} tokens per {what}; chunks = SSE events the clients received",
               flush=True)
         done = {label: [] for label in labels}
         for i in range(a.strace_runs):
             for label in (labels if i % 2 == 0 else labels[::-1]):
-                r = strace_run(binaries[label], strace, a)
+                r = strace_run(setups[label][0], strace, a, setups[label][1])
                 if "error" in r:
                     print(f"  {label}: {r['error']}; syscalls skipped")
                     done = {}
@@ -1061,9 +1299,10 @@ def main():
             medians[label]["syscalls_per_chunk"] = straced[label]["syscalls_per_chunk"]
 
     print(f"\nmedians of {a.runs} runs (+-: half the range over the runs, in % of the median)"
-          + ("; ratio = after/before, < 1 means after uses less" if a.compare else ""))
+          + (f"; ratio = {rname} of the medians" if cmp else ""))
+    print_legend(labels, cmp, rname, a)
     print(f"  {'figure':30}" + "".join(f"{label:>12}{'+-':>7}" for label in labels)
-          + (f"{'after/before':>14}" if a.compare else ""))
+          + (f"{rname:>14}" if cmp else ""))
     for k in FIGURES + COUNTS:
         if k == "syscalls_per_chunk" and not straced:
             continue
@@ -1075,8 +1314,8 @@ def main():
             values = [v for v in values if v == v]
             half = (max(values) - min(values)) / 2 / m * 100 if len(values) > 1 and m else math.nan
             line += fmt(m, 12) + (f"{half:6.0f}%" if k in FIGURES and half == half else " " * 7)
-        if a.compare and k in FIGURES:
-            line += fmt(ratio(medians["after"].get(k), medians["before"].get(k)), 14)
+        if cmp and k in FIGURES:
+            line += fmt(ratio(medians[cmp[0]].get(k), medians[cmp[1]].get(k)), 14)
         print(line)
     res_us = median([r["cpu_resolution_us_per_chunk"] for label in labels for r in rows[label]])
     cpu = median([medians[label]["cpu_us_per_chunk"] for label in labels])
@@ -1088,7 +1327,7 @@ def main():
         print(f"  cpu_us_per_chunk is below its resolution of one tick = {res_us:.3f} us/chunk here; "
               f"lengthen the load (--streams, --tokens) or read cpu_us_per_chunk_schedstat")
 
-    print_burst_table(rows, medians, labels, a)
+    print_burst_table(rows, medians, labels, a, cmp)
 
     if straced:
         print(f"\nsyscalls per chunk by syscall, relay process only (strace -c -f, {a.strace_streams} streams x "
@@ -1098,33 +1337,38 @@ def main():
                        key=lambda n: -max(straced[label]["per_syscall"].get(n, {}).get("calls_per_chunk", 0)
                                           for label in labels))
         print(f"  {'syscall':18}" + "".join(f"{label:>12}{'(failed)':>10}" for label in labels)
-              + (f"{'after/before':>14}" if a.compare else ""))
+              + (f"{rname:>14}" if cmp else ""))
         for n in names:
             line = f"  {n:18}"
             for label in labels:
                 d = straced[label]["per_syscall"].get(n, {"calls_per_chunk": 0.0, "errors_per_chunk": 0.0})
                 line += f"{d['calls_per_chunk']:12.3f}{d['errors_per_chunk']:10.3f}"
-            if a.compare:
+            if cmp:
                 line += fmt(ratio(*(straced[label]["per_syscall"].get(n, {}).get("calls_per_chunk", 0.0)
-                                    for label in labels)), 14)
+                                    for label in cmp)), 14)
             print(line)
         print(f"  {'total':18}" + "".join(f"{straced[label]['syscalls_per_chunk']:12.3f}{'':10}" for label in labels)
-              + (fmt(ratio(*(straced[label]["syscalls_per_chunk"] for label in labels)), 14) if a.compare else ""))
+              + (fmt(ratio(*(straced[label]["syscalls_per_chunk"] for label in cmp)), 14) if cmp else ""))
 
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (1 min); other work on the machine shows there")
     ratios = {}
-    if a.compare:
-        ratios = {k: ratio(medians["after"].get(k), medians["before"].get(k)) for k in FIGURES}
-        print("\nafter/before (medians): " + ", ".join(f"{k} {fmt(ratios.get(k, math.nan), 0)}" for k in SUMMARY))
-        print("burst (medians, after vs before): " + ", ".join(
-            f"{k} {fmt(medians['after'].get(k, math.nan), 0)} vs {fmt(medians['before'].get(k, math.nan), 0)}"
+    if cmp:
+        num, den = cmp
+        ratios = {k: ratio(medians[num].get(k), medians[den].get(k)) for k in FIGURES}
+        print(f"\n{rname} (medians): " + ", ".join(f"{k} {fmt(ratios.get(k, math.nan), 0)}"
+                                               for k in SUMMARY if k != "syscalls_per_chunk" or straced))
+        print(f"burst (medians, {num} vs {den}): " + ", ".join(
+            f"{k} {fmt(medians[num].get(k, math.nan), 0)} vs {fmt(medians[den].get(k, math.nan), 0)}"
             for k in BURST_SUMMARY))
     else:
         print("\nburst (medians): " + ", ".join(f"{k} {fmt(medians['bin'].get(k, math.nan), 0)}"
                                               for k in BURST_SUMMARY))
     for label in labels:
-        problems = control_problems(medians[label], a)
-        name = f" ({label})" if a.compare else ""
+        problems = control_problems(medians[label], a, label == "tls")
+        name = f" ({label})" if cmp else ""
+        note = tls_direct_lag_note(medians[label], a) if label == "tls" else ""
+        if note:
+            print(f"note{name} (medians): {note}")
         for load in ("relay", "direct"):
             note = connect_note(medians[label], load)
             if note:
@@ -1137,23 +1381,59 @@ def main():
         else:
             print(f"control ok{name}: {medians[label]['direct_sustained_pct']:.1f}% of the direct-to-mock streams "
                   f"sustained, client loop lag p99 {medians[label]['relay_client_lag_p99_ms']:.0f} ms (relay load) / "
-                  f"{medians[label]['direct_client_lag_p99_ms']:.0f} ms (direct): the client keeps up")
+                  f"{medians[label]['direct_client_lag_p99_ms']:.0f} ms (direct"
+                  + (", over Python TLS, not judged" if label == "tls" else "") + "): the client keeps up"
+                  + (" with the relay load" if label == "tls" else ""))
+    budget = None
+    if pki:
+        budget = tls_budget(rows, medians, a)
+        print(budget["text"])
 
     if a.json:
         doc = {
             "config": {"streams": a.streams, "runs": a.runs, "tokens": a.tokens, "interval_ms": a.interval_ms,
                        "timeout_s": a.timeout, "loop_warn_ms": a.loop_warn_ms, "rlimit_nofile": fd_limit, "strace_streams": a.strace_streams, "strace_runs": a.strace_runs,
                        "clk_tck": CLK_TCK, "cpus": os.cpu_count(), "chunk_definition": CHUNK_DEFINITION,
-                       "order": "alternating: odd runs after then before, even runs before then after"},
-            "binaries": {label: {"path": path, "sha256": hashes[label], "runs": rows[label],
-                                 "median": medians[label], "strace": straced.get(label)}
-                         for label, path in binaries.items()},
-            "ratio_after_over_before": ratios,
+                       "mode": "upstream-tls-compare" if pki else ("compare" if a.compare else "single"),
+                       "order": (f"alternating: odd runs {labels[0]} then {labels[1]}, even runs {labels[1]} then "
+                                 f"{labels[0]}" if cmp else "one binary")},
+            "binaries": {label: {"path": path, "sha256": hashes[label], "upstream_tls": tls is not None,
+                                 "mock_args": mock_args(a, tls), "relay_args": relay_args("MOCK_PORT", a, tls),
+                                 "runs": rows[label], "median": medians[label], "strace": straced.get(label)}
+                         for label, (path, tls) in setups.items()},
         }
+        if cmp:
+            doc[f"ratio_{cmp[0]}_over_{cmp[1]}"] = ratios
+        if pki:
+            doc["config"]["tls"] = {"key_type": a.tls_key_type, "name": TLS_NAME, "openssl": pki.version}
+            doc["tls_memory_budget"] = {k: v for k, v in budget.items() if k != "text"}
         with open(a.json, "w") as f:
             json.dump(no_nan(doc), f, indent=2)
         print(f"\nfigures written to {a.json}")
 
+
+def tls_budget(rows, medians, a):
+    """The memory per TLS stream against --tls-budget-kib: the tls side's median rss_kib_per_stream, each run's,
+    and the tls - plain difference of the medians (what the upstream TLS adds per stream)."""
+    tls, plain = medians["tls"].get("rss_kib_per_stream", math.nan), medians["plain"].get("rss_kib_per_stream", math.nan)
+    runs = [r["rss_kib_per_stream"] for r in rows["tls"]]
+    over = [v for v in runs if not v < a.tls_budget_kib]  # NaN counts as over: the figure could not be taken
+    if tls != tls:
+        verdict = "NOT MEASURED (no stream was open at the sample)"
+    elif tls < a.tls_budget_kib:
+        verdict = "UNDER the budget" + (f" (median), but {len(over)} of {len(runs)} runs at or over it" if over
+                                        else f" in every run (largest {max(runs):.2f} KiB)")
+    else:
+        verdict = f"OVER the budget ({len(over)} of {len(runs)} runs at or over it)"
+    text = (f"\nmemory per TLS stream (relay RssAnon growth / open streams, tls side): median {fmt(tls, 0)} KiB, "
+            f"budget {a.tls_budget_kib:g} KiB: {verdict}\n"
+            f"  per run: {', '.join(fmt(v, 0) for v in runs)} KiB; plain side median {fmt(plain, 0)} KiB; "
+            f"tls - plain {fmt(tls - plain, 0)} KiB per stream (what the upstream TLS adds); "
+            f"{medians['tls'].get('rss_streams_open', math.nan):g} streams open at the sample (median), pages of "
+            f"4 KiB: steps of {4 / max(1, medians['tls'].get('rss_streams_open') or 1):.3f} KiB")
+    return {"text": text, "budget_kib": a.tls_budget_kib, "tls_median_kib": tls, "plain_median_kib": plain,
+            "tls_minus_plain_kib": tls - plain, "tls_runs_kib": runs, "runs_at_or_over": len(over),
+            "under": bool(tls < a.tls_budget_kib)}
 
 if __name__ == "__main__":
     sys.exit(main())

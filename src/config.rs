@@ -5,17 +5,34 @@
 //! order: `--upstream` if given; otherwise the provider's public HTTPS API if its key is set
 //! (`GEMINI_API_KEY`, `OPENAI_API_KEY`); otherwise the built-in mock upstream, started inside the same process, so that
 //! `cargo run --release` works on a machine with no key and no network. The result, a [`Config`], is what
-//! `tokenpipe::Server::start` takes: tests and benchmarks build one directly.
+//! `tokenpipe::Server::start` takes: tests and benchmarks build one directly ([`resolved`]).
+//!
+//! With `--config FILE` (or `TOKENPIPE_CONFIG`), the upstreams and routes are the file's ([`mod@file`]), and
+//! **precedence** is: for every other option, a value given on the command line or in the option's
+//! environment variable wins over the file, and the file wins over the option's default. Which values were
+//! given is what clap's `ArgMatches::value_source` says; [`Cli::parse_sourced`] records it in
+//! [`ServeArgs::given`]. The upstream options (`--upstream`, `--provider`, `--model`, `--upstream-ca`) are
+//! refused next to `--config`, and the `*_API_KEY` variables are read only where the file's `key_env`
+//! names them. `tokenpipe check-config FILE` reads a file as `serve` would and reports every problem.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::http::request::Limits;
 use crate::mock::script::MockFormat;
-use crate::relay::providers::{self, Origin, Provider, ProviderKey, parse_upstream_url};
+use crate::relay::providers::{self, Provider, ProviderKey, parse_upstream_url};
+
+pub mod file;
+pub mod precedence;
+pub mod resolved;
+
+pub use precedence::Given;
+pub use resolved::{
+    Config, FdLimit, LoopConfig, MockConfig, RouteSpec, UpstreamConfig, UpstreamSpec,
+};
 
 /// Relays streamed LLM responses (SSE over chunked HTTP/1.1) on a hand-written mio event loop.
 #[derive(Parser, Debug)]
@@ -34,6 +51,56 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the built-in mock LLM upstream on its own.
     MockUpstream(MockArgs),
+    /// Check a --config file: every error, with its line.
+    ///
+    /// Reads the file as `serve` would, environment included (each key_env must be set). Prints
+    /// `FILE: ok (N upstreams, M routes)` and exits with status 0, or prints every error as
+    /// `FILE:LINE: message` on stderr and exits with status 1.
+    CheckConfig(CheckArgs),
+}
+
+/// Options of `tokenpipe check-config`.
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// The TOML file to check.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+impl CheckArgs {
+    /// The report on the file, `Ok` if it is valid, with `env` as the environment.
+    pub fn run(&self, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+        file::check(&self.file, &env)
+    }
+}
+
+impl Cli {
+    /// [`Cli::parse`] (exiting on `--help` or an error), and which serve options were given
+    /// ([`ServeArgs::given`]), for `--config`'s precedence.
+    pub fn parse_sourced() -> Cli {
+        let matches = Cli::command().get_matches();
+        Cli::from_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Cli::try_parse_from`], and which serve options were given.
+    pub fn try_parse_sourced<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Cli::from_matches(&Cli::command().try_get_matches_from(args)?)
+    }
+
+    fn from_matches(matches: &ArgMatches) -> Result<Cli, clap::Error> {
+        let mut cli = Cli::from_arg_matches(matches)?;
+        cli.serve.given = Given::of(matches);
+        if let (Some(Command::Serve(args)), Some(sub)) =
+            (&mut cli.command, matches.subcommand_matches("serve"))
+        {
+            args.given = Given::of(sub);
+        }
+        Ok(cli)
+    }
 }
 
 /// Provider names on the command line.
@@ -212,6 +279,18 @@ pub struct ServeArgs {
     /// Pause between tokens of the embedded mock.
     #[arg(long, default_value_t = 50, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=MAX_SECS * 1000))]
     pub mock_interval_ms: u64,
+    /// A TOML file of named upstreams and the routes between them (see examples/tokenpipe.toml).
+    /// Precedence: an option given on the command line or in its environment variable wins over the
+    /// file's global settings (listen, workers, ...), and the file wins over the defaults.
+    ///
+    /// The file describes the upstreams: --upstream, --provider, --model and --upstream-ca are refused
+    /// with it, and API keys are read only from the variables its key_env entries name. Check a file with
+    /// `tokenpipe check-config FILE`.
+    #[arg(long, env = "TOKENPIPE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Which options were given rather than defaulted (filled by [`Cli::parse_sourced`]).
+    #[arg(skip)]
+    pub given: Given,
 }
 
 /// Options of `tokenpipe mock-upstream`.
@@ -236,115 +315,6 @@ pub struct MockArgs {
     pub format: ProviderArg,
 }
 
-/// What a server does with the process's descriptor limit at start (a process-wide setting).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FdLimit {
-    /// Set the soft `RLIMIT_NOFILE` to this (`None`: the hard limit) and grow the descriptor table to it.
-    Raise(Option<u64>),
-    /// Leave the process as it is (a test or a program that embeds a server and owns its limits).
-    Keep,
-}
-
-/// What every server needs, relay or mock: its listener, its loop, its limits.
-#[derive(Debug, Clone)]
-pub struct LoopConfig {
-    pub fd_limit: FdLimit,
-    /// Listen backlog (`None`: the kernel's maximum, `somaxconn`).
-    pub backlog: Option<u32>,
-    /// An iteration busier than this is logged.
-    pub loop_warn: Duration,
-    /// Request limits (head size, body size, header count).
-    pub limits: Limits,
-    /// Most bytes held for one stream that its client has not taken yet.
-    pub stream_buffer: usize,
-    /// Serve HTTPS with this certificate chain and key (PEM files).
-    pub tls: Option<(PathBuf, PathBuf)>,
-}
-
-impl Default for LoopConfig {
-    fn default() -> Self {
-        LoopConfig {
-            fd_limit: FdLimit::Raise(None),
-            backlog: None,
-            loop_warn: Duration::from_millis(10),
-            limits: Limits::default(),
-            stream_buffer: 64 * 1024,
-            tls: None,
-        }
-    }
-}
-
-/// The built-in mock: what it says and how fast.
-#[derive(Debug, Clone)]
-pub struct MockConfig {
-    pub listen: SocketAddr,
-    pub workers: usize,
-    pub format: MockFormat,
-    /// Tokens per answer, unless a request asks for fewer.
-    pub tokens: u32,
-    /// Pause between events (zero: as fast as the client reads).
-    pub interval: Duration,
-    pub common: LoopConfig,
-}
-
-/// Where the relay sends generations.
-#[derive(Debug, Clone)]
-pub enum UpstreamConfig {
-    /// A configured upstream.
-    Remote {
-        provider: Provider,
-        origin: Origin,
-        key: Option<ProviderKey>,
-    },
-    /// No key and no `--upstream`: the mock, started in the same process, in `provider`'s shape.
-    EmbeddedMock {
-        provider: Provider,
-        tokens: u32,
-        interval: Duration,
-    },
-}
-
-/// Everything `tokenpipe::Server::start` needs to run the relay.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub listen: SocketAddr,
-    pub workers: usize,
-    pub upstream: UpstreamConfig,
-    /// Model used when a request names none.
-    pub default_model: String,
-    /// Most idle keep-alive upstream connections per worker.
-    pub pool_max_idle: usize,
-    /// How long a pooled connection may idle.
-    pub idle_timeout: Duration,
-    /// Extra CA certificates for an `https` upstream.
-    pub upstream_ca: Option<PathBuf>,
-    /// How long a resolved name is used.
-    pub dns_ttl: Duration,
-    pub common: LoopConfig,
-}
-
-impl Config {
-    /// A relay on `listen` (one worker) in front of a plain-HTTP `provider` upstream at `origin`, with
-    /// every other option at its default: the usual start for a test or a benchmark.
-    pub fn new(listen: SocketAddr, provider: Provider, origin: Origin) -> Config {
-        Config {
-            listen,
-            workers: 1,
-            upstream: UpstreamConfig::Remote {
-                provider,
-                origin,
-                key: None,
-            },
-            default_model: provider.default_model().to_string(),
-            pool_max_idle: 64,
-            idle_timeout: Duration::from_secs(30),
-            upstream_ca: None,
-            dns_ttl: Duration::from_secs(60),
-            common: LoopConfig::default(),
-        }
-    }
-}
-
 impl MockArgs {
     /// The mock's configuration.
     pub fn config(&self) -> MockConfig {
@@ -361,8 +331,33 @@ impl MockArgs {
 
 impl ServeArgs {
     /// Checks the options and decides the upstream, with `env` as the environment (`GEMINI_API_KEY`,
-    /// `OPENAI_API_KEY`).
+    /// `OPENAI_API_KEY`, or with `--config` the variables the file's `key_env` entries name).
     pub fn config(&self, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        match &self.config {
+            Some(path) => precedence::with_file(self, path, &env),
+            None => Ok(self.finish(self.upstream_from_options(&env)?)),
+        }
+    }
+
+    /// The [`Config`] of these options with `upstream`.
+    fn finish(&self, upstream: UpstreamConfig) -> Config {
+        Config {
+            listen: self.listen,
+            workers: self.workers.map_or_else(cores, usize::from),
+            upstream,
+            pool_max_idle: self.upstream_max_conns,
+            idle_timeout: Duration::from_secs(self.upstream_idle_timeout),
+            dns_ttl: Duration::from_secs(self.dns_ttl),
+            common: self.common.loop_settings(),
+        }
+    }
+
+    /// The upstream the options and the provider keys in the environment make: `--upstream`, else the
+    /// provider's API if its key is set, else the embedded mock.
+    fn upstream_from_options(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<UpstreamConfig, String> {
         // The model goes into the upstream's request path: refuse a bad one now rather than fail every request.
         if let Some(model) = &self.model {
             providers::validate_model(model).map_err(|e| format!("--model {model:?}: {e}"))?;
@@ -380,39 +375,43 @@ impl ServeArgs {
         let key = key_of(provider)
             .map(|k| ProviderKey::new(k.trim()).map_err(|e| format!("{}: {e}", key_var(provider))))
             .transpose()?;
-        let upstream = match (&self.upstream, &key) {
-            (Some(url), _) => UpstreamConfig::Remote {
+        let model = self
+            .model
+            .clone()
+            .unwrap_or_else(|| provider.default_model().to_string());
+        let url = match (&self.upstream, &key) {
+            (Some(url), _) => Some(url.as_str()),
+            (None, Some(_)) => Some(provider.public_api()),
+            (None, None) => None,
+        };
+        let upstream = match url {
+            Some(url) => {
+                let origin = parse_upstream_url(url).map_err(|e| match self.upstream {
+                    Some(_) => format!("--upstream {url}: {e}"),
+                    None => e,
+                })?;
+                let mut spec = UpstreamSpec::new("default", provider, origin);
+                (spec.key, spec.ca, spec.model) = (key, self.upstream_ca.clone(), model);
+                UpstreamConfig::Remote {
+                    upstreams: vec![spec],
+                    routes: Vec::new(),
+                    generate: None,
+                }
+            }
+            None => UpstreamConfig::EmbeddedMock {
                 provider,
-                origin: parse_upstream_url(url).map_err(|e| format!("--upstream {url}: {e}"))?,
-                key,
-            },
-            (None, Some(_)) => UpstreamConfig::Remote {
-                provider,
-                origin: parse_upstream_url(provider.public_api())?,
-                key,
-            },
-            (None, None) => UpstreamConfig::EmbeddedMock {
-                provider,
+                model,
                 tokens: self.mock_tokens,
                 interval: Duration::from_millis(self.mock_interval_ms),
             },
         };
-        Ok(Config {
-            listen: self.listen,
-            workers: self.workers.map_or_else(cores, usize::from),
-            upstream,
-            default_model: self
-                .model
-                .clone()
-                .unwrap_or_else(|| provider.default_model().to_string()),
-            pool_max_idle: self.upstream_max_conns,
-            idle_timeout: Duration::from_secs(self.upstream_idle_timeout),
-            upstream_ca: self.upstream_ca.clone(),
-            dns_ttl: Duration::from_secs(self.dns_ttl),
-            common: self.common.loop_settings(),
-        })
+        Ok(upstream)
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "config/tests_cli_file.rs"]
+mod tests_cli_file;

@@ -4,15 +4,26 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use tokenpipe::Server;
 use tokenpipe::config::{Cli, Command};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_sourced();
     let started = match cli.command {
+        Some(Command::CheckConfig(args)) => {
+            // The report is the whole output; a closed pipe leaves nothing else to do.
+            return match args.run(|k| std::env::var(k).ok()) {
+                Ok(report) => {
+                    let _ = writeln!(std::io::stdout(), "{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(report) => {
+                    let _ = writeln!(std::io::stderr(), "{report}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some(Command::MockUpstream(args)) => Server::start_mock(args.config()),
         Some(Command::Serve(args)) => args
             .config(|k| std::env::var(k).ok())

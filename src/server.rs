@@ -24,9 +24,13 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
-use socket2::{Domain, Protocol, Socket, Type};
+mod listeners;
 
-use crate::config::{Config, FdLimit, LoopConfig, MockConfig, UpstreamConfig};
+pub use listeners::bind_listeners;
+
+use crate::config::{
+    Config, FdLimit, LoopConfig, MockConfig, RouteSpec, UpstreamConfig, UpstreamSpec,
+};
 use crate::conn::tls;
 use crate::mock::script::MockFormat;
 use crate::mock::{Mock, MockStats};
@@ -34,7 +38,9 @@ use crate::reactor::instrument::{StatsSnapshot, WorkerStats};
 use crate::reactor::{Handler, Remote, Worker, fdlimit};
 use crate::relay::dns::{CacheConfig, Resolver};
 use crate::relay::providers::{Origin, Provider};
+use crate::relay::routes::Router;
 use crate::relay::{Relay, RelayCounts, RelaySettings, RelayStats, UpstreamTarget};
+use rustls::RootCertStore;
 
 /// Descriptors a process needs besides its streams: standard streams, and per worker its listener, its
 /// epoll instance and its waker; plus two for one stream, or nothing could be served.
@@ -69,14 +75,15 @@ impl Server {
             workers: Vec::new(),
             exits,
         };
-        let (provider, origin, key) = match config.upstream {
+        let (specs, routes, generate) = match config.upstream.clone() {
             UpstreamConfig::Remote {
-                provider,
-                origin,
-                key,
-            } => (provider, origin, key),
+                upstreams,
+                routes,
+                generate,
+            } => (upstreams, routes, generate),
             UpstreamConfig::EmbeddedMock {
                 provider,
+                model,
                 tokens,
                 interval,
             } => {
@@ -101,25 +108,12 @@ impl Server {
                     port: addr.port(),
                     base_path: String::new(),
                 };
-                (provider, origin, None)
+                let mut spec = UpstreamSpec::new("mock", provider, origin);
+                spec.model = model;
+                (vec![spec], Vec::new(), None)
             }
         };
-        log::info!("relaying to the {provider} API at {origin}");
-        let tls_name = match origin.tls {
-            true => Some(tls::server_name(&origin.host)?),
-            false => None,
-        };
-        let roots = match origin.tls {
-            true => Some(Arc::new(tls::root_store(config.upstream_ca.as_deref())?)),
-            false => None,
-        };
-        let target = Arc::new(UpstreamTarget {
-            provider,
-            origin,
-            key,
-            default_model: config.default_model.clone(),
-            tls_name,
-        });
+        let (targets, router) = upstream_targets(&specs, &routes, generate.as_deref())?;
         let settings = RelaySettings {
             limits: config.common.limits.clone(),
             stream_buffer: config.common.stream_buffer,
@@ -130,7 +124,8 @@ impl Server {
                 ttl: config.dns_ttl,
                 ..CacheConfig::default()
             },
-            upstream_tls: None,
+            upstreams: Vec::new(),
+            router,
         };
         let listeners = bind_listeners(config.listen, config.workers, config.common.backlog)
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -138,13 +133,17 @@ impl Server {
         let stats = Arc::new(RelayStats::default());
         group.relay_stats = Some(stats.clone());
         for (i, listener) in listeners.into_iter().enumerate() {
-            // Each worker its own TLS configuration, and with it its own session cache.
+            // Each worker its own TLS configurations, and with them its own session caches.
             let mut settings = settings.clone();
-            if let Some(roots) = &roots {
-                settings.upstream_tls = Some(tls::client_config(roots.clone())?);
+            for (target, roots) in &targets {
+                let tls = match roots {
+                    Some(roots) => Some(tls::client_config(roots.clone())?),
+                    None => None,
+                };
+                settings.upstreams.push((target.clone(), tls));
             }
-            let (target, stats, resolver) = (target.clone(), stats.clone(), resolver.clone());
-            let make = move |remote| Relay::new(target, settings, stats, resolver, remote);
+            let (stats, resolver) = (stats.clone(), resolver.clone());
+            let make = move |remote| Relay::new(settings, stats, resolver, remote);
             spawn(
                 format!("relay-{i}"),
                 listener,
@@ -173,6 +172,63 @@ impl Server {
             exits,
         })
     }
+}
+
+/// Each upstream as the workers share it (with the roots its certificates must chain to, for `https`),
+/// and the routing table over them.
+#[allow(clippy::type_complexity)]
+fn upstream_targets(
+    specs: &[UpstreamSpec],
+    routes: &[RouteSpec],
+    generate: Option<&str>,
+) -> Result<
+    (
+        Vec<(Arc<UpstreamTarget>, Option<Arc<RootCertStore>>)>,
+        Router,
+    ),
+    String,
+> {
+    let index = |name: &str| {
+        specs
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| format!("no upstream named {name:?}"))
+    };
+    let mut targets = Vec::new();
+    for spec in specs {
+        log::info!(
+            "upstream {}: the {} API at {}",
+            spec.name,
+            spec.provider,
+            spec.origin
+        );
+        let (tls_name, roots) = match spec.origin.tls {
+            true => (
+                Some(tls::server_name(&spec.origin.host)?),
+                Some(Arc::new(tls::root_store(spec.ca.as_deref())?)),
+            ),
+            false => (None, None),
+        };
+        let target = UpstreamTarget {
+            name: spec.name.clone(),
+            provider: spec.provider,
+            origin: spec.origin.clone(),
+            key: spec.key.clone(),
+            default_model: spec.model.clone(),
+            tls_name,
+        };
+        targets.push((Arc::new(target), roots));
+    }
+    if targets.is_empty() {
+        return Err("no upstream is configured".into());
+    }
+    let prefixes = routes
+        .iter()
+        .map(|r| Ok((r.prefix.clone(), index(&r.upstream)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    let generate = generate.map(index).transpose()?.unwrap_or(0);
+    let providers = specs.iter().map(|s| s.provider).collect();
+    Ok((targets, Router::new(providers, prefixes, generate)))
 }
 
 /// The listener's TLS configuration, when `--tls-cert` and `--tls-key` are given.
@@ -368,85 +424,5 @@ impl Running {
         for w in self.workers {
             let _ = w.thread.join();
         }
-    }
-}
-
-/// `count` listening sockets sharing one address (see the module docs).
-///
-/// `SO_REUSEPORT` would also let a *second* tokenpipe started by mistake on the same port join the group
-/// silently and take half the connections. So a fixed port is first probed with a plain bind, which fails
-/// with "address in use" if anyone listens there.
-pub fn bind_listeners(
-    addr: SocketAddr,
-    count: usize,
-    backlog: Option<u32>,
-) -> io::Result<Vec<TcpListener>> {
-    let count = count.max(1);
-    if addr.port() != 0 {
-        drop(TcpListener::bind(addr)?);
-    }
-    let first = bind_one(addr, backlog)?;
-    let addr = first.local_addr()?;
-    let mut all = vec![first];
-    for _ in 1..count {
-        all.push(if BALANCED_REUSEPORT {
-            bind_one(addr, backlog)?
-        } else {
-            all[0].try_clone()?
-        });
-    }
-    Ok(all)
-}
-
-/// Whether the kernel spreads connections across `SO_REUSEPORT` listeners.
-const BALANCED_REUSEPORT: bool = cfg!(any(target_os = "linux", target_os = "android"));
-
-fn bind_one(addr: SocketAddr, backlog: Option<u32>) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    // Restarting must not wait for old connections in TIME_WAIT.
-    socket.set_reuse_address(true)?;
-    if BALANCED_REUSEPORT {
-        socket.set_reuse_port(true)?;
-    }
-    // Accepted sockets inherit it on Linux (see `Transport::accepted`): one call here, not one per client.
-    socket.set_tcp_nodelay(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    // The kernel caps the backlog at its `somaxconn`; asking for the most an `int` holds gets exactly that.
-    let backlog = backlog.map_or(i32::MAX, |b| i32::try_from(b).unwrap_or(i32::MAX));
-    socket.listen(backlog)?;
-    Ok(socket.into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_taken_port_is_refused_even_with_reuseport() {
-        let ours = bind_listeners("127.0.0.1:0".parse().unwrap(), 2, None).unwrap();
-        let taken = ours[0].local_addr().unwrap();
-        let err = bind_listeners(taken, 2, None).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
-    }
-
-    /// Accepted sockets inherit `TCP_NODELAY` from the listener, which is why `Transport::accepted` does
-    /// not set it on Linux.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn accepted_sockets_inherit_nodelay() {
-        let ls = bind_listeners("127.0.0.1:0".parse().unwrap(), 1, None).unwrap();
-        let _peer = std::net::TcpStream::connect(ls[0].local_addr().unwrap()).unwrap();
-        ls[0].set_nonblocking(false).unwrap();
-        let (accepted, _) = ls[0].accept().unwrap();
-        assert!(accepted.nodelay().unwrap());
-    }
-
-    #[test]
-    fn port_zero_gives_all_listeners_the_same_real_port() {
-        let ls = bind_listeners("127.0.0.1:0".parse().unwrap(), 3, Some(16)).unwrap();
-        let port = ls[0].local_addr().unwrap().port();
-        assert_ne!(port, 0);
-        assert!(ls.iter().all(|l| l.local_addr().unwrap().port() == port));
     }
 }

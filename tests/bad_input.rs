@@ -168,32 +168,115 @@ fn valid_chunked_request_body_streams() {
     );
 }
 
+/// Each mistake in the simple route's body gets a 400 with its own code, naming the field at fault; the
+/// connection stays usable.
 #[test]
-fn invalid_json_is_400() {
+fn body_errors_have_their_code_and_name_the_field() {
     let mut s = RelayWithMock::start();
-    for (what, body) in [
-        ("truncated JSON", "{\"prompt\": \"hel"),
-        ("not JSON", "prompt=hello"),
-        ("JSON but not an object", "[1,2,3]"),
-        ("prompt of the wrong type", "{\"prompt\": 42}"),
-        ("no prompt", "{\"model\": \"x\"}"),
+    for (what, body, code, needle) in [
+        (
+            "truncated JSON",
+            "{\"prompt\": \"hel",
+            "invalid_json",
+            "JSON",
+        ),
+        ("not JSON", "prompt=hello", "invalid_json", "JSON"),
+        (
+            "JSON but not an object",
+            "[1,2,3]",
+            "invalid_request",
+            "object",
+        ),
+        (
+            "prompt of the wrong type",
+            "{\"prompt\": 42}",
+            "invalid_request",
+            "`prompt`",
+        ),
+        (
+            "no prompt",
+            "{\"model\": \"x\"}",
+            "missing_prompt",
+            "field `prompt` (or `messages`) is missing",
+        ),
+        ("empty body object", "{}", "missing_prompt", "`prompt`"),
+        (
+            "unknown field",
+            r#"{"prompt":"p","temprature":0.5}"#,
+            "unknown_field",
+            "unknown field `temprature`; accepted: prompt, messages,",
+        ),
+        (
+            "misspelt prompt",
+            r#"{"promt":"p"}"#,
+            "unknown_field",
+            "`promt`",
+        ),
+        (
+            "both prompt and messages",
+            r#"{"prompt":"p","messages":[{"role":"user","content":"m"}]}"#,
+            "invalid_request",
+            "`prompt` and `messages`",
+        ),
+        (
+            "a message with a bad role",
+            r#"{"messages":[{"role":"robot","content":"m"}]}"#,
+            "invalid_request",
+            "`messages[0].role`",
+        ),
+        (
+            "temperature out of range",
+            r#"{"prompt":"p","temperature":2.5}"#,
+            "invalid_request",
+            "`temperature`",
+        ),
+        (
+            "too many stop sequences",
+            r#"{"prompt":"p","stop":["a","b","c","d","e"]}"#,
+            "invalid_request",
+            "`stop`",
+        ),
     ] {
-        check_error(&mut s.relay, &stream_request(body), 400, false, what);
+        let resp = check_error(&mut s.relay, &stream_request(body), 400, false, what);
+        let v = resp.json();
+        assert_eq!(v["error"]["code"], code, "{what}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{what}: {v}");
     }
 }
 
 #[test]
 fn empty_or_whitespace_prompt_is_400() {
     let mut s = RelayWithMock::start();
-    for (what, prompt) in [("empty prompt", ""), ("whitespace prompt", " \t\n  ")] {
-        check_error(
-            &mut s.relay,
-            &stream_request(&prompt_body(prompt, None, None)),
-            400,
-            false,
-            what,
-        );
+    for (what, body) in [
+        ("empty prompt", prompt_body("", None, None)),
+        ("whitespace prompt", prompt_body(" \t\n  ", None, None)),
+        ("no messages", r#"{"messages":[]}"#.to_string()),
+        (
+            "blank message",
+            r#"{"messages":[{"role":"user","content":" "}]}"#.to_string(),
+        ),
+    ] {
+        let resp = check_error(&mut s.relay, &stream_request(&body), 400, false, what);
+        assert_eq!(resp.json()["error"]["code"], "empty_prompt", "{what}");
     }
+}
+
+/// The control case for the body errors: a conversation with every option streams.
+#[test]
+fn body_with_every_field_streams() {
+    let s = RelayWithMock::start();
+    let body = r#"{"system":"Be brief.","messages":[{"role":"system","content":"No lists."},
+        {"role":"user","content":"hi"},{"role":"assistant","content":"hello"},
+        {"role":"user","content":"every option at once"}],"model":"other-model","temperature":0.3,
+        "top_p":0.9,"stop":["\n\n"],"max_tokens":3}"#;
+    let payload = relay_stream(s.relay.addr, body);
+    assert_eq!(
+        token_texts(&payload).concat(),
+        "every option at",
+        "{:?}",
+        lossy(&payload)
+    );
 }
 
 #[test]

@@ -7,19 +7,14 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use tokenpipe::config::UpstreamConfig;
 use tokenpipe::relay::providers::{Provider, ProviderKey};
 
 /// A relay speaking `provider`'s API to `mock`, with the key `relay-key`.
 fn relay(mock: SocketAddr, provider: Provider) -> InProcess {
     InProcess::relay(&format!("http://{mock}"), |c| {
-        if let UpstreamConfig::Remote {
-            provider: p, key, ..
-        } = &mut c.upstream
-        {
-            *p = provider;
-            *key = Some(ProviderKey::new("relay-key").expect("key"));
-        }
+        let u = c.first_upstream().expect("an upstream");
+        u.provider = provider;
+        u.key = Some(ProviderKey::new("relay-key").expect("key"));
     })
 }
 

@@ -135,11 +135,9 @@ fn an_https_client_gets_a_correct_stream() {
 /// A relay in front of `upstream` (a mock) with `provider`'s shape, trusting `ca` if given.
 fn relay_to(upstream: &str, provider: Provider, ca: Option<&std::path::Path>) -> InProcess {
     InProcess::relay(upstream, |c| {
-        if let tokenpipe::config::UpstreamConfig::Remote { provider: p, .. } = &mut c.upstream {
-            *p = provider;
-        }
-        c.default_model = MODEL.to_string();
-        c.upstream_ca = ca.map(|p| p.to_path_buf());
+        let u = c.first_upstream().expect("an upstream");
+        u.provider = provider;
+        u.ca = ca.map(|p| p.to_path_buf());
     })
 }
 
@@ -215,7 +213,7 @@ fn a_reconnect_after_the_pool_expired_resumes_the_session() {
     let secure = mock(MockFormat::OpenAi, Some(&pki));
     let url = format!("https://localhost:{}", secure.addr().port());
     let relay = InProcess::relay(&url, |c| {
-        c.upstream_ca = Some(pki.ca.clone());
+        c.first_upstream().expect("an upstream").ca = Some(pki.ca.clone());
         c.idle_timeout = Duration::from_secs(1);
     });
     relay_stream(relay.addr, &small_prompt());

@@ -27,16 +27,20 @@ fn no_env(_: &str) -> Option<String> {
 #[test]
 fn no_key_and_no_upstream_means_the_embedded_mock() {
     let config = serve(&[]).config(no_env).unwrap();
-    assert!(matches!(
-        config.upstream,
-        UpstreamConfig::EmbeddedMock {
-            provider: Provider::OpenAi,
-            tokens: 20,
-            ..
-        }
-    ));
+    let UpstreamConfig::EmbeddedMock {
+        provider,
+        model,
+        tokens,
+        ..
+    } = &config.upstream
+    else {
+        panic!("not the embedded mock");
+    };
+    assert_eq!(
+        (*provider, model.as_str(), *tokens),
+        (Provider::OpenAi, "gpt-4o-mini", 20)
+    );
     assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
-    assert_eq!(config.default_model, "gpt-4o-mini");
 }
 
 #[test]
@@ -52,22 +56,15 @@ fn serve_is_the_default_subcommand() {
 #[test]
 fn a_key_without_an_upstream_means_the_providers_https_api() {
     let env = |k: &str| (k == "GEMINI_API_KEY").then(|| "secret-key".to_string());
-    let config = serve(&[]).config(env).unwrap();
-    let UpstreamConfig::Remote {
-        provider,
-        origin,
-        key,
-    } = config.upstream
-    else {
-        panic!("not remote");
-    };
-    assert_eq!(provider, Provider::Gemini);
+    let mut config = serve(&[]).config(env).unwrap();
+    let u = config.first_upstream().expect("remote").clone();
+    assert_eq!(u.provider, Provider::Gemini);
     assert_eq!(
-        origin.to_string(),
+        u.origin.to_string(),
         "https://generativelanguage.googleapis.com"
     );
-    assert_eq!(key.unwrap().expose(), "secret-key");
-    assert_eq!(config.default_model, "gemini-2.0-flash");
+    assert_eq!(u.key.unwrap().expose(), "secret-key");
+    assert_eq!(u.model, "gemini-2.0-flash");
 }
 
 #[test]
@@ -76,17 +73,11 @@ fn explicit_upstream_with_key() {
     let config = serve(&["--upstream", "http://127.0.0.1:9000/base"])
         .config(env)
         .unwrap();
-    let UpstreamConfig::Remote {
-        provider,
-        origin,
-        key,
-    } = config.upstream
-    else {
-        panic!("not remote");
-    };
-    assert_eq!(provider, Provider::OpenAi);
-    assert_eq!(origin.port, 9000);
-    assert_eq!(key.unwrap().expose(), "sk-test");
+    let mut config = config;
+    let u = config.first_upstream().expect("remote").clone();
+    assert_eq!(u.provider, Provider::OpenAi);
+    assert_eq!(u.origin.port, 9000);
+    assert_eq!(u.key.unwrap().expose(), "sk-test");
 }
 
 #[test]

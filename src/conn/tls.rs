@@ -126,16 +126,26 @@ impl Tls {
     }
 
     /// Reads records from the socket once and decrypts them. `Ok(false)`: the socket had nothing.
+    ///
+    /// The transport's short-read rule holds here too: rustls offers the socket a buffer of its choosing,
+    /// and [`Watched`] notes whether the read filled it; a short read means the socket is drained, so the
+    /// flag is cleared without the read that would return `EAGAIN` (unless the peer's side is closed,
+    /// when the next read must see the end-of-file).
     fn fill(&mut self, sock: &mut TcpStream, ready: &mut Readiness) -> io::Result<bool> {
         loop {
-            count(Syscall::Read);
-            match self.conn.read_tls(sock) {
+            let mut watched = Watched { sock, short: false };
+            match self.conn.read_tls(&mut watched) {
                 Ok(0) => {
                     // The peer closed its side; rustls now reports end-of-file (clean or not) to readers.
                     ready.saw_eof();
                     return Ok(true);
                 }
-                Ok(_) => break,
+                Ok(_) => {
+                    if watched.short && !ready.read_closed {
+                        ready.readable = false;
+                    }
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     count(Syscall::ReadWouldBlock);
                     ready.readable = false;
@@ -263,6 +273,21 @@ impl Tls {
     pub fn close_notify(&mut self, sock: &mut TcpStream, ready: &mut Readiness) {
         self.conn.send_close_notify();
         let _ = self.flush(sock, ready);
+    }
+}
+
+/// The socket as rustls reads it: each read counted, and whether it came back short noted.
+struct Watched<'a> {
+    sock: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for Watched<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        count(Syscall::Read);
+        let n = self.sock.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
     }
 }
 

@@ -187,9 +187,8 @@ fn parses_what_the_relay_sends() {
     for provider in [Provider::OpenAi, Provider::Gemini] {
         for max_tokens in [None, Some(7)] {
             let g = GenerateRequest {
-                prompt: "tell me \"more\"".into(),
-                model: None,
                 max_tokens,
+                ..GenerateRequest::from_prompt("tell me \"more\"")
             };
             let bytes =
                 build_request(provider, &origin, None, &g, provider.default_model()).unwrap();

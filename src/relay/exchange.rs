@@ -63,6 +63,8 @@ pub enum Kind {
 /// One relayed request.
 pub struct Exchange {
     pub kind: Kind,
+    /// Which upstream serves it (its index in the configuration).
+    pub via: usize,
     /// How the client's response is framed (and what follows it).
     pub framing: StreamFraming,
     pub phase: Phase,
@@ -76,9 +78,16 @@ pub struct Exchange {
 
 impl Exchange {
     /// A new exchange for `request`; it starts by finding a connection (`Resolving`).
-    pub fn new(kind: Kind, request: Vec<u8>, framing: StreamFraming, now: Instant) -> Exchange {
+    pub fn new(
+        kind: Kind,
+        via: usize,
+        request: Vec<u8>,
+        framing: StreamFraming,
+        now: Instant,
+    ) -> Exchange {
         Exchange {
             kind,
+            via,
             framing,
             phase: Phase::Resolving { request },
             attempt: 1,

@@ -38,10 +38,9 @@ use crate::conn::client::{self, AfterReply, ClientApp, ClientConn, ClientState, 
 use crate::conn::transport::{IdleCheck, Transport, accepted};
 use crate::http::request::{Limits, Request, RequestReader};
 use crate::reactor::{ConnId, Cx, Handler, Ready, Tag, TimerKey};
-use exchange::{Exchange, Kind};
-use pool::Pool;
+use exchange::Exchange;
 use providers::{Origin, Provider, ProviderKey};
-use routes::Route;
+use routes::{Route, Router};
 pub use upstreams::{Upstreams, UpstreamsConfig};
 
 /// The tag of a client's own socket.
@@ -49,9 +48,11 @@ pub const CLIENT: Tag = Tag::MAIN;
 /// The tag of the upstream socket owned by a client's exchange.
 pub const UPSTREAM: Tag = Tag(1);
 
-/// Where generations go: the same for every worker.
+/// One upstream: the same for every worker.
 #[derive(Debug)]
 pub struct UpstreamTarget {
+    /// Its name in the configuration and in logs.
+    pub name: String,
     pub provider: Provider,
     /// Where: its host is resolved off the loop (`dns`), when a connection is needed.
     pub origin: Origin,
@@ -68,7 +69,7 @@ pub struct UpstreamTarget {
 pub enum Entry {
     /// A client connection and, while a request is relayed, its exchange and upstream.
     Client(Box<ClientConn<Box<Exchange>>>),
-    /// An idle keep-alive connection to the upstream, in the pool.
+    /// An idle keep-alive connection to an upstream, in its pool.
     Idle(Idle),
 }
 
@@ -76,6 +77,8 @@ pub enum Entry {
 pub struct Idle {
     pub io: Transport,
     pub expires: TimerKey,
+    /// Which upstream it connects to.
+    pub via: usize,
 }
 
 /// What a relay deadline is for.
@@ -152,23 +155,25 @@ pub struct RelaySettings {
     pub inbound_tls: Option<Arc<rustls::ServerConfig>>,
     /// How long names stay resolved (`--dns-ttl`).
     pub dns: dns::CacheConfig,
-    /// For an `https` upstream: this worker's TLS client configuration. One per worker, so that each has
-    /// its own session cache (`conn::tls::client_config`).
-    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The upstreams, each with this worker's TLS client configuration for it (`https` only; one per
+    /// worker, so that each has its own session cache: `conn::tls::client_config`).
+    pub upstreams: Vec<(Arc<UpstreamTarget>, Option<Arc<rustls::ClientConfig>>)>,
+    /// Which upstream serves which path.
+    pub router: Router,
 }
 
 /// The relay application of one worker.
 pub struct Relay {
     limits: Limits,
+    router: Router,
     upstreams: Upstreams,
     inbound_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Relay {
-    /// A relay to `target`, as `settings` say; it resolves names with `resolver` (answers wake the worker
-    /// through `remote`) and counts what it does in `stats`.
+    /// A relay as `settings` say; it resolves names with `resolver` (answers wake the worker through
+    /// `remote`) and counts what it does in `stats`.
     pub fn new(
-        target: Arc<UpstreamTarget>,
         settings: RelaySettings,
         stats: Arc<RelayStats>,
         resolver: dns::Resolver,
@@ -176,17 +181,17 @@ impl Relay {
     ) -> Relay {
         let (link, answers) = dns::ResolverLink::new(resolver, remote);
         let upstreams = Upstreams::new(UpstreamsConfig {
-            target,
-            pool: Pool::new(settings.max_idle),
+            targets: settings.upstreams,
+            max_idle: settings.max_idle,
             dns: dns::DnsCache::new(link, settings.dns.clone()),
             answers,
             idle_timeout: settings.idle_timeout,
             cap: settings.stream_buffer,
             max_head: settings.limits.max_head_bytes,
             stats,
-            tls: settings.upstream_tls,
         });
         Relay {
+            router: settings.router,
             upstreams,
             limits: settings.limits,
             inbound_tls: settings.inbound_tls,
@@ -289,7 +294,7 @@ impl Handler for Relay {
             },
             Entry::Idle(idle) => {
                 cx.timers.cancel(idle.expires);
-                self.upstreams.forget(id);
+                self.upstreams.forget(idle.via, id);
             }
         }
     }
@@ -319,15 +324,11 @@ impl ClientApp for Relay {
             return;
         };
         let framing = StreamFraming::for_request(req.version, then);
-        match routes::resolve(&req.method, &req.path, self.upstreams.provider()) {
-            Ok(Route::Generate) => self.upstreams.start(cx, id, &req, Kind::Generate, framing),
-            Ok(Route::PassThrough) => {
-                self.upstreams
-                    .start(cx, id, &req, Kind::PassThrough, framing)
-            }
-            Ok(Route::Healthz) => {
+        match self.router.resolve(&req.method, &req.path) {
+            Ok(to) if to.route == Route::Healthz => {
                 c.reply_json(&req.method, &serde_json::json!({"status": "ok"}), then)
             }
+            Ok(to) => self.upstreams.start(cx, id, &req, to, framing),
             Err(miss) => c.reply_miss(miss, &req.method, then),
         }
     }

@@ -9,10 +9,8 @@
 //! status and body unchanged (an upstream 429 stays a 429, with its `Retry-After`), re-framed as chunked
 //! for an HTTP/1.1 client. Sans-IO: bytes and heads in, bytes out.
 
-use serde::Serialize;
-
-use super::api::{ApiError, GenerateRequest};
-use super::providers::{Origin, Provider, ProviderKey, config_error, is_visible_ascii, to_json};
+use super::api::ApiError;
+use super::providers::{Origin, Provider, ProviderKey, config_error, is_visible_ascii};
 use crate::conn::client::{AfterReply, StreamFraming};
 use crate::http::headers::{end_to_end, value};
 use crate::http::request::Request;
@@ -44,16 +42,18 @@ pub fn route(provider: Provider, method: &str, path: &str) -> Option<Result<(), 
             p if p.starts_with("/v1/models/") => "GET, HEAD",
             _ => return None,
         },
-        Provider::Gemini => match path {
-            "/v1beta/models" => "GET, HEAD",
-            p if p.starts_with("/v1beta/models/")
-                && (p.ends_with(":streamGenerateContent")
-                    || p.ends_with(":generateContent")
-                    || p.ends_with(":countTokens")) =>
+        // Gemini serves its API under `/v1beta` and `/v1` (google-genai's default is `v1`).
+        Provider::Gemini => match path.strip_prefix("/v1beta").or(path.strip_prefix("/v1")) {
+            Some("/models") => "GET, HEAD",
+            Some(p)
+                if p.starts_with("/models/")
+                    && (p.ends_with(":streamGenerateContent")
+                        || p.ends_with(":generateContent")
+                        || p.ends_with(":countTokens")) =>
             {
                 "POST"
             }
-            p if p.starts_with("/v1beta/models/") && !p.contains(':') => "GET, HEAD",
+            Some(p) if p.starts_with("/models/") && !p.contains(':') => "GET, HEAD",
             _ => return None,
         },
         Provider::Anthropic => match path {
@@ -66,13 +66,15 @@ pub fn route(provider: Provider, method: &str, path: &str) -> Option<Result<(), 
     Some(allow((), allowed, method))
 }
 
-/// The upstream request for a pass-through `req`: the client's method, path (under the origin's base),
-/// query (without `key=`), end-to-end fields and body; our `Host` and key.
+/// The upstream request for a pass-through `req`: the client's method, `path` (the client's, or what is
+/// left of it under a route prefix; under the origin's base), query (without `key=`), end-to-end fields
+/// and body; our `Host` and key.
 pub fn build_request(
     provider: Provider,
     origin: &Origin,
     key: Option<&ProviderKey>,
     req: &Request,
+    path: &str,
 ) -> Result<Vec<u8>, ApiError> {
     let host = origin.host_header();
     if !is_visible_ascii(&host) || !is_visible_ascii(&origin.base_path) {
@@ -81,7 +83,7 @@ pub fn build_request(
         ));
     }
     let mut out = Vec::with_capacity(512 + req.body.len());
-    out.extend_from_slice(format!("{} {}{}", req.method, origin.base_path, req.path).as_bytes());
+    out.extend_from_slice(format!("{} {}{path}", req.method, origin.base_path).as_bytes());
     let query: Vec<&str> = req
         .query
         .as_deref()
@@ -160,38 +162,6 @@ pub fn error_detail(body: &[u8]) -> String {
         Some((cut, _)) => format!("{}...", &message[..cut]),
         None => message,
     }
-}
-
-// Anthropic's Messages API body for the simple route.
-
-#[derive(Serialize)]
-struct AnthropicBody<'a> {
-    model: &'a str,
-    max_tokens: u32,
-    messages: [AnthropicMessage<'a>; 1],
-    stream: bool,
-}
-
-#[derive(Serialize)]
-struct AnthropicMessage<'a> {
-    role: &'a str,
-    content: &'a str,
-}
-
-/// The tokens asked of Anthropic when the client names no limit (the Messages API requires one).
-pub const ANTHROPIC_DEFAULT_MAX_TOKENS: u32 = 1024;
-
-/// The body of a streamed Messages API request for the simple route.
-pub fn anthropic_body(model: &str, req: &GenerateRequest) -> Result<Vec<u8>, ApiError> {
-    to_json(&AnthropicBody {
-        model,
-        max_tokens: req.max_tokens.unwrap_or(ANTHROPIC_DEFAULT_MAX_TOKENS),
-        messages: [AnthropicMessage {
-            role: "user",
-            content: &req.prompt,
-        }],
-        stream: true,
-    })
 }
 
 #[cfg(test)]

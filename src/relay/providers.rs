@@ -1,18 +1,21 @@
 //! What we send upstream: the HTTP/1.1 request for one generation, in the shape each provider expects.
 //!
-//! The relay speaks to two families of APIs that stream tokens as Server-Sent Events:
+//! The relay speaks to three families of APIs that stream tokens as Server-Sent Events:
 //!
 //! * **OpenAI-compatible** (OpenAI, vLLM, llama.cpp, Ollama, ...): `POST /v1/chat/completions` with
 //!   `"stream": true`, key in `Authorization: Bearer ...`;
-//! * **Gemini**: `POST /v1beta/models/{model}:streamGenerateContent?alt=sse`, key in `x-goog-api-key`.
+//! * **Gemini**: `POST /v1beta/models/{model}:streamGenerateContent?alt=sse`, key in `x-goog-api-key`;
+//! * **Anthropic**: `POST /v1/messages` with `"stream": true`, key in `x-api-key`.
 //!
 //! [`build_request`] produces the *complete* request (head and body) as one byte vector. That keeps this
 //! module sans-IO: the upstream connection only has to write those bytes, and tests can read them back.
+//! The bodies, one client request in each provider's shape, are [`translate`]'s.
 //!
 //! Three kinds of untrusted text end up in the request, and each gets the treatment its place demands:
 //!
-//! * the **prompt** goes into the JSON body, serialized by `serde_json`, never pasted into a string, so no
-//!   prompt can break out of its JSON string;
+//! * the **prompt** (and every other client text: messages, system, stop sequences) goes into the JSON
+//!   body, serialized by `serde_json`, never pasted into a string, so no text can break out of its JSON
+//!   string;
 //! * the **model name** may go into the request *path* (Gemini), so it is held to a strict alphabet with no
 //!   `.`/`..` segments ([`validate_model`]): a client must not be able to walk our API key to another endpoint;
 //! * the **API key** goes into a header, so [`ProviderKey::new`] refuses anything but visible ASCII: a CR or
@@ -25,9 +28,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Serialize;
-
 use crate::relay::api::{ApiError, GenerateRequest};
+
+pub mod translate;
 
 /// Which family of API an upstream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -300,7 +303,8 @@ const USER_AGENT: &str = concat!("tokenpipe/", env!("CARGO_PKG_VERSION"));
 /// The model is `req.model`, or else `default_model`. A bad client-chosen model is the client's fault
 /// (400 `invalid_request`); a bad `default_model` or an `Origin` holding characters that cannot go into a
 /// request head is the operator's (500 `invalid_config`): both are checked here so no input can produce a
-/// malformed or injected request.
+/// malformed or injected request. So is a request the provider would refuse by its own rules (see
+/// [`translate`]): 400 `invalid_request`.
 ///
 /// Note that `origin.base_path` comes *before* the API's own path, which already starts with `/v1` or
 /// `/v1beta`: configure `http://localhost:8000`, not `http://localhost:8000/v1`.
@@ -336,7 +340,7 @@ pub fn build_request(
     let (path, body, extra) = match provider {
         Provider::OpenAi => {
             let path = format!("{}/v1/chat/completions", origin.base_path);
-            (path, openai_body(model, req)?, "")
+            (path, translate::openai(model, req)?, "")
         }
         Provider::Gemini => {
             // Gemini names models `models/{id}`; accept a client that already wrote the prefix.
@@ -345,16 +349,12 @@ pub fn build_request(
                 "{}/v1beta/models/{id}:streamGenerateContent?alt=sse",
                 origin.base_path
             );
-            (path, gemini_body(req)?, "")
+            (path, translate::gemini(req)?, "")
         }
         Provider::Anthropic => {
             let path = format!("{}/v1/messages", origin.base_path);
             let version = "anthropic-version: 2023-06-01\r\n";
-            (
-                path,
-                super::passthrough::anthropic_body(model, req)?,
-                version,
-            )
+            (path, translate::anthropic(model, req)?, version)
         }
     };
 
@@ -386,82 +386,6 @@ pub(super) fn config_error(message: impl Into<String>) -> ApiError {
 
 pub(super) fn is_visible_ascii(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_graphic())
-}
-
-/// Serialize a request body; only a bug in serde could make this fail, and then we answer 500.
-pub(super) fn to_json<T: Serialize>(body: &T) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(body).map_err(|e| ApiError {
-        status: 500,
-        code: "internal",
-        message: format!("could not serialize upstream request: {e}"),
-    })
-}
-
-// The bodies are serde structs rather than `json!` so their field order is fixed and readable here, and so
-// the prompt is escaped by the serializer: no user text is ever spliced into JSON by hand.
-
-#[derive(Serialize)]
-struct OpenAiBody<'a> {
-    model: &'a str,
-    messages: [OpenAiMessage<'a>; 1],
-    stream: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
-}
-
-#[derive(Serialize)]
-struct OpenAiMessage<'a> {
-    role: &'a str,
-    content: &'a str,
-}
-
-fn openai_body(model: &str, req: &GenerateRequest) -> Result<Vec<u8>, ApiError> {
-    to_json(&OpenAiBody {
-        model,
-        messages: [OpenAiMessage {
-            role: "user",
-            content: &req.prompt,
-        }],
-        stream: true,
-        max_tokens: req.max_tokens,
-    })
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct GeminiBody<'a> {
-    contents: [GeminiContent<'a>; 1],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    generation_config: Option<GeminiGenerationConfig>,
-}
-
-#[derive(Serialize)]
-struct GeminiContent<'a> {
-    role: &'a str,
-    parts: [GeminiPart<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct GeminiPart<'a> {
-    text: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct GeminiGenerationConfig {
-    max_output_tokens: u32,
-}
-
-fn gemini_body(req: &GenerateRequest) -> Result<Vec<u8>, ApiError> {
-    to_json(&GeminiBody {
-        contents: [GeminiContent {
-            role: "user",
-            parts: [GeminiPart { text: &req.prompt }],
-        }],
-        generation_config: req.max_tokens.map(|n| GeminiGenerationConfig {
-            max_output_tokens: n,
-        }),
-    })
 }
 
 #[cfg(test)]

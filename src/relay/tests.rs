@@ -13,6 +13,7 @@ use std::net::{TcpListener, TcpStream as StdStream};
 fn relay(origin: &TcpListener, cap: usize) -> (Worker<Relay>, SocketAddr) {
     let addr = origin.local_addr().unwrap();
     let target = Arc::new(UpstreamTarget {
+        name: "default".into(),
         provider: Provider::OpenAi,
         origin: Origin {
             tls: false,
@@ -31,10 +32,11 @@ fn relay(origin: &TcpListener, cap: usize) -> (Worker<Relay>, SocketAddr) {
         idle_timeout: Duration::from_secs(60),
         inbound_tls: None,
         dns: dns::CacheConfig::default(),
-        upstream_tls: None,
+        upstreams: vec![(target, None)],
+        router: Router::single(Provider::OpenAi),
     };
     let resolver = dns::Resolver::new().unwrap();
-    let make = |remote| Relay::new(target, settings, Arc::default(), resolver, remote);
+    let make = |remote| Relay::new(settings, Arc::default(), resolver, remote);
     let mut w = Worker::build("test".into(), Duration::from_secs(10), make).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

@@ -54,9 +54,9 @@ fn origin(s: &str) -> Origin {
 
 fn gen_req(prompt: &str, model: Option<&str>, max_tokens: Option<u32>) -> GenerateRequest {
     GenerateRequest {
-        prompt: prompt.into(),
         model: model.map(Into::into),
         max_tokens,
+        ..GenerateRequest::from_prompt(prompt)
     }
 }
 
@@ -258,6 +258,7 @@ fn openai_request() {
             "model": "gpt-4o",
             "messages": [{"role": "user", "content": "Say \"hi\"\r\nHost: evil"}],
             "stream": true,
+            "stream_options": {"include_usage": true},
             "max_tokens": 32,
         })
     );
@@ -343,8 +344,57 @@ fn gemini_request_defaults() {
 }
 
 #[test]
+fn anthropic_request() {
+    let key = ProviderKey::new(KEY).unwrap();
+    let req = gen_req("hello", None, None);
+    let bytes = build_request(
+        Provider::Anthropic,
+        &origin("http://h:8080/a"),
+        Some(&key),
+        &req,
+        "claude-haiku-4-5",
+    )
+    .unwrap();
+    let p = split(&bytes);
+    assert_eq!(p.request_line, "POST /a/v1/messages HTTP/1.1");
+    assert_eq!(p.header("x-api-key"), Some(KEY));
+    assert_eq!(p.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(p.header("Authorization"), None);
+    assert_eq!(p.headers.len(), 7, "{:?}", p.headers);
+    assert_eq!(
+        p.body,
+        serde_json::json!({
+            "model": "claude-haiku-4-5",
+            "max_tokens": 1024,
+            "messages": [{"role": "user", "content": "hello"}],
+            "stream": true,
+        })
+    );
+}
+
+/// Every option of the simple route reaches the upstream, whichever provider it is.
+#[test]
+fn every_option_reaches_every_provider() {
+    let body =
+        br#"{"system":"s","prompt":"p","temperature":0.5,"top_p":0.5,"stop":"x","max_tokens":9}"#;
+    let req = crate::relay::api::parse_generate(body).unwrap();
+    for provider in [Provider::OpenAi, Provider::Gemini, Provider::Anthropic] {
+        let bytes = build_request(provider, &origin("http://h"), None, &req, "m").unwrap();
+        let body = split(&bytes).body.to_string();
+        for needle in [r#""s""#, r#""p""#, "0.5", r#"["x"]"#, "9"] {
+            assert!(body.contains(needle), "{provider}: {needle} not in {body}");
+        }
+    }
+    // A rule of one provider is a 400 from that provider only.
+    let req = crate::relay::api::parse_generate(br#"{"prompt":"p","temperature":2}"#).unwrap();
+    let e = build_request(Provider::Anthropic, &origin("http://h"), None, &req, "m").unwrap_err();
+    assert_eq!((e.status, e.code), (400, "invalid_request"));
+    assert!(build_request(Provider::Gemini, &origin("http://h"), None, &req, "m").is_ok());
+}
+
+#[test]
 fn bad_models_are_refused() {
-    for provider in [Provider::OpenAi, Provider::Gemini] {
+    for provider in [Provider::OpenAi, Provider::Gemini, Provider::Anthropic] {
         let req = gen_req("p", Some("../../v1/files?x"), None);
         let e = build_request(provider, &origin("http://h"), None, &req, "ok").unwrap_err();
         assert_eq!((e.status, e.code), (400, "invalid_request"));

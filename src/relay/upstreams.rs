@@ -33,7 +33,7 @@ use super::dns::{Answer, DnsCache, Lookup, ResolverLink};
 use super::exchange::{Decision, Exchange, Failure, Kind, Phase};
 use super::forward::{Outcome, sse_error_event};
 use super::pool::Pool;
-use super::providers::Provider;
+use super::routes::{Route, Target};
 use super::steps::{self, Client, Shaken};
 use super::{
     Entry, Idle, RelayStats, RelayTimer, UPSTREAM, UpstreamTarget, api, passthrough, providers,
@@ -54,10 +54,19 @@ enum Flow {
     Wait,
 }
 
-/// A worker's upstream side.
-pub struct Upstreams {
+/// One upstream as a worker sees it: where, its idle connections, its TLS configuration.
+struct Upstream {
     target: Arc<UpstreamTarget>,
     pool: Pool,
+    /// For `https`: this worker's TLS client configuration (with its own session cache) and the name the
+    /// upstream's certificate must carry.
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+}
+
+/// A worker's upstream side.
+pub struct Upstreams {
+    /// Every configured upstream, in configuration order (an exchange names its own by index).
+    upstreams: Vec<Upstream>,
     /// This worker's resolved names, and who waits for one.
     dns: DnsCache<ConnId>,
     /// Where the resolver threads send their answers (the waker says when).
@@ -71,31 +80,35 @@ pub struct Upstreams {
     /// Payload ranges found by the body decoder in the last read; reused to avoid an allocation per read.
     ranges: Vec<Range<usize>>,
     stats: Arc<RelayStats>,
-    /// For an `https` upstream: this worker's TLS client configuration (with its own session cache) and
-    /// the name the upstream's certificate must carry.
-    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
 }
 
 /// What the upstream side of a worker is built from.
 pub struct UpstreamsConfig {
-    pub target: Arc<UpstreamTarget>,
-    pub pool: Pool,
+    /// Each upstream, with this worker's TLS client configuration for it (`https` only).
+    pub targets: Vec<(Arc<UpstreamTarget>, Option<Arc<ClientConfig>>)>,
+    /// Most idle connections kept per upstream.
+    pub max_idle: usize,
     pub dns: DnsCache<ConnId, ResolverLink>,
     pub answers: Receiver<Answer>,
     pub idle_timeout: Duration,
     pub cap: usize,
     pub max_head: usize,
     pub stats: Arc<RelayStats>,
-    /// This worker's TLS client configuration, for an `https` upstream.
-    pub tls: Option<Arc<ClientConfig>>,
 }
 
 impl Upstreams {
     pub fn new(c: UpstreamsConfig) -> Self {
-        let tls = c.tls.zip(c.target.tls_name.clone());
+        let upstreams = c
+            .targets
+            .into_iter()
+            .map(|(target, tls)| Upstream {
+                tls: tls.zip(target.tls_name.clone()),
+                pool: Pool::new(c.max_idle),
+                target,
+            })
+            .collect();
         Upstreams {
-            target: c.target,
-            pool: c.pool,
+            upstreams,
             dns: c.dns,
             answers: c.answers,
             idle_timeout: c.idle_timeout,
@@ -103,23 +116,20 @@ impl Upstreams {
             max_head: c.max_head,
             ranges: Vec::new(),
             stats: c.stats,
-            tls,
         }
     }
 
-    /// Idle connections in the pool.
+    /// Idle connections in the pools.
     pub fn pooled(&self) -> usize {
-        self.pool.len()
+        self.upstreams.iter().map(|u| u.pool.len()).sum()
     }
 
-    /// An idle connection was closed (expired, or the server closed it): it leaves the pool.
-    pub fn forget(&mut self, id: ConnId) {
-        self.pool.remove(id);
-    }
-
-    /// The API family the upstream speaks.
-    pub fn provider(&self) -> Provider {
-        self.target.provider
+    /// An idle connection of upstream `via` was closed (expired, or the server closed it): it leaves
+    /// the pool.
+    pub fn forget(&mut self, via: usize, id: ConnId) {
+        if let Some(u) = self.upstreams.get_mut(via) {
+            u.pool.remove(id);
+        }
     }
 
     /// Starts relaying `req` for client `id`: build the upstream request (a generation from the simple
@@ -131,30 +141,31 @@ impl Upstreams {
         cx: &mut RelayCx,
         id: ConnId,
         req: &Request,
-        kind: Kind,
+        to: Target<'_>,
         framing: StreamFraming,
     ) {
-        let t = &self.target;
-        let request = match kind {
-            Kind::Generate => api::parse_generate(&req.body).and_then(|g| {
-                providers::build_request(
-                    t.provider,
-                    &t.origin,
-                    t.key.as_ref(),
-                    &g,
-                    &t.default_model,
-                )
-            }),
-            Kind::PassThrough => {
-                passthrough::build_request(t.provider, &t.origin, t.key.as_ref(), req)
-            }
+        let Some(t) = self.upstreams.get(to.upstream).map(|u| &u.target) else {
+            return;
+        };
+        let (kind, request) = match to.route {
+            Route::PassThrough => (
+                Kind::PassThrough,
+                passthrough::build_request(t.provider, &t.origin, t.key.as_ref(), req, to.path),
+            ),
+            Route::Generate | Route::Healthz => (
+                Kind::Generate,
+                api::parse_generate(&req.body).and_then(|g| {
+                    let (key, model) = (t.key.as_ref(), &t.default_model);
+                    providers::build_request(t.provider, &t.origin, key, &g, model)
+                }),
+            ),
         };
         let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
             return;
         };
         match request {
             Ok(request) => {
-                let x = Exchange::new(kind, request, framing, cx.now);
+                let x = Exchange::new(kind, to.upstream, request, framing, cx.now);
                 c.state = ClientState::Serving(Box::new(x));
             }
             Err(e) => return c.reply_error(e.status, e.code, &e.message, &[], framing.after()),
@@ -168,21 +179,26 @@ impl Upstreams {
     /// else a new one to the first address of the upstream's name, if the name is resolved; otherwise the
     /// exchange waits for the resolver (`Wait`).
     fn connect(&mut self, cx: &mut RelayCx, id: ConnId) -> Flow {
-        let attempt = match cx.conns.get(id) {
+        let (attempt, via) = match cx.conns.get(id) {
             Some(Entry::Client(c)) => match &c.state {
-                ClientState::Serving(x) if matches!(x.phase, Phase::Resolving { .. }) => x.attempt,
+                ClientState::Serving(x) if matches!(x.phase, Phase::Resolving { .. }) => {
+                    (x.attempt, x.via)
+                }
                 _ => return Flow::Wait,
             },
             _ => return Flow::Wait,
         };
         // A retry is for a pooled connection that failed: it goes on a fresh one.
         if attempt == 1
-            && let Some(upstream) = self.take_idle(cx, id)
+            && let Some(upstream) = self.take_idle(cx, id, via)
         {
             set_upstream(cx, id, upstream, Vec::new());
             return Flow::More;
         }
-        let (host, port) = (&self.target.origin.host, self.target.origin.port);
+        let Some(u) = self.upstreams.get(via) else {
+            return Flow::Wait;
+        };
+        let (host, port) = (&u.target.origin.host, u.target.origin.port);
         match self.dns.lookup(host, port, cx.now, id) {
             Lookup::Ready(addrs) => self.connect_to(cx, id, addrs),
             Lookup::Pending => Flow::Wait,
@@ -229,9 +245,11 @@ impl Upstreams {
         self.fail(cx, id, Failure::Io(e))
     }
 
-    /// An idle pooled connection, quiet, re-registered as the [`UPSTREAM`] socket of client `id`.
-    fn take_idle(&mut self, cx: &mut RelayCx, id: ConnId) -> Option<UpstreamConn> {
-        while let Some(idle_id) = self.pool.take() {
+    /// An idle pooled connection to upstream `via`, quiet, re-registered as the [`UPSTREAM`] socket of
+    /// client `id`.
+    fn take_idle(&mut self, cx: &mut RelayCx, id: ConnId, via: usize) -> Option<UpstreamConn> {
+        let pool = &mut self.upstreams.get_mut(via)?.pool;
+        while let Some(idle_id) = pool.take() {
             if !matches!(cx.conns.get(idle_id), Some(Entry::Idle(_))) {
                 continue;
             }
@@ -260,7 +278,14 @@ impl Upstreams {
         addr: SocketAddr,
     ) -> std::io::Result<UpstreamConn> {
         RelayStats::count(&self.stats.connects);
-        let tls = match &self.tls {
+        let via = match cx.conns.get(id) {
+            Some(Entry::Client(c)) => match &c.state {
+                ClientState::Serving(x) => x.via,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        let tls = match self.upstreams.get(via).and_then(|u| u.tls.as_ref()) {
             Some((config, name)) => Some(Tls::client(config.clone(), name.clone())?),
             None => None,
         };
@@ -345,6 +370,7 @@ impl Upstreams {
         let Some(mut x) = c.finish(then) else {
             return;
         };
+        let via = x.via;
         log::debug!(
             "{}: {peer} stream complete in {:.1} ms",
             cx.name(),
@@ -358,20 +384,23 @@ impl Upstreams {
         let mut io = upstream.into_transport();
         // The read that ended the body may have been cut short by the stream cap, so bytes may follow it.
         if reusable && io.check_idle() == IdleCheck::Quiet {
-            self.park(cx, io);
+            self.park(cx, io, via);
         }
     }
 
-    /// Puts an idle connection in the pool (or closes it, by dropping it, if the pool is full).
-    fn park(&mut self, cx: &mut RelayCx, io: Transport) {
-        if self.pool.is_full() {
+    /// Puts an idle connection in upstream `via`'s pool (or closes it, by dropping it, if the pool is full).
+    fn park(&mut self, cx: &mut RelayCx, io: Transport, via: usize) {
+        let Some(pool) = self.upstreams.get_mut(via).map(|u| &mut u.pool) else {
+            return;
+        };
+        if pool.is_full() {
             return;
         }
         let at = cx.now + self.idle_timeout;
         let timers = &mut cx.timers;
         let Ok(idle_id) = cx.conns.insert_with(|idle_id| {
             let expires = timers.insert(at, idle_id, RelayTimer::IdleExpired);
-            Entry::Idle(Idle { io, expires })
+            Entry::Idle(Idle { io, expires, via })
         }) else {
             return;
         };
@@ -379,7 +408,7 @@ impl Upstreams {
             return;
         };
         if idle.io.reregister(&cx.registry, idle_id, Tag::MAIN).is_ok() {
-            self.pool.put(idle_id);
+            pool.put(idle_id);
         } else {
             cx.close(idle_id);
         }

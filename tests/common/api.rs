@@ -147,6 +147,7 @@ pub fn upstream_request(format: &str, model: &str, prompt: &str, max_tokens: u64
                 "model": model,
                 "messages": [{ "role": "user", "content": prompt }],
                 "stream": true,
+                "stream_options": { "include_usage": true },
                 "max_tokens": max_tokens,
             });
             post_json("/v1/chat/completions", &body.to_string())

@@ -30,7 +30,9 @@ impl InProcess {
     ) -> InProcess {
         let origin = parse_upstream_url(upstream_url).expect("upstream url");
         let mut config = Config::new("127.0.0.1:0".parse().unwrap(), Provider::OpenAi, origin);
-        config.default_model = MODEL.to_string();
+        if let Some(upstream) = config.first_upstream() {
+            upstream.model = MODEL.to_string();
+        }
         config.common.fd_limit = FdLimit::Keep;
         configure(&mut config);
         let running = Server::start_with(config, resolver).expect("start the relay in process");

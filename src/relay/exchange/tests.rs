@@ -32,7 +32,7 @@ fn exchange(reused: bool) -> (Exchange, std::net::TcpListener) {
     let (up, l) = upstream(reused);
     let framing = StreamFraming::Chunked(AfterReply::KeepAlive);
     let request = b"POST / HTTP/1.1\r\n\r\n".to_vec();
-    let mut x = Exchange::new(Kind::Generate, request, framing, Instant::now());
+    let mut x = Exchange::new(Kind::Generate, 0, request, framing, Instant::now());
     assert!(matches!(x.phase, Phase::Resolving { .. }));
     assert!(
         x.upstream().is_none(),

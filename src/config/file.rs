@@ -1,0 +1,239 @@
+//! The `--config` file: named upstreams, the routes between them, and optional global settings, in TOML.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"          # optional global settings (see below for which option wins)
+//!
+//! [generate]                         # which upstream serves POST /api/v1/generate-stream
+//! upstream = "openai"                # (default: the first listed)
+//!
+//! [[upstream]]
+//! name = "openai"                    # unique; a-z 0-9 _ -
+//! provider = "openai"                # openai | gemini | anthropic
+//! url = "https://api.openai.com"     # http[s]://host[:port][/base]
+//! key_env = "OPENAI_API_KEY"         # optional: the environment variable that holds the key
+//! model = "gpt-4o-mini"              # optional: the simple route's model when a request names none
+//! ca = "/etc/tokenpipe/ca.pem"       # optional: extra CA certificates, for https:// only
+//!
+//! [[route]]
+//! prefix = "/local"                  # /local/v1/... goes to "local" as /v1/...
+//! upstream = "local"
+//! ```
+//!
+//! The global settings are `listen`, `workers`, `upstream_idle_timeout`, `upstream_max_conns`, `dns_ttl`,
+//! `stream_buffer_bytes`, `max_body_bytes`, `loop_warn_ms`, `backlog`, `max_fds`, `tls_cert` and
+//! `tls_key`, with the bounds of the command-line options of the same name. **Precedence** (applied by
+//! `ServeArgs::config`): an option given on the command line or in its `TOKENPIPE_*` environment variable
+//! wins over the file, and the file wins over the option's default. The upstreams are the file's alone:
+//! `--upstream`, `--provider`, `--model` and `--upstream-ca` are refused next to `--config`, and the
+//! `*_API_KEY` variables are read only where an upstream's `key_env` names them. Relative paths (`ca`,
+//! `tls_cert`, `tls_key`) are relative to the file's directory.
+//!
+//! Every problem is reported, not just the first, each with the line it is on: syntax errors (all of
+//! them; the meaning of a file that does not parse is not checked), then every key and value. To get past
+//! serde's stop-at-the-first-error, each table is read as a whole, and when that fails key by key
+//! (`deny_unknown_fields` everywhere, so a misspelt key is an error that names it). What serde cannot
+//! know is checked next, with the span of each value: names, providers, URLs, models, the environment
+//! variables the keys are in, files, prefixes, and references between tables.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+
+use super::MAX_SECS;
+use super::resolved::{RouteSpec, UpstreamSpec};
+
+mod meaning;
+mod raw;
+
+use raw::{Checker, RawGenerate, RawRoute, RawSettings, RawUpstream};
+
+/// A valid file, read.
+#[derive(Debug, Clone)]
+pub struct FileConfig {
+    /// The upstreams, in the file's order (at least one).
+    pub upstreams: Vec<UpstreamSpec>,
+    pub routes: Vec<RouteSpec>,
+    /// The upstream of `/api/v1/generate-stream` (`None`: the first).
+    pub generate: Option<String>,
+    pub settings: FileSettings,
+}
+
+/// The global settings the file gives (`None`: not in the file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileSettings {
+    pub listen: Option<SocketAddr>,
+    pub workers: Option<u16>,
+    pub upstream_idle_timeout: Option<u64>,
+    pub upstream_max_conns: Option<usize>,
+    pub dns_ttl: Option<u64>,
+    pub stream_buffer_bytes: Option<u64>,
+    pub max_body_bytes: Option<u64>,
+    pub loop_warn_ms: Option<u64>,
+    pub backlog: Option<u32>,
+    pub max_fds: Option<u64>,
+    /// `tls_cert` and `tls_key` (both or neither).
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// One problem in a file: a line (`None`: the file as a whole) and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// Every problem of one file, in line order; displayed one per line as `FILE:LINE: message`.
+#[derive(Debug, Clone)]
+pub struct Problems {
+    pub path: PathBuf,
+    pub list: Vec<Problem>,
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.list.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "\n" };
+            match p.line {
+                Some(line) => write!(f, "{sep}{}:{line}: {}", self.path.display(), p.message)?,
+                None => write!(f, "{sep}{}: {}", self.path.display(), p.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl From<Problems> for String {
+    fn from(p: Problems) -> String {
+        p.to_string()
+    }
+}
+
+/// Bounds of the numeric settings: those of the command-line options of the same names.
+pub const BOUNDS: [(&str, RangeInclusive<i64>); 9] = [
+    ("workers", 1..=u16::MAX as i64),
+    ("upstream_idle_timeout", 1..=MAX_SECS as i64),
+    ("upstream_max_conns", 0..=i64::MAX),
+    ("dns_ttl", 1..=MAX_SECS as i64),
+    ("stream_buffer_bytes", 1..=1 << 30),
+    ("max_body_bytes", 1..=1 << 30),
+    ("loop_warn_ms", 0..=(MAX_SECS * 1000) as i64),
+    ("backlog", 1..=u32::MAX as i64),
+    ("max_fds", 0..=i64::MAX),
+];
+
+/// Reads and checks the file at `path`, with `env` as the environment (for each upstream's `key_env`).
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<FileConfig, Problems> {
+    let problems = |list| Problems {
+        path: path.to_path_buf(),
+        list,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        problems(vec![Problem {
+            line: None,
+            message: format!("cannot read the file: {e}"),
+        }])
+    })?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    parse(&text, dir, env).map_err(problems)
+}
+
+/// What `tokenpipe check-config FILE` prints: `Ok("FILE: ok (N upstreams, M routes)")`, or every problem,
+/// one per line, and a count.
+pub fn check(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    match load(path, env) {
+        Ok(file) => Ok(format!(
+            "{}: ok ({}, {})",
+            path.display(),
+            plural(file.upstreams.len(), "upstream"),
+            plural(file.routes.len(), "route")
+        )),
+        Err(problems) => Err(format!(
+            "{problems}\n{}: {}",
+            path.display(),
+            plural(problems.list.len(), "error")
+        )),
+    }
+}
+
+/// Checks the file's `text`; relative paths in it are relative to `dir`. Problems come in line order.
+pub fn parse(
+    text: &str,
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<FileConfig, Vec<Problem>> {
+    let mut c = Checker {
+        text,
+        problems: Vec::new(),
+    };
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    for e in &syntax {
+        c.toml_error(e, 0..0, None);
+    }
+    if !c.problems.is_empty() {
+        return Err(c.finish());
+    }
+    let (root_span, root) = (root.span(), root.into_inner());
+    let (mut upstreams, mut routes, mut generate) = (Vec::new(), Vec::new(), None);
+    let mut upstream_key = false;
+    let mut settings = DeTable::new();
+    for (key, value) in root.iter() {
+        match key.get_ref().as_ref() {
+            "upstream" => {
+                // A malformed `upstream` is reported as such; an empty array is no upstream.
+                upstream_key = !matches!(value.get_ref(), DeValue::Array(a) if a.is_empty());
+                upstreams = c.tables::<RawUpstream>(value, "[[upstream]]");
+            }
+            "route" => routes = c.tables::<RawRoute>(value, "[[route]]"),
+            "generate" => match value.get_ref() {
+                DeValue::Table(t) => generate = Some(c.table::<RawGenerate>(value.span(), t)),
+                other => c.at(
+                    value.span(),
+                    format!(
+                        "`generate` must be a table ([generate]), not a {}",
+                        other.type_str()
+                    ),
+                ),
+            },
+            _ => {
+                settings.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    let settings = c.table::<RawSettings>(root_span, &settings);
+    let settings = meaning::settings(&mut c, &settings.raw, dir);
+    if !upstream_key {
+        c.problems.push(Problem {
+            line: None,
+            message: "no upstream: define at least one [[upstream]] (name, provider, url)".into(),
+        });
+    }
+    let (upstreams, names) = meaning::upstreams(&mut c, &upstreams, dir, env);
+    let routes = meaning::routes(&mut c, &routes, &names);
+    let generate = generate.and_then(|g| {
+        if g.raw.upstream.is_none() && !g.keys.contains("upstream") {
+            c.at(
+                g.span,
+                "[generate] needs `upstream`, the name of an upstream",
+            );
+        }
+        meaning::known(&mut c, g.raw.upstream.as_ref()?, &names)
+    });
+    if c.problems.is_empty() {
+        Ok(FileConfig {
+            upstreams,
+            routes,
+            generate,
+            settings,
+        })
+    } else {
+        Err(c.finish())
+    }
+}
+
+#[cfg(test)]
+#[path = "tests_file.rs"]
+mod tests;

@@ -1,0 +1,135 @@
+//! `--config`'s precedence: which value an option takes when both the command line (or the environment)
+//! and the file may give it.
+//!
+//! * The upstreams are the file's alone: `--upstream`, `--provider`, `--model` and `--upstream-ca` (or
+//!   their `TOKENPIPE_*` variables) next to `--config` are refused, with a message naming both; provider
+//!   keys are read only from the variables the file's `key_env` entries name (`OPENAI_API_KEY` and the
+//!   like are not looked at otherwise).
+//! * Every other option (`listen`, `workers`, the limits, `tls_cert`/`tls_key`, ...): a value given on the
+//!   command line or in the option's environment variable wins over the file; the file wins over the
+//!   option's default. `tls_cert` and `tls_key` go as a pair: if either option is given, both come from
+//!   the options.
+//!
+//! "Given" is what clap's `ArgMatches::value_source` says (`CommandLine` or `EnvVariable`, not
+//! `DefaultValue`), recorded by [`super::Cli::parse_sourced`] in [`Given`].
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+
+use super::file::{self, FileSettings};
+use super::{Config, ServeArgs, UpstreamConfig};
+
+/// Which options were given on the command line or in their environment variable, rather than left at
+/// their defaults. Unknown (`Default`, e.g. after a plain `Cli::parse`) counts every option as given,
+/// so that nothing from a file ever overrides an explicit value.
+#[derive(Debug, Clone, Default)]
+pub struct Given(Option<BTreeSet<String>>);
+
+impl Given {
+    /// What `matches` says (argument ids are the fields' names: `listen`, `loop_warn_ms`, ...).
+    pub fn of(matches: &ArgMatches) -> Given {
+        let explicit = |id: &&str| {
+            matches!(
+                matches.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        Given(Some(
+            matches
+                .ids()
+                .map(|id| id.as_str())
+                .filter(explicit)
+                .map(String::from)
+                .collect(),
+        ))
+    }
+
+    /// Whether the option with this id was given.
+    pub fn has(&self, id: &str) -> bool {
+        self.0.as_ref().is_none_or(|ids| ids.contains(id))
+    }
+}
+
+/// The [`Config`] of `args` with `--config path`: the file's upstreams, and its settings where no
+/// option was given.
+pub(super) fn with_file(
+    args: &ServeArgs,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, String> {
+    let upstream_options = [
+        (args.upstream.is_some(), "--upstream (TOKENPIPE_UPSTREAM)"),
+        (args.provider.is_some(), "--provider (TOKENPIPE_PROVIDER)"),
+        (args.model.is_some(), "--model (TOKENPIPE_MODEL)"),
+        (
+            args.upstream_ca.is_some(),
+            "--upstream-ca (TOKENPIPE_UPSTREAM_CA)",
+        ),
+    ];
+    if let Some((_, option)) = upstream_options.iter().find(|(given, _)| *given) {
+        return Err(format!(
+            "{option} cannot be used with --config {}: the file describes the upstreams; \
+             give one or the other",
+            path.display()
+        ));
+    }
+    let file = file::load(path, env)?;
+    let upstream = UpstreamConfig::Remote {
+        upstreams: file.upstreams,
+        routes: file.routes,
+        generate: file.generate,
+    };
+    Ok(overlaid(args, &file.settings).finish(upstream))
+}
+
+/// `args` with the file's settings `s` in place of the options that were not given.
+pub(super) fn overlaid(args: &ServeArgs, s: &FileSettings) -> ServeArgs {
+    fn take<T>(slot: &mut T, file_wins: bool, from_file: Option<T>) {
+        if file_wins && let Some(v) = from_file {
+            *slot = v;
+        }
+    }
+    let wins = |id: &str| !args.given.has(id);
+    let mut a = args.clone();
+    take(&mut a.listen, wins("listen"), s.listen);
+    take(&mut a.workers, wins("workers"), s.workers.map(Some));
+    take(
+        &mut a.upstream_idle_timeout,
+        wins("upstream_idle_timeout"),
+        s.upstream_idle_timeout,
+    );
+    take(
+        &mut a.upstream_max_conns,
+        wins("upstream_max_conns"),
+        s.upstream_max_conns,
+    );
+    take(&mut a.dns_ttl, wins("dns_ttl"), s.dns_ttl);
+    let c = &mut a.common;
+    take(
+        &mut c.stream_buffer_bytes,
+        wins("stream_buffer_bytes"),
+        s.stream_buffer_bytes,
+    );
+    take(
+        &mut c.max_body_bytes,
+        wins("max_body_bytes"),
+        s.max_body_bytes,
+    );
+    take(&mut c.loop_warn_ms, wins("loop_warn_ms"), s.loop_warn_ms);
+    take(&mut c.backlog, wins("backlog"), s.backlog.map(Some));
+    take(&mut c.max_fds, wins("max_fds"), s.max_fds.map(Some));
+    if let Some((cert, key)) = &s.tls {
+        let pair = (Some(cert.clone()), Some(key.clone()));
+        let mut options = (c.tls_cert.take(), c.tls_key.take());
+        take(
+            &mut options,
+            wins("tls_cert") && wins("tls_key"),
+            Some(pair),
+        );
+        (c.tls_cert, c.tls_key) = options;
+    }
+    a
+}

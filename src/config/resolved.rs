@@ -1,0 +1,160 @@
+//! What the options make: the [`Config`] that `tokenpipe::Server::start` takes, and its parts. Built from
+//! the command line and the environment by `ServeArgs::config` (with a `--config` file, by
+//! [`super::file`] too), or directly by tests and benchmarks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::http::request::Limits;
+use crate::mock::script::MockFormat;
+use crate::relay::providers::{Origin, Provider, ProviderKey};
+
+/// What a server does with the process's descriptor limit at start (a process-wide setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdLimit {
+    /// Set the soft `RLIMIT_NOFILE` to this (`None`: the hard limit) and grow the descriptor table to it.
+    Raise(Option<u64>),
+    /// Leave the process as it is (a test or a program that embeds a server and owns its limits).
+    Keep,
+}
+
+/// What every server needs, relay or mock: its listener, its loop, its limits.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    pub fd_limit: FdLimit,
+    /// Listen backlog (`None`: the kernel's maximum, `somaxconn`).
+    pub backlog: Option<u32>,
+    /// An iteration busier than this is logged.
+    pub loop_warn: Duration,
+    /// Request limits (head size, body size, header count).
+    pub limits: Limits,
+    /// Most bytes held for one stream that its client has not taken yet.
+    pub stream_buffer: usize,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig {
+            fd_limit: FdLimit::Raise(None),
+            backlog: None,
+            loop_warn: Duration::from_millis(10),
+            limits: Limits::default(),
+            stream_buffer: 64 * 1024,
+            tls: None,
+        }
+    }
+}
+
+/// The built-in mock: what it says and how fast.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub format: MockFormat,
+    /// Tokens per answer, unless a request asks for fewer.
+    pub tokens: u32,
+    /// Pause between events (zero: as fast as the client reads).
+    pub interval: Duration,
+    pub common: LoopConfig,
+}
+
+/// One upstream the relay sends to.
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    /// Its name in the configuration file, routes and logs (`default` for the command line's one).
+    pub name: String,
+    pub provider: Provider,
+    pub origin: Origin,
+    pub key: Option<ProviderKey>,
+    /// Extra CA certificates (PEM) its certificate may chain to, for `https`.
+    pub ca: Option<PathBuf>,
+    /// The model the simple route asks for when a request names none.
+    pub model: String,
+}
+
+impl UpstreamSpec {
+    /// An upstream called `name`, with no key, no extra CA and the provider's default model.
+    pub fn new(name: &str, provider: Provider, origin: Origin) -> UpstreamSpec {
+        UpstreamSpec {
+            name: name.to_string(),
+            provider,
+            origin,
+            key: None,
+            ca: None,
+            model: provider.default_model().to_string(),
+        }
+    }
+}
+
+/// Requests whose path starts with `prefix` go to the upstream called `upstream`, with the prefix
+/// removed (so `/local/v1/chat/completions` under `/local` is `/v1/chat/completions` there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub prefix: String,
+    pub upstream: String,
+}
+
+/// Where the relay sends requests.
+#[derive(Debug, Clone)]
+pub enum UpstreamConfig {
+    /// Configured upstreams (at least one), the routes that pick one, and the one that serves
+    /// `/api/v1/generate-stream` (`None`: the first).
+    Remote {
+        upstreams: Vec<UpstreamSpec>,
+        routes: Vec<RouteSpec>,
+        generate: Option<String>,
+    },
+    /// No key and no `--upstream`: the mock, started in the same process, in `provider`'s shape.
+    EmbeddedMock {
+        provider: Provider,
+        model: String,
+        tokens: u32,
+        interval: Duration,
+    },
+}
+
+/// Everything `tokenpipe::Server::start` needs to run the relay.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub upstream: UpstreamConfig,
+    /// Most idle keep-alive connections per upstream and worker.
+    pub pool_max_idle: usize,
+    /// How long a pooled connection may idle.
+    pub idle_timeout: Duration,
+    /// How long a resolved name is used.
+    pub dns_ttl: Duration,
+    pub common: LoopConfig,
+}
+
+impl Config {
+    /// A relay on `listen` (one worker) in front of one `provider` upstream at `origin`, with every other
+    /// option at its default: the usual start for a test or a benchmark.
+    pub fn new(listen: SocketAddr, provider: Provider, origin: Origin) -> Config {
+        Config {
+            listen,
+            workers: 1,
+            upstream: UpstreamConfig::Remote {
+                upstreams: vec![UpstreamSpec::new("default", provider, origin)],
+                routes: Vec::new(),
+                generate: None,
+            },
+            pool_max_idle: 64,
+            idle_timeout: Duration::from_secs(30),
+            dns_ttl: Duration::from_secs(60),
+            common: LoopConfig::default(),
+        }
+    }
+
+    /// The first configured upstream, to adjust (`None` with the embedded mock).
+    pub fn first_upstream(&mut self) -> Option<&mut UpstreamSpec> {
+        match &mut self.upstream {
+            UpstreamConfig::Remote { upstreams, .. } => upstreams.first_mut(),
+            UpstreamConfig::EmbeddedMock { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! `--config` on the command line: the file's upstreams and routes make the `Config`; an option given on
+//! the command line (or in the environment, which clap reports the same way) wins over the file's global
+//! settings, which win over the defaults; the upstream options are refused next to the file.
+//!
+//! Test code only: its parent declares it `#[cfg(test)]`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+/// A config file of its own in the temporary directory, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        let dir = std::env::temp_dir().join(format!("tokenpipe-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("relay.pem"), "").expect("write");
+        std::fs::write(dir.join("relay.key"), "").expect("write");
+        let path = dir.join("tokenpipe.toml");
+        std::fs::write(&path, text).expect("write config");
+        TempFile(path)
+    }
+
+    fn dir(&self) -> &Path {
+        self.0.parent().expect("in a directory")
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().expect("UTF-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.dir());
+    }
+}
+
+const FILE: &str = r#"
+listen = "127.0.0.1:9999"
+workers = 3
+dns_ttl = 120
+upstream_idle_timeout = 5
+upstream_max_conns = 7
+max_body_bytes = 4096
+loop_warn_ms = 99
+backlog = 12
+tls_cert = "relay.pem"
+tls_key = "relay.key"
+
+[generate]
+upstream = "second"
+
+[[upstream]]
+name = "first"
+provider = "openai"
+url = "http://127.0.0.1:9001"
+key_env = "FIRST_KEY"
+
+[[upstream]]
+name = "second"
+provider = "gemini"
+url = "http://127.0.0.1:9002"
+model = "gemini-test"
+
+[[route]]
+prefix = "/second"
+upstream = "second"
+"#;
+
+/// `FIRST_KEY` set, and the provider variables too (which a file's upstreams do not read).
+fn env(k: &str) -> Option<String> {
+    match k {
+        "FIRST_KEY" => Some("sk-first".into()),
+        "OPENAI_API_KEY" | "GEMINI_API_KEY" => Some("not-this-one".into()),
+        _ => None,
+    }
+}
+
+/// The serve options of `tokenpipe ARGS`, with what was given recorded.
+fn serve(args: &[&str]) -> ServeArgs {
+    let cli = Cli::try_parse_sourced(std::iter::once("tokenpipe").chain(args.iter().copied()))
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    match cli.command {
+        Some(Command::Serve(s)) => s,
+        None => cli.serve,
+        Some(other) => panic!("not serve: {other:?}"),
+    }
+}
+
+#[test]
+fn the_files_upstreams_routes_and_settings_make_the_config() {
+    let file = TempFile::new("whole", FILE);
+    let config = serve(&["--config", file.arg()])
+        .config(env)
+        .expect("config");
+    let UpstreamConfig::Remote {
+        upstreams,
+        routes,
+        generate,
+    } = &config.upstream
+    else {
+        panic!("not remote: {:?}", config.upstream);
+    };
+    let names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["first", "second"]);
+    assert_eq!(
+        upstreams[0].key.as_ref().map(|k| k.expose()),
+        Some("sk-first")
+    );
+    assert!(
+        upstreams[1].key.is_none(),
+        "GEMINI_API_KEY is not read: the upstream names no key_env"
+    );
+    assert_eq!(upstreams[1].model, "gemini-test");
+    assert_eq!(
+        routes,
+        &[RouteSpec {
+            prefix: "/second".into(),
+            upstream: "second".into()
+        }]
+    );
+    assert_eq!(generate.as_deref(), Some("second"));
+    // Every global setting of the file, in place of the defaults.
+    assert_eq!(config.listen.to_string(), "127.0.0.1:9999");
+    assert_eq!(config.workers, 3);
+    assert_eq!(config.dns_ttl, Duration::from_secs(120));
+    assert_eq!(config.idle_timeout, Duration::from_secs(5));
+    assert_eq!(config.pool_max_idle, 7);
+    assert_eq!(config.common.limits.max_body_bytes, 4096);
+    assert_eq!(config.common.loop_warn, Duration::from_millis(99));
+    assert_eq!(config.common.backlog, Some(12));
+    let tls = (file.dir().join("relay.pem"), file.dir().join("relay.key"));
+    assert_eq!(config.common.tls, Some(tls));
+    // What the file does not set keeps its default.
+    assert_eq!(config.common.stream_buffer, 64 * 1024);
+    assert_eq!(config.common.fd_limit, FdLimit::Raise(None));
+}
+
+/// An option given wins over the file, also when its value is the default's; the rest still come from
+/// the file. `serve --config` and the top-level `--config` behave the same.
+#[test]
+fn an_option_given_wins_over_the_file_and_the_file_over_the_default() {
+    let file = TempFile::new("precedence", FILE);
+    for sub in [&[][..], &["serve"]] {
+        let mut args = sub.to_vec();
+        args.extend([
+            "--config",
+            file.arg(),
+            "--listen",
+            "127.0.0.1:0",
+            "--dns-ttl",
+            "60",
+            "--backlog",
+            "5",
+            "--tls-cert",
+            "/flag/cert.pem",
+            "--tls-key",
+            "/flag/key.pem",
+        ]);
+        let config = serve(&args).config(env).expect("config");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:0", "{args:?}");
+        assert_eq!(
+            config.dns_ttl,
+            Duration::from_secs(60),
+            "60 is the default, but it was given"
+        );
+        assert_eq!(config.common.backlog, Some(5));
+        let flags = (
+            PathBuf::from("/flag/cert.pem"),
+            PathBuf::from("/flag/key.pem"),
+        );
+        assert_eq!(config.common.tls, Some(flags), "the pair from the options");
+        assert_eq!(config.workers, 3, "not given: the file's");
+        assert_eq!(config.idle_timeout, Duration::from_secs(5));
+    }
+}
+
+/// What clap reports as given: the command line and the environment, not a default.
+#[test]
+fn given_is_what_clap_did_not_default() {
+    let given = serve(&["--listen", "127.0.0.1:0", "--dns-ttl", "60"]).given;
+    assert!(given.has("listen") && given.has("dns_ttl"));
+    for id in [
+        "workers",
+        "upstream_idle_timeout",
+        "loop_warn_ms",
+        "max_body_bytes",
+        "config",
+    ] {
+        assert!(!given.has(id), "{id}");
+    }
+    let sub = serve(&["serve", "--workers", "2"]).given;
+    assert!(sub.has("workers") && !sub.has("listen"));
+    // Parsed without the sources (a plain `Cli::parse`), every option counts as given: a file never
+    // overrides what may have been explicit.
+    assert!(Given::default().has("listen"));
+}
+
+#[test]
+fn the_upstream_options_are_refused_with_a_file() {
+    let file = TempFile::new("refused", FILE);
+    for (flag, value) in [
+        ("--upstream", "http://127.0.0.1:1"),
+        ("--provider", "gemini"),
+        ("--model", "m"),
+        ("--upstream-ca", "/ca.pem"),
+    ] {
+        let err = serve(&["--config", file.arg(), flag, value])
+            .config(env)
+            .expect_err("accepted");
+        assert!(
+            err.contains(flag) && err.contains("--config"),
+            "{flag}: {err}"
+        );
+    }
+}
+
+/// The file's problems reach the caller as `FILE:LINE: message`, every one of them.
+#[test]
+fn a_broken_file_is_refused_with_every_problem() {
+    let broken = FILE
+        .replace("FIRST_KEY", "MISSING_KEY")
+        .replace("/second", "second");
+    let file = TempFile::new("broken", &broken);
+    let err = serve(&["--config", file.arg()])
+        .config(env)
+        .expect_err("accepted");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("{}:20: ", file.arg())),
+        "{err}"
+    );
+    assert!(lines[0].contains("MISSING_KEY is not set"), "{err}");
+    assert!(
+        lines[1].starts_with(&format!("{}:29: ", file.arg())),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_takes_a_file() {
+    let file = TempFile::new("check", FILE);
+    let cli = Cli::try_parse_sourced(["tokenpipe", "check-config", file.arg()]).expect("parse");
+    let Some(Command::CheckConfig(args)) = cli.command else {
+        panic!("not check-config");
+    };
+    assert_eq!(
+        args.run(env),
+        Ok(format!("{}: ok (2 upstreams, 1 route)", file.arg()))
+    );
+    assert!(
+        args.run(|_| None)
+            .expect_err("FIRST_KEY unset")
+            .contains(":20: ")
+    );
+    assert!(
+        Cli::try_parse_sourced(["tokenpipe", "check-config"]).is_err(),
+        "FILE is required"
+    );
+}
