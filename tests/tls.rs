@@ -236,3 +236,21 @@ fn a_reconnect_after_the_pool_expired_resumes_the_session() {
     assert_eq!((counts.tls_full, counts.tls_resumed), (1, 1), "{counts:?}");
     secure.stop();
 }
+
+/// A pooled TLS connection is looked at through TLS: what arrives on it while idle (a TLS 1.3 session
+/// ticket, say) is taken in by rustls and is no reason to drop it, so sequential streams share one
+/// connection and one handshake.
+#[test]
+fn a_pooled_tls_connection_is_reused() {
+    let pki = TestPki::new(&["localhost"]);
+    let secure = mock(MockFormat::OpenAi, Some(&pki));
+    let url = format!("https://localhost:{}", secure.addr().port());
+    let relay = relay_to(&url, Provider::OpenAi, Some(&pki.ca));
+    for _ in 0..3 {
+        relay_stream(relay.addr, &small_prompt());
+    }
+    let counts = relay.counts_when(|c| c.completed == 3);
+    assert_eq!((counts.connects, counts.reuses), (1, 2), "{counts:?}");
+    assert_eq!((counts.tls_full, counts.tls_resumed), (1, 0), "{counts:?}");
+    secure.stop();
+}
