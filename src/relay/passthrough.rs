@@ -10,7 +10,7 @@
 //! for an HTTP/1.1 client. Sans-IO: bytes and heads in, bytes out.
 
 use super::api::ApiError;
-use super::providers::{Origin, Provider, ProviderKey, config_error, is_visible_ascii};
+use super::providers::{Origin, Provider, ProviderKey};
 use crate::conn::client::{AfterReply, StreamFraming};
 use crate::http::headers::{end_to_end, value};
 use crate::http::request::Request;
@@ -76,12 +76,7 @@ pub fn build_request(
     req: &Request,
     path: &str,
 ) -> Result<Vec<u8>, ApiError> {
-    let host = origin.host_header();
-    if !is_visible_ascii(&host) || !is_visible_ascii(&origin.base_path) {
-        return Err(config_error(
-            "upstream origin holds characters that cannot go into an HTTP request head",
-        ));
-    }
+    let host = origin.checked_host()?;
     let mut out = Vec::with_capacity(512 + req.body.len());
     out.extend_from_slice(format!("{} {}{path}", req.method, origin.base_path).as_bytes());
     let query: Vec<&str> = req

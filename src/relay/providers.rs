@@ -151,6 +151,18 @@ impl Origin {
         if self.tls { 443 } else { 80 }
     }
 
+    /// The `Host` header value, once checked that it and the base path can go into a request head (only a
+    /// configuration could make them fail: a 500 then, never a malformed request).
+    pub fn checked_host(&self) -> Result<String, ApiError> {
+        let host = self.host_header();
+        if !is_visible_ascii(&host) || !is_visible_ascii(&self.base_path) {
+            return Err(config_error(
+                "upstream origin holds characters that cannot go into an HTTP request head",
+            ));
+        }
+        Ok(host)
+    }
+
     /// `https` or `http`.
     pub fn scheme(&self) -> &'static str {
         if self.tls { "https" } else { "http" }
@@ -329,13 +341,7 @@ pub fn build_request(
             default_model
         }
     };
-    let host = origin.host_header();
-    if !is_visible_ascii(&host) || !is_visible_ascii(&origin.base_path) {
-        return Err(config_error(
-            "upstream origin holds characters that cannot go into an HTTP request head",
-        ));
-    }
-
+    let host = origin.checked_host()?;
     let auth = key.map(|k| provider.auth_header(k));
     let (path, body, extra) = match provider {
         Provider::OpenAi => {
