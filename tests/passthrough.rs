@@ -249,3 +249,18 @@ fn the_simple_route_says_what_the_upstream_refused() {
     let message = v["error"]["message"].as_str().unwrap_or("");
     assert!(message.contains("429") && message.len() > 40, "{message}");
 }
+
+/// A `HEAD` through the relay: the upstream's head and no body, and the connection serves the next request.
+#[test]
+fn a_head_request_gets_a_head_and_the_connection_goes_on() {
+    let mock = mock();
+    let relay = relay(mock.addr, Provider::OpenAi);
+    let mut c = Conn::connect(relay.addr);
+    c.send(b"HEAD /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let head = c.expect_head("HEAD /v1/models");
+    assert_eq!(head.status(), 200, "{head:?}");
+    assert_eq!(head.header("transfer-encoding"), None, "{head:?}");
+    c.send(&get("/healthz"));
+    let next = c.read_response("a request after the HEAD");
+    assert_eq!(next.status(), 200, "{:?}", next.text());
+}

@@ -9,9 +9,9 @@
 //! retry replaces `upstream` in place.
 //!
 //! ```text
-//!                  ┌───── NextAddress: the next address of the name ─────┐
-//!                  ▼                                                     │ connect failed
-//!   request ──▶ Resolving ──addresses──▶ AwaitingUpstream { request, upstream } ──2xx head──▶ Streaming
+//!                                        ┌─ NextAddress: the name's next address ─┐
+//!                                        ▼                      connect failed  │
+//!   request ──▶ Resolving ──addresses──▶ AwaitingUpstream { request, upstream } ─┘ ──2xx head──▶ Streaming
 //!   routed        ▲   │ (a pooled           │    │                                              │
 //!                 │   │  connection skips   │    └─ failure: BadGateway (502)                   │ failure
 //!                 │   │  the resolving)     │                                                   ▼
@@ -56,13 +56,17 @@ pub enum Phase {
 pub enum Kind {
     /// `POST /api/v1/generate-stream`: our SSE head on a 2xx answer, a 502 that says why on any other.
     Generate,
-    /// A provider's own API: the upstream's status and fields, whatever they are.
-    PassThrough,
+    /// A provider's own API: the upstream's status and fields, whatever they are. `head`: the request
+    /// was a `HEAD`, whose answer has no body whatever its fields say (RFC 9110 §9.3.2).
+    PassThrough { head: bool },
 }
 
 /// One relayed request.
 pub struct Exchange {
     pub kind: Kind,
+    /// The client's body is an event stream, so a failure mid-way can be told in-band (an SSE `error`
+    /// event); any other body can only be cut short. Known once the upstream's head is in.
+    pub event_stream: bool,
     /// Which upstream serves it (its index in the configuration).
     pub via: usize,
     /// How the client's response is framed (and what follows it).
@@ -87,6 +91,7 @@ impl Exchange {
     ) -> Exchange {
         Exchange {
             kind,
+            event_stream: kind == Kind::Generate,
             via,
             framing,
             phase: Phase::Resolving { request },

@@ -121,7 +121,8 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 }
 
 /// The head a client gets for an upstream answer: its status and end-to-end fields, framed for this
-/// client. `has_body` is false for answers that carry none (204, 304).
+/// client. `has_body` is false for answers that carry none (a `HEAD`'s, a 204, a 304, an empty one):
+/// their `Content-Length`, if the upstream gave one, is passed on as it describes them.
 pub fn response_head(
     status: u16,
     upstream: &[(String, Vec<u8>)],
@@ -133,8 +134,11 @@ pub fn response_head(
         push_field(&mut out, name, val);
     }
     match (has_body, framing) {
-        (false, _) if status == 204 || status == 304 => {}
-        (false, _) => push_field(&mut out, "Content-Length", b"0"),
+        (false, _) => {
+            if let Some(length) = value(upstream, "content-length") {
+                push_field(&mut out, "Content-Length", length.as_bytes());
+            }
+        }
         (true, StreamFraming::Chunked(_)) => push_field(&mut out, "Transfer-Encoding", b"chunked"),
         (true, StreamFraming::UntilClose) => {}
     }

@@ -1,14 +1,21 @@
 //! Keep-alive pool of idle upstream connections, for one origin, in one worker.
 //!
-//! Opening a TCP connection (and, later, a TLS session) costs round trips and CPU; a relay that serves one
+//! Opening a TCP connection (and a TLS session) costs round trips and CPU; a relay that serves one
 //! generation after another should reuse them. The pool holds only *idle* connections: ones whose last
 //! response body was read to its very end, so the next response starts at the first byte the socket gives.
 //!
 //! It hands out the most recently returned connection first (LIFO): warm connections stay busy and the
 //! others reach their idle timeout and close, so the pool shrinks by itself after a burst. The pool holds ids
-//! only; each idle connection is a slab entry of its own (`relay::Entry::Idle`) carrying its expiry timer.
+//! only; each idle connection is a slab entry of its own (`relay::Entry::Idle`) carrying its expiry timer,
+//! because nobody owns it while it idles: its events (the server closing it) need an entry to reach.
+//! [`Pool::park`] and [`Pool::take_for`] move a connection between an exchange and such an entry, each
+//! with one re-registration (`epoll_ctl`), the price of an exchange owning its upstream.
 
+use super::{Entry, Idle, RelayTimer, UPSTREAM};
+use crate::conn::transport::{IdleCheck, Transport};
 use crate::reactor::token::ConnId;
+use crate::reactor::{Cx, Tag};
+use std::time::Duration;
 
 /// Idle connections to one origin.
 pub struct Pool {
@@ -47,6 +54,58 @@ impl Pool {
     /// True when no more idle connections may be kept.
     pub fn is_full(&self) -> bool {
         self.idle.len() >= self.max_idle
+    }
+
+    /// Puts `io`, a connection of upstream `via` whose exchange ended cleanly, in the pool: an entry of its
+    /// own that expires after `idle_timeout`. A full pool closes it instead (by dropping it).
+    pub fn park(
+        &mut self,
+        cx: &mut Cx<super::Relay>,
+        io: Transport,
+        via: usize,
+        idle_timeout: Duration,
+    ) {
+        if self.is_full() {
+            return;
+        }
+        let at = cx.now + idle_timeout;
+        let timers = &mut cx.timers;
+        let Ok(idle_id) = cx.conns.insert_with(|idle_id| {
+            let expires = timers.insert(at, idle_id, RelayTimer::IdleExpired);
+            Entry::Idle(Idle { io, expires, via })
+        }) else {
+            return;
+        };
+        let Some(Entry::Idle(idle)) = cx.conns.get_mut(idle_id) else {
+            return;
+        };
+        if idle.io.reregister(&cx.registry, idle_id, Tag::MAIN).is_ok() {
+            self.put(idle_id);
+        } else {
+            cx.close(idle_id);
+        }
+    }
+
+    /// The most recently parked connection that is still quiet, out of its entry and re-registered as the
+    /// upstream socket of client `id`. One that the server closed (or spoke on) while it idled, its edge not
+    /// dispatched yet, is dropped on the way (closing it).
+    pub fn take_for(&mut self, cx: &mut Cx<super::Relay>, id: ConnId) -> Option<Transport> {
+        while let Some(idle_id) = self.take() {
+            if !matches!(cx.conns.get(idle_id), Some(Entry::Idle(_))) {
+                continue;
+            }
+            let Some(Entry::Idle(idle)) = cx.conns.take(idle_id) else {
+                continue;
+            };
+            cx.timers.cancel(idle.expires);
+            let mut io = idle.io;
+            if io.check_idle() == IdleCheck::Quiet
+                && io.reregister(&cx.registry, id, UPSTREAM).is_ok()
+            {
+                return Some(io);
+            }
+        }
+        None
     }
 
     /// Idle connections held.

@@ -102,12 +102,19 @@ impl Router {
                 .ok_or(Miss::NotFound)?;
             return self.pass(provider, *upstream, method, rest);
         }
+        // The first upstream whose provider takes this method on this path; if some own the path but not
+        // the method, a 405 naming what the first of them takes.
+        let mut wrong_method = None;
         for (upstream, &provider) in self.providers.iter().enumerate() {
-            if passthrough::route(provider, method, path).is_some() {
-                return self.pass(provider, upstream, method, path);
+            match passthrough::route(provider, method, path) {
+                Some(Ok(())) => return self.pass(provider, upstream, method, path),
+                Some(Err(miss)) => {
+                    wrong_method.get_or_insert(miss);
+                }
+                None => {}
             }
         }
-        Err(Miss::NotFound)
+        Err(wrong_method.unwrap_or(Miss::NotFound))
     }
 
     fn pass<'a>(

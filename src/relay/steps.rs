@@ -89,10 +89,21 @@ pub(super) fn read_head(
         Err(e) => return Outcome::Failed(Failure::BadHead(e)),
     };
     let (framing, kind) = (x.framing, x.kind);
+    let event_stream = match kind {
+        Kind::Generate => true,
+        Kind::PassThrough { .. } => head
+            .content_type
+            .as_deref()
+            .is_some_and(|t| t.trim_start().starts_with("text/event-stream")),
+    };
     let Some((decoder, keep_alive)) = body_of(x) else {
         return Outcome::Wait;
     };
-    let has_body = !decoder.is_done();
+    let has_body = !decoder.is_done() && kind != (Kind::PassThrough { head: true });
+    if !has_body {
+        // A HEAD's answer, a 204, a 304, a `Content-Length: 0`: nothing follows the head.
+        *decoder = crate::http::body::BodyDecoder::new(crate::http::body::Framing::None);
+    }
     match kind {
         Kind::Generate if !(200..300).contains(&head.status) => {
             // The simple route answers with a 502 that says what the upstream said: its error body is
@@ -114,7 +125,7 @@ pub(super) fn read_head(
         // head; otherwise at once, since the first token may be seconds away and the client should know
         // the stream is live.
         Kind::Generate => client.out.push(&stream_head(framing)),
-        Kind::PassThrough => client.out.push(&passthrough::response_head(
+        Kind::PassThrough { .. } => client.out.push(&passthrough::response_head(
             head.status,
             &head.headers,
             framing,
@@ -122,6 +133,7 @@ pub(super) fn read_head(
         )),
     }
     let reusable = keep_alive && rest.is_empty();
+    x.event_stream = event_stream;
     x.start_streaming();
     if !has_body || rest.is_empty() {
         // Nothing follows the head (a 204, a 304, a `Content-Length: 0`), or nothing came with it yet.

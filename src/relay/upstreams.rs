@@ -35,15 +35,13 @@ use super::forward::{Outcome, sse_error_event};
 use super::pool::Pool;
 use super::routes::{Route, Target};
 use super::steps::{self, Client, Shaken};
-use super::{
-    Entry, Idle, RelayStats, RelayTimer, UPSTREAM, UpstreamTarget, api, passthrough, providers,
-};
+use super::{Entry, RelayStats, UPSTREAM, UpstreamTarget, api, passthrough, providers};
 use crate::conn::client::{AfterReply, ClientConn, ClientState, StreamFraming, send_body};
 use crate::conn::tls::Tls;
-use crate::conn::transport::{IdleCheck, Transport};
+use crate::conn::transport::IdleCheck;
 use crate::conn::upstream::{UpstreamConn, UpstreamState};
 use crate::http::request::Request;
-use crate::reactor::{ConnId, Cx, TURN_BUDGET, Tag};
+use crate::reactor::{ConnId, Cx, TURN_BUDGET};
 
 type RelayCx = Cx<super::Relay>;
 
@@ -149,7 +147,9 @@ impl Upstreams {
         };
         let (kind, request) = match to.route {
             Route::PassThrough => (
-                Kind::PassThrough,
+                Kind::PassThrough {
+                    head: req.method == "HEAD",
+                },
                 passthrough::build_request(t.provider, &t.origin, t.key.as_ref(), req, to.path),
             ),
             Route::Generate | Route::Healthz => (
@@ -212,7 +212,15 @@ impl Upstreams {
         let mut ready = Vec::new();
         while let Ok(answer) = self.answers.try_recv() {
             let (waiters, result) = self.dns.on_answer(answer, cx.now);
+            // A client may have left, or moved on, while its name was looked up.
+            let still_waiting = |cx: &RelayCx, id: ConnId| {
+                matches!(cx.conns.get(id), Some(Entry::Client(c))
+                    if matches!(&c.state, ClientState::Serving(x) if matches!(x.phase, Phase::Resolving { .. })))
+            };
             for id in waiters {
+                if !still_waiting(cx, id) {
+                    continue;
+                }
                 match &result {
                     Ok(addrs) => {
                         self.connect_to(cx, id, addrs.clone());
@@ -245,29 +253,11 @@ impl Upstreams {
         self.fail(cx, id, Failure::Io(e))
     }
 
-    /// An idle pooled connection to upstream `via`, quiet, re-registered as the [`UPSTREAM`] socket of
-    /// client `id`.
+    /// An idle pooled connection to upstream `via`, given to client `id`.
     fn take_idle(&mut self, cx: &mut RelayCx, id: ConnId, via: usize) -> Option<UpstreamConn> {
-        let pool = &mut self.upstreams.get_mut(via)?.pool;
-        while let Some(idle_id) = pool.take() {
-            if !matches!(cx.conns.get(idle_id), Some(Entry::Idle(_))) {
-                continue;
-            }
-            let Some(Entry::Idle(idle)) = cx.conns.take(idle_id) else {
-                continue;
-            };
-            cx.timers.cancel(idle.expires);
-            let mut io = idle.io;
-            // Closed or spoken to while idle, with its edge not dispatched yet: drop it (closing it).
-            if io.check_idle() != IdleCheck::Quiet
-                || io.reregister(&cx.registry, id, UPSTREAM).is_err()
-            {
-                continue;
-            }
-            RelayStats::count(&self.stats.reuses);
-            return Some(UpstreamConn::reuse(io));
-        }
-        None
+        let io = self.upstreams.get_mut(via)?.pool.take_for(cx, id)?;
+        RelayStats::count(&self.stats.reuses);
+        Some(UpstreamConn::reuse(io))
     }
 
     /// A new connection to `addr` (with TLS for `https`), registered as the [`UPSTREAM`] socket of `id`.
@@ -383,34 +373,11 @@ impl Upstreams {
         };
         let mut io = upstream.into_transport();
         // The read that ended the body may have been cut short by the stream cap, so bytes may follow it.
-        if reusable && io.check_idle() == IdleCheck::Quiet {
-            self.park(cx, io, via);
-        }
-    }
-
-    /// Puts an idle connection in upstream `via`'s pool (or closes it, by dropping it, if the pool is full).
-    fn park(&mut self, cx: &mut RelayCx, io: Transport, via: usize) {
-        let Some(pool) = self.upstreams.get_mut(via).map(|u| &mut u.pool) else {
-            return;
-        };
-        if pool.is_full() {
-            return;
-        }
-        let at = cx.now + self.idle_timeout;
-        let timers = &mut cx.timers;
-        let Ok(idle_id) = cx.conns.insert_with(|idle_id| {
-            let expires = timers.insert(at, idle_id, RelayTimer::IdleExpired);
-            Entry::Idle(Idle { io, expires, via })
-        }) else {
-            return;
-        };
-        let Some(Entry::Idle(idle)) = cx.conns.get_mut(idle_id) else {
-            return;
-        };
-        if idle.io.reregister(&cx.registry, idle_id, Tag::MAIN).is_ok() {
-            pool.put(idle_id);
-        } else {
-            cx.close(idle_id);
+        if reusable
+            && io.check_idle() == IdleCheck::Quiet
+            && let Some(u) = self.upstreams.get_mut(via)
+        {
+            u.pool.park(cx, io, via, self.idle_timeout);
         }
     }
 
@@ -469,10 +436,19 @@ impl Upstreams {
         let peer = c.peer;
         log::warn!("{name}: {peer}: {failure}");
         if decision == Decision::FailStream {
-            // Mid-stream: say so in-band, then end without the last chunk, so the client sees a failed
-            // transfer rather than a short but seemingly complete stream.
-            let event = sse_error_event(&failure);
-            let sent = send_body(&mut c.out, &mut c.io, framing, &event, false);
+            // Mid-stream: say so in-band in an event stream, then end without the last chunk, so the client
+            // sees a failed transfer rather than a short but seemingly complete one. Another body (a
+            // pass-through JSON answer) can only be cut short.
+            let sent = match x.event_stream {
+                true => send_body(
+                    &mut c.out,
+                    &mut c.io,
+                    framing,
+                    &sse_error_event(&failure),
+                    false,
+                ),
+                false => Ok(()),
+            };
             if let Some(mut x) = c.finish(AfterReply::Close) {
                 x.cancel_deadlines(&mut cx.timers);
             }
