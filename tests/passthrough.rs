@@ -234,6 +234,34 @@ fn client_credentials_never_reach_the_upstream() {
     );
 }
 
+/// A path that a normalising front end would read as another (dot segments, escapes) is refused with a
+/// 400 naming why, and nothing reaches the upstream with the relay's key.
+#[test]
+fn dot_segments_never_reach_the_upstream() {
+    let mock = mock();
+    let relay = relay(mock.addr, Provider::OpenAi);
+    let before = fetch(mock.addr, &get("/debug/requests")).json()["requests"]
+        .as_array()
+        .map_or(0, Vec::len);
+    for path in [
+        "/v1/models/../files",
+        "/v1/models/%2e%2e/files",
+        "/v1/models/a%2Fb",
+    ] {
+        let resp = fetch(relay.addr, &get(path));
+        assert_eq!(resp.status(), 400, "{path}: {:?}", resp.text());
+        assert_eq!(resp.json()["error"]["code"], "bad_path", "{path}");
+    }
+    // A request that is forwarded, as a marker: it must be the only one the mock saw since.
+    assert_eq!(fetch(relay.addr, &get("/v1/models")).status(), 200);
+    let log = fetch(mock.addr, &get("/debug/requests")).json();
+    let seen: Vec<String> = log["requests"].as_array().expect("requests")[before..]
+        .iter()
+        .map(|r| r["path"].to_string())
+        .collect();
+    assert_eq!(seen, vec!["\"/v1/models\"".to_string()], "{log}");
+}
+
 /// The simple route, upstream refusing: a 502 whose message carries the upstream's status and message.
 #[test]
 fn the_simple_route_says_what_the_upstream_refused() {

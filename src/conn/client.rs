@@ -204,10 +204,12 @@ impl<W> ClientConn<W> {
         self.status = status;
     }
 
-    /// The answer to a request no route matched: 404, or 405 naming the allowed methods in `Allow`.
+    /// The answer to a request no route matched: 404, 405 naming the allowed methods in `Allow`, or 400 for
+    /// a path that cannot be forwarded.
     pub fn reply_miss(&mut self, miss: Miss, method: &str, then: AfterReply) {
         match miss {
             Miss::NotFound => self.reply_error(404, "not_found", "no such route", &[], then),
+            Miss::BadPath(why) => self.reply_error(400, "bad_path", why, &[], then),
             Miss::MethodNotAllowed(allow) => {
                 let msg = format!("method {method} is not allowed here; allowed: {allow}");
                 self.reply_error(405, "method_not_allowed", &msg, &[("Allow", allow)], then);

@@ -4,7 +4,7 @@
 //! A pass-through request goes to the upstream as the client wrote it, except for what a proxy must
 //! change (RFC 9110 §7.6): hop-by-hop fields are dropped in both directions (`http::headers`), the body is
 //! re-framed, `Host` names the upstream, and credentials are ours to give: whatever the client sent
-//! (`Authorization`, `x-api-key`, `x-goog-api-key`, a `key=` query parameter) never reaches the upstream,
+//! (`Authorization`, `x-api-key`, `x-goog-api-key`, `api-key`, a `key=` query parameter) never reaches the upstream,
 //! and the configured key goes in the header the provider expects. The answer comes back the same way,
 //! status and body unchanged (an upstream 429 stays a 429, with its `Retry-After`), re-framed as chunked
 //! for an HTTP/1.1 client. Sans-IO: bytes and heads in, bytes out.
@@ -20,16 +20,55 @@ use crate::http::route::{Miss, allow};
 /// The `anthropic-version` sent when a client gave none.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
-/// Client fields never forwarded: credentials (ours go instead), and codings we do not want (the relay
-/// passes bodies through unchanged, and a compressed event stream would hide its events).
-const NOT_FORWARDED: [&str; 6] = [
+/// Client fields never forwarded: credentials (ours go instead: `api-key` is Azure's spelling), the
+/// account our key bills (`OpenAI-Organization`/`OpenAI-Project` would let a client choose the operator's
+/// organization or project), and codings we do not want (the relay passes bodies through unchanged, and a
+/// compressed event stream would hide its events).
+const NOT_FORWARDED: [&str; 9] = [
     "authorization",
     "x-api-key",
     "x-goog-api-key",
+    "api-key",
+    "openai-organization",
+    "openai-project",
     "cookie",
     "accept-encoding",
     "expect",
 ];
+
+/// Upstream fields never passed to clients: the operator's account (`openai-organization` names it) and
+/// the upstream's cookies (set for the relay, not for its clients).
+const NOT_RETURNED: [&str; 3] = ["openai-organization", "openai-project", "set-cookie"];
+
+/// A query parameter that carries a credential: `key=` (Gemini's), whatever its case or escaping.
+fn is_credential_param(param: &str) -> bool {
+    let name = param.split('=').next().unwrap_or("");
+    let mut decoded = Vec::with_capacity(name.len());
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                decoded.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b'+', ..) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (b, ..) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    decoded.trim_ascii().eq_ignore_ascii_case(b"key")
+}
 
 /// Whether `path` is one of `provider`'s own API paths, and the methods it takes.
 pub fn route(provider: Provider, method: &str, path: &str) -> Option<Result<(), Miss>> {
@@ -84,7 +123,7 @@ pub fn build_request(
         .as_deref()
         .unwrap_or("")
         .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("key="))
+        .filter(|p| !p.is_empty() && !is_credential_param(p))
         .collect();
     if !query.is_empty() {
         out.push(b'?');
@@ -130,7 +169,7 @@ pub fn response_head(
     has_body: bool,
 ) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status)).into_bytes();
-    for (name, val) in end_to_end(upstream, &[]) {
+    for (name, val) in end_to_end(upstream, &NOT_RETURNED) {
         push_field(&mut out, name, val);
     }
     match (has_body, framing) {

@@ -124,6 +124,8 @@ impl Router {
         method: &str,
         path: &'a str,
     ) -> Result<Target<'a>, Miss> {
+        // Checked after the route matched (an unknown path stays a 404), before anything is forwarded.
+        route::plain_path(path).map_err(Miss::BadPath)?;
         match passthrough::route(provider, method, path) {
             Some(Ok(())) => Ok(Target {
                 route: Route::PassThrough,
@@ -230,5 +232,26 @@ mod tests {
             "whole segments only"
         );
         assert_eq!(r("POST", "/api/v1/generate-stream").map(|t| t.1), Ok(2));
+    }
+
+    /// A path that a normalising front end would read as another one never reaches an upstream, whichever
+    /// way it was routed.
+    #[test]
+    fn dot_segments_and_escapes_are_refused() {
+        use Provider::*;
+        let router = Router::new(vec![OpenAi, Gemini], vec![("/g".into(), 1)], 0);
+        for path in [
+            "/v1/models/../files",
+            "/v1/models/%2e%2e/files",
+            "/v1beta/models/../cachedContents",
+            "/g/v1beta/models/x/../../files",
+            "/v1/models/a%2Fb",
+        ] {
+            assert!(
+                matches!(router.resolve("GET", path), Err(Miss::BadPath(_))),
+                "{path}: {:?}",
+                router.resolve("GET", path)
+            );
+        }
     }
 }

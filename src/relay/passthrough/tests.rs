@@ -70,11 +70,14 @@ fn credentials_are_ours_to_give() {
     let req = request(
         "POST",
         "/v1beta/models/g:streamGenerateContent",
-        Some("alt=sse&key=client-key"),
+        Some("alt=sse&key=client-key&KEY=client2&%6B%65y=client3&kEy%20=client4"),
         &[
             ("Host", "relay"),
             ("x-goog-api-key", "client-key"),
             ("Authorization", "Bearer client"),
+            ("api-key", "client-azure"),
+            ("OpenAI-Organization", "client-org"),
+            ("OpenAI-Project", "client-project"),
             ("Content-Type", "application/json"),
             ("Connection", "keep-alive, X-Hop"),
             ("X-Hop", "1"),
@@ -101,6 +104,28 @@ fn credentials_are_ours_to_give() {
         assert!(!wire.contains(dropped), "{dropped} went upstream: {wire}");
     }
     assert!(wire.ends_with("Content-Length: 2\r\n\r\n{}"), "{wire}");
+}
+
+/// The operator's organization and the upstream's cookies stay with the relay.
+#[test]
+fn the_operators_account_does_not_reach_clients() {
+    let upstream = vec![
+        ("openai-organization".to_string(), b"operator-org".to_vec()),
+        ("Set-Cookie".to_string(), b"__cf_bm=x".to_vec()),
+        ("x-request-id".to_string(), b"req-1".to_vec()),
+    ];
+    let head = String::from_utf8(response_head(
+        200,
+        &upstream,
+        StreamFraming::Chunked(AfterReply::KeepAlive),
+        true,
+    ))
+    .unwrap();
+    assert!(
+        !head.contains("operator-org") && !head.contains("__cf_bm"),
+        "{head}"
+    );
+    assert!(head.contains("x-request-id: req-1\r\n"), "{head}");
 }
 
 #[test]
