@@ -209,16 +209,22 @@ fn one_request_per_connection(
     })
 }
 
+/// `POST /api/v1/generate-stream` with an `Idempotency-Key`: the client accepts that it may be sent twice.
+fn idempotent_stream_request(i: usize) -> Vec<u8> {
+    let body = prompt_body("keep-alive races", None, None);
+    format!(
+        "POST /api/v1/generate-stream HTTP/1.1\r\nHost: 127.0.0.1\r\nIdempotency-Key: k-{i}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// Three streams through `relay`, each complete and intact; after each, `after(i)` runs.
 fn three_streams_succeed(relay: SocketAddr, mut after: impl FnMut(usize)) {
     let expected = fake_sse_payload(3);
     for i in 0..3 {
         let mut c = Conn::connect(relay);
-        c.send(&stream_request(&prompt_body(
-            "keep-alive races",
-            None,
-            None,
-        )));
+        c.send(&idempotent_stream_request(i));
         let resp = c.read_response(&format!("stream {i}"));
         assert_eq!(
             resp.status(),
@@ -262,7 +268,8 @@ fn upstream_closing_idle_connections_is_harmless() {
 }
 
 /// The upstream closes a pooled connection just as the relay reuses it (no response byte): the relay retries
-/// the request once on a fresh connection and the client never notices.
+/// the request, which carries an `Idempotency-Key`, once on a fresh connection and the client never
+/// notices.
 #[test]
 fn stale_pooled_connection_is_retried_on_a_fresh_one() {
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -288,6 +295,30 @@ fn stale_pooled_connection_is_retried_on_a_fresh_one() {
     );
     assert!(counts.retries >= 1, "{counts:?}");
     assert_eq!((counts.completed, counts.failed), (3, 0), "{counts:?}");
+}
+
+/// The same race with a POST that has no `Idempotency-Key`: the upstream read all of it, so it may have
+/// started a (billed) generation; the relay does not send it twice. The client gets a 502, and the upstream
+/// saw each request once.
+#[test]
+fn a_post_the_upstream_read_is_not_sent_twice() {
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (closed_tx, _closed_rx) = mpsc::channel();
+    let fake = one_request_per_connection(false, Arc::clone(&log), closed_tx);
+    let relay = InProcess::relay(&fake.url(), |_| {});
+    let raw = stream_request(&prompt_body("keep-alive races", None, None));
+    assert_eq!(fetch(relay.addr, &raw).status(), 200);
+    // The pooled connection is reused (the fake reads the request and drops it): a 502, no retry.
+    let second = fetch(relay.addr, &raw);
+    assert_eq!(second.status(), 502, "{:?}", second.text());
+    let counts = relay.counts_when(|c| c.completed + c.failed >= 2);
+    assert_eq!((counts.reuses, counts.retries), (1, 0), "{counts:?}");
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        vec!["conn 0: answered", "conn 0: dropped a reused request"],
+        "the upstream saw the POST once"
+    );
 }
 
 /// An upstream response with `Connection: close` ends that connection's life: the relay must not reuse it

@@ -124,6 +124,15 @@ impl UpstreamConn {
         Ok(SendProgress::Done)
     }
 
+    /// True once any byte of the request has been written (handed to the socket, or to TLS).
+    pub fn request_sent(&self) -> bool {
+        match &self.state {
+            UpstreamState::Handshaking => false,
+            UpstreamState::Sending { written } => *written > 0,
+            UpstreamState::AwaitingHead { .. } | UpstreamState::Body { .. } => true,
+        }
+    }
+
     /// True once any byte of the response has arrived.
     pub fn response_started(&self) -> bool {
         match &self.state {

@@ -74,6 +74,9 @@ pub struct Exchange {
     pub phase: Phase,
     /// 1 for the first try, 2 for the retry after a stale pooled connection.
     pub attempt: u32,
+    /// The request may be sent twice: its method is idempotent, or the client sent an `Idempotency-Key`
+    /// (and so accepts, or dedupes, a repeat). Any other request is sent again only if none of it left.
+    pub replayable: bool,
     /// When the request was routed.
     pub started: Instant,
     /// The deadlines armed for this exchange.
@@ -90,6 +93,7 @@ impl Exchange {
         now: Instant,
     ) -> Exchange {
         Exchange {
+            replayable: false,
             kind,
             event_stream: kind == Kind::Generate,
             via,
@@ -185,21 +189,24 @@ impl Exchange {
 
     /// What the policy says about `failure` now.
     pub fn on_failure(&self, failure: &Failure) -> Decision {
-        let (reused, started, fallback) = match &self.phase {
-            Phase::Resolving { .. } => (false, false, false),
+        let (reused, sent, started, fallback) = match &self.phase {
+            Phase::Resolving { .. } => (false, false, false, false),
             Phase::AwaitingUpstream {
                 upstream, fallback, ..
             } => (
                 upstream.reused,
+                upstream.request_sent(),
                 upstream.response_started(),
                 !fallback.is_empty(),
             ),
-            Phase::Streaming { .. } => (false, true, false),
+            Phase::Streaming { .. } => (false, true, true, false),
         };
         let facts = Facts {
             streaming: matches!(self.phase, Phase::Streaming { .. }),
             attempt: self.attempt,
             reused,
+            replayable: self.replayable,
+            request_sent: sent,
             response_started: started,
             fallback,
         };
@@ -348,6 +355,10 @@ pub struct Facts {
     pub attempt: u32,
     /// The connection came from the pool.
     pub reused: bool,
+    /// The request may be sent twice ([`Exchange::replayable`]).
+    pub replayable: bool,
+    /// Some byte of the request was written.
+    pub request_sent: bool,
     /// Some byte of the response arrived.
     pub response_started: bool,
     /// Addresses of the name are left to try.
@@ -360,7 +371,10 @@ pub struct Facts {
 /// - A connect that failed (refused, unreachable) moves to the name's next address, if one is left.
 /// - The one retry: a connection taken from the pool that fails before *any* response byte. The server
 ///   may have closed it while it idled (the keep-alive race: its FIN was in flight when we took it), which
-///   says nothing about the server's health, so the request goes once more on a fresh connection.
+///   says nothing about the server's health, so the request goes once more on a fresh connection; but
+///   only if sending it twice is safe: it is replayable, or none of it was written. A POST the server
+///   read in full may have started a billed generation before the server died, and we cannot tell that
+///   apart from the race (the rule of Go's `net/http` transport, `shouldRetryRequest`).
 /// - Everything else, a status answer included (the server did answer), is a `502`.
 pub fn on_failure(f: &Facts, failure: &Failure) -> Decision {
     if f.streaming {
@@ -369,6 +383,7 @@ pub fn on_failure(f: &Facts, failure: &Failure) -> Decision {
         Decision::NextAddress
     } else if f.reused
         && !f.response_started
+        && (f.replayable || !f.request_sent)
         && f.attempt == 1
         && !matches!(failure, Failure::Status(..))
     {

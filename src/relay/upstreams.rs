@@ -40,6 +40,7 @@ use crate::conn::client::{AfterReply, ClientConn, ClientState, StreamFraming, se
 use crate::conn::tls::Tls;
 use crate::conn::transport::IdleCheck;
 use crate::conn::upstream::{UpstreamConn, UpstreamState};
+use crate::http::headers::value;
 use crate::http::request::Request;
 use crate::reactor::{ConnId, Cx, TURN_BUDGET};
 
@@ -165,7 +166,9 @@ impl Upstreams {
         };
         match request {
             Ok(request) => {
-                let x = Exchange::new(kind, to.upstream, request, framing, cx.now);
+                let mut x = Exchange::new(kind, to.upstream, request, framing, cx.now);
+                x.replayable = matches!(req.method.as_str(), "GET" | "HEAD" | "OPTIONS")
+                    || value(&req.headers, "idempotency-key").is_some();
                 c.state = ClientState::Serving(Box::new(x));
             }
             Err(e) => return c.reply_error(e.status, e.code, &e.message, &[], framing.after()),

@@ -56,6 +56,8 @@ fn the_policy_retries_only_a_pooled_connection_that_never_answered() {
         streaming: false,
         attempt,
         reused,
+        replayable: true,
+        request_sent: true,
         response_started,
         fallback: false,
     };
@@ -85,6 +87,23 @@ fn the_policy_retries_only_a_pooled_connection_that_never_answered() {
         Decision::BadGateway,
         "a status is an answer"
     );
+    // A request that must not be sent twice (a POST without an `Idempotency-Key`) is retried only if
+    // none of it was written: the server may have started on it.
+    let post = |request_sent| Facts {
+        replayable: false,
+        request_sent,
+        ..facts(1, true, false)
+    };
+    assert_eq!(
+        on_failure(&post(true), &Failure::ClosedBeforeHead),
+        Decision::BadGateway,
+        "a POST the server may have read is not sent twice"
+    );
+    assert_eq!(
+        on_failure(&post(false), &io_error()),
+        Decision::Retry,
+        "nothing of it left: safe to send"
+    );
     let streaming = Facts {
         streaming: true,
         ..facts(1, true, false)
@@ -107,6 +126,8 @@ fn a_refused_connect_tries_the_next_address() {
         streaming: false,
         attempt: 1,
         reused: false,
+        replayable: false,
+        request_sent: false,
         response_started: false,
         fallback: true,
     };
@@ -201,6 +222,12 @@ fn a_head_split_anywhere_starts_the_stream_once() {
 #[test]
 fn a_stale_pooled_connection_gets_one_retry() {
     let (mut x, _l) = exchange(true);
+    assert_eq!(
+        x.on_failure(&Failure::ClosedBeforeHead),
+        Decision::BadGateway,
+        "the POST was written: not replayable"
+    );
+    x.replayable = true;
     assert_eq!(x.attempt, 1);
     assert_eq!(x.on_failure(&Failure::ClosedBeforeHead), Decision::Retry);
     x.retry();
