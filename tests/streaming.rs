@@ -501,3 +501,33 @@ fn stream_head_is_sent_before_the_first_token() {
     assert!(body.complete);
     assert_eq!(lossy(&body.payload), lossy(&fake_sse_payload(2)));
 }
+
+/// A 2xx with no body (`Content-Length: 0`, then a 204) on the simple route: the client's chunked stream
+/// still ends with its last chunk, and the keep-alive connection carries the next request in step.
+#[test]
+fn an_empty_upstream_answer_ends_the_stream() {
+    let fake = FakeUpstream::start(2, move |_, mut conn| {
+        let answers = [
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 204 No Content\r\n\r\n",
+        ];
+        for answer in answers {
+            let Ok(Some(_)) = conn.read_request() else {
+                return;
+            };
+            if conn.stream.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+        let _ = conn.read_request();
+    });
+    let relay = InProcess::relay(&fake.url(), |_| {});
+    let mut c = Conn::connect(relay.addr);
+    for what in ["Content-Length: 0", "204"] {
+        c.send(&stream_request(&small_prompt()));
+        let resp = c.read_response(what);
+        assert_eq!(resp.status(), 200, "{what}");
+        assert!(resp.complete, "{what}: no last chunk");
+        assert!(resp.body.is_empty(), "{what}: {:?}", resp.text());
+    }
+}

@@ -135,6 +135,15 @@ pub(super) fn read_head(
     let reusable = keep_alive && rest.is_empty();
     x.event_stream = event_stream;
     x.start_streaming();
+    if !has_body && kind == Kind::Generate {
+        // A 2xx with no body (a 204, a `Content-Length: 0`) to the simple route: our head announced a
+        // chunked stream, so it must be ended, or the client waits for ever and its next response on the
+        // connection would be read as part of this body. The upstream said it was complete: so is ours.
+        return match send_body(client.out, client.io, framing, &[], true) {
+            Ok(()) => Outcome::Finished { reusable },
+            Err(e) => Outcome::ClientGone(e),
+        };
+    }
     if !has_body || rest.is_empty() {
         // Nothing follows the head (a 204, a 304, a `Content-Length: 0`), or nothing came with it yet.
         return match client.out.flush(client.io) {
