@@ -11,12 +11,17 @@ use std::net::{TcpListener, TcpStream as StdStream};
 
 /// A relay worker whose upstream is `origin` (a listener the test owns), with a stream cap of `cap`.
 fn relay(origin: &TcpListener, cap: usize) -> (Worker<Relay>, SocketAddr) {
+    relay_to(origin, cap, false)
+}
+
+/// [`relay`], with an `https` origin when `https` (but no TLS configuration: see the test that uses it).
+fn relay_to(origin: &TcpListener, cap: usize, https: bool) -> (Worker<Relay>, SocketAddr) {
     let addr = origin.local_addr().unwrap();
     let target = Arc::new(UpstreamTarget {
         name: "default".into(),
         provider: Provider::OpenAi,
         origin: Origin {
-            tls: false,
+            tls: https,
             host: "127.0.0.1".into(),
             port: addr.port(),
             base_path: String::new(),
@@ -185,5 +190,39 @@ fn a_departing_client_takes_its_upstream_along() {
         w.handler().pooled(),
         0,
         "a connection abandoned mid-exchange is never pooled"
+    );
+}
+
+/// Settings that name an `https` origin but carry no TLS configuration (a library caller's mistake) fail
+/// closed: the client gets a 502 and nothing is dialled, so the key never crosses the network in clear.
+#[test]
+fn an_https_origin_is_never_dialled_in_clear_text() {
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    origin.set_nonblocking(true).unwrap();
+    let (mut w, addr) = relay_to(&origin, 1 << 16, true);
+    let mut peer = StdStream::connect(addr).unwrap();
+    let body = br#"{"prompt":"hi"}"#;
+    let req = format!(
+        "POST /api/v1/generate-stream HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    peer.write_all(&[req.as_bytes(), body].concat()).unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    turn_until(&mut w, "the 502", |_| {
+        if let Ok(n) = peer.read(&mut buf) {
+            answer.extend_from_slice(&buf[..n]);
+        }
+        answer.windows(4).any(|w| w == b"\r\n\r\n")
+    });
+    assert!(
+        answer.starts_with(b"HTTP/1.1 502"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        origin.accept().is_err(),
+        "the https origin was dialled without TLS"
     );
 }

@@ -278,9 +278,19 @@ impl Upstreams {
             },
             _ => 0,
         };
-        let tls = match self.upstreams.get(via).and_then(|u| u.tls.as_ref()) {
-            Some((config, name)) => Some(Tls::client(config.clone(), name.clone())?),
-            None => None,
+        let Some(u) = self.upstreams.get(via) else {
+            return Err(std::io::Error::other("no such upstream"));
+        };
+        let tls = match (&u.tls, u.target.origin.tls) {
+            (Some((config, name)), _) => Some(Tls::client(config.clone(), name.clone())?),
+            (None, false) => None,
+            // Fail closed: an `https` origin is never dialled in clear text, whatever a library caller
+            // left out of its settings (the key would cross the network unencrypted).
+            (None, true) => {
+                return Err(std::io::Error::other(
+                    "an https upstream without a TLS client configuration",
+                ));
+            }
         };
         let mut upstream = UpstreamConn::connect(addr, tls)?;
         upstream.io.register(&cx.registry, id, UPSTREAM)?;
