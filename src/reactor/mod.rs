@@ -16,6 +16,7 @@
 //!
 //! struct Context                         what every callback gets
 //!   now                                    the instant this iteration read (phase 3)
+//!   batch                                  this iteration's number
 //!   conns: Conns<Conn>                     the slab: insert_with, get_mut, take; ids are ConnId
 //!   timers: Timers<Timer>                  insert(at, id, what) -> TimerKey, cancel(key)
 //!   scratch                                one 64 KiB read buffer shared by every connection
@@ -34,7 +35,8 @@
 //! 1. **timeout**: the time to the earliest deadline (none: wait for ever), or zero when some connection,
 //!    or the listener, yielded its turn and waits to continue;
 //! 2. **poll**: sleep in `epoll_wait` until a socket is ready, the waker is woken or the timeout passes;
-//! 3. **clock**: read `Instant::now()` once; that is `now` for the whole batch;
+//! 3. **clock**: read `Instant::now()` once; that is `now` for the whole batch, whose number `batch` counts
+//!    up here;
 //! 4. **dispatch**: hand each event to its entry (events for entries closed earlier find nothing and are
 //!    dropped); a listener event accepts up to [`ACCEPT_BUDGET`] connections. Handlers write eagerly: there
 //!    is no flush phase, because a byte that can be written now should not wait for the end of the batch;
@@ -132,6 +134,11 @@ impl Ready {
 pub struct Context<C, T> {
     /// The instant read after this iteration's poll: every handler and timer of the batch agrees on it.
     pub now: Instant,
+    /// This iteration's number (counted by phase 3). A socket registered during batch `n` cannot have
+    /// events in batch `n`, which was collected before it existed: so an event for a token whose socket
+    /// was replaced during this batch is the old socket's, and a handler that remembers when it
+    /// registered a socket can tell.
+    pub batch: u64,
     /// Every entry of the worker.
     pub conns: Conns<C>,
     /// Every deadline of the worker.
@@ -234,6 +241,7 @@ impl<H: Handler> Worker<H> {
             listener: None,
             cx: Context {
                 now: Instant::now(),
+                batch: 0,
                 conns: Conns::default(),
                 timers: Timers::default(),
                 scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
@@ -280,6 +288,11 @@ impl<H: Handler> Worker<H> {
         &mut self.cx
     }
 
+    /// The application and the context together (for tests that call a handler as a batch would).
+    pub fn parts(&mut self) -> (&mut H, &mut Cx<H>) {
+        (&mut self.handler, &mut self.cx)
+    }
+
     /// Runs iterations until [`Remote::stop`] or an unrecoverable `poll` error. Errors of one connection
     /// close that connection only.
     pub fn run(mut self) -> io::Result<()> {
@@ -315,6 +328,7 @@ impl<H: Handler> Worker<H> {
         }
         // 3. clock
         self.cx.now = Instant::now();
+        self.cx.batch += 1;
         let busy_from = self.cx.now;
         // 4. dispatch
         let mut n_events = 0;

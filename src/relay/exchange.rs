@@ -79,6 +79,9 @@ pub struct Exchange {
     pub replayable: bool,
     /// When the request was routed.
     pub started: Instant,
+    /// The reactor batch (`Context::batch`) in which the current upstream socket was registered under
+    /// the client's id: events of that batch for the upstream token are for the socket it replaced.
+    pub upstream_batch: u64,
     /// The deadlines armed for this exchange.
     pub deadlines: Deadlines,
 }
@@ -101,6 +104,7 @@ impl Exchange {
             phase: Phase::Resolving { request },
             attempt: 1,
             started: now,
+            upstream_batch: 0,
             deadlines: Deadlines::default(),
         }
     }

@@ -236,10 +236,11 @@ impl Handler for Relay {
         match cx.conns.get_mut(id) {
             Some(Entry::Client(c)) => {
                 if tag == UPSTREAM {
-                    // An event of the batch may be for an upstream socket this exchange has since let go
-                    // (pooled, or replaced by a retry): then it sets a flag on the new one, which costs
-                    // at most a read or write that finds nothing.
+                    // An upstream socket registered in this batch has no event in it: the event is for
+                    // the socket it replaced (pooled, or dropped for a retry), and would set a wrong flag
+                    // (an end-of-file) on the new one. Events with no upstream to go to are harmless.
                     if let ClientState::Serving(x) = &mut c.state
+                        && x.upstream_batch != cx.batch
                         && let Some(upstream) = x.upstream()
                     {
                         upstream.io.absorb(ready);

@@ -226,3 +226,48 @@ fn an_https_origin_is_never_dialled_in_clear_text() {
         "the https origin was dialled without TLS"
     );
 }
+
+/// An event collected for an upstream token before the exchange replaced that socket (in the same batch)
+/// is the old socket's: it must not mark the new one. Here the new socket is the one the test connected,
+/// and the batch it was registered in is set to the current one, as a replacement during the batch does.
+#[test]
+fn a_stale_upstream_event_does_not_mark_the_new_socket() {
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (mut w, addr) = relay(&origin, 1 << 16);
+    let (_peer, _upstream) = stream_with_upstream(&mut w, &origin, addr);
+    let id = only_client(&mut w);
+    let hangup = Ready {
+        readable: true,
+        writable: false,
+        read_closed: true,
+        error: false,
+    };
+    let read_closed = |w: &mut Worker<Relay>| match w.context().conns.get_mut(id) {
+        Some(Entry::Client(c)) => match &mut c.state {
+            ClientState::Serving(x) => x.upstream().map(|u| u.io.read_closed()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let set_registered = |w: &mut Worker<Relay>, this_batch: bool| {
+        let batch = w.context().batch;
+        if let Some(Entry::Client(c)) = w.context().conns.get_mut(id)
+            && let ClientState::Serving(x) = &mut c.state
+        {
+            x.upstream_batch = if this_batch { batch } else { batch - 1 };
+        }
+    };
+    set_registered(&mut w, true);
+    let (relay, cx) = w.parts();
+    relay.on_ready(cx, id, UPSTREAM, hangup);
+    assert_eq!(
+        read_closed(&mut w),
+        Some(false),
+        "a stale hang-up was absorbed"
+    );
+    // The same event for a socket registered in an earlier batch is its own.
+    set_registered(&mut w, false);
+    let (relay, cx) = w.parts();
+    relay.on_ready(cx, id, UPSTREAM, hangup);
+    assert_eq!(read_closed(&mut w), Some(true));
+}

@@ -484,5 +484,6 @@ fn set_upstream(cx: &mut RelayCx, id: ConnId, upstream: UpstreamConn, fallback: 
         && let ClientState::Serving(x) = &mut c.state
     {
         x.connect(upstream, fallback);
+        x.upstream_batch = cx.batch;
     }
 }
