@@ -24,6 +24,7 @@ pub mod passthrough;
 pub mod pool;
 pub mod providers;
 pub mod routes;
+pub mod sse;
 mod steps;
 mod upstreams;
 
