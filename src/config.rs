@@ -25,9 +25,11 @@ use crate::http::request::Limits;
 use crate::mock::script::MockFormat;
 use crate::relay::providers::{self, Provider, ProviderKey, parse_upstream_url};
 
+pub mod duration;
 pub mod file;
 pub mod precedence;
 pub mod resolved;
+pub mod timeouts;
 
 pub use precedence::Given;
 pub use resolved::{
@@ -48,7 +50,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the relay (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the built-in mock LLM upstream on its own.
     MockUpstream(MockArgs),
     /// Check a --config file: every error, with its line.
@@ -213,6 +215,8 @@ pub struct CommonArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub client_timeouts: timeouts::ClientTimeoutArgs,
 }
 
 impl CommonArgs {
@@ -227,6 +231,7 @@ impl CommonArgs {
             },
             stream_buffer: usize::try_from(self.stream_buffer_bytes).unwrap_or(usize::MAX),
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
+            client: self.client_timeouts.timeouts(),
         }
     }
 }
@@ -242,7 +247,9 @@ pub struct ServeArgs {
     pub workers: Option<u16>,
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Upstream base URL (http:// only for now), e.g. http://127.0.0.1:9000 [default: the provider's API
+    #[command(flatten)]
+    pub timeouts: timeouts::UpstreamTimeoutArgs,
+    /// Upstream base URL, http:// or https://, e.g. http://127.0.0.1:9000 [default: the provider's API
     /// when its key is set, else the built-in mock].
     #[arg(long, env = "TOKENPIPE_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
@@ -348,6 +355,7 @@ impl ServeArgs {
             pool_max_idle: self.upstream_max_conns,
             idle_timeout: Duration::from_secs(self.upstream_idle_timeout),
             dns_ttl: Duration::from_secs(self.dns_ttl),
+            timeouts: self.timeouts.timeouts(),
             common: self.common.loop_settings(),
         }
     }

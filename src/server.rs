@@ -126,6 +126,8 @@ impl Server {
             },
             upstreams: Vec::new(),
             router,
+            client: config.common.client,
+            timeouts: config.timeouts,
         };
         let listeners = bind_listeners(config.listen, config.workers, config.common.backlog)
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -284,7 +286,8 @@ fn spawn_mock(
             config.common.stream_buffer,
             stats.clone(),
         )
-        .with_tls(tls.clone());
+        .with_tls(tls.clone())
+        .with_client_timeouts(config.common.client);
         spawn(
             format!("mock-{i}"),
             listener,

@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::conn::client::ClientTimeouts;
 use crate::http::request::Limits;
 use crate::mock::script::MockFormat;
+use crate::relay::deadlines::UpstreamTimeouts;
 use crate::relay::providers::{Origin, Provider, ProviderKey};
 
 /// What a server does with the process's descriptor limit at start (a process-wide setting).
@@ -33,6 +35,8 @@ pub struct LoopConfig {
     pub stream_buffer: usize,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long a client may take at each step.
+    pub client: ClientTimeouts,
 }
 
 impl Default for LoopConfig {
@@ -44,6 +48,7 @@ impl Default for LoopConfig {
             limits: Limits::default(),
             stream_buffer: 64 * 1024,
             tls: None,
+            client: ClientTimeouts::default(),
         }
     }
 }
@@ -128,6 +133,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long a resolved name is used.
     pub dns_ttl: Duration,
+    /// How long an upstream may take at each step.
+    pub timeouts: UpstreamTimeouts,
     pub common: LoopConfig,
 }
 
@@ -146,6 +153,7 @@ impl Config {
             pool_max_idle: 64,
             idle_timeout: Duration::from_secs(30),
             dns_ttl: Duration::from_secs(60),
+            timeouts: UpstreamTimeouts::default(),
             common: LoopConfig::default(),
         }
     }

@@ -8,7 +8,7 @@ fn serve(args: &[&str]) -> ServeArgs {
     let cli =
         Cli::try_parse_from(std::iter::once("tokenpipe").chain(args.iter().copied())).unwrap();
     match cli.command {
-        Some(Command::Serve(s)) => s,
+        Some(Command::Serve(s)) => *s,
         None => cli.serve,
         Some(other) => panic!("not serve: {other:?}"),
     }

@@ -85,7 +85,7 @@ fn serve(args: &[&str]) -> ServeArgs {
     let cli = Cli::try_parse_sourced(std::iter::once("tokenpipe").chain(args.iter().copied()))
         .unwrap_or_else(|e| panic!("{args:?}: {e}"));
     match cli.command {
-        Some(Command::Serve(s)) => s,
+        Some(Command::Serve(s)) => *s,
         None => cli.serve,
         Some(other) => panic!("not serve: {other:?}"),
     }

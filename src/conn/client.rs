@@ -126,6 +126,14 @@ pub struct ClientConn<W> {
     pub state: ClientState<W>,
     /// The status of the last response queued, for the log.
     pub status: u16,
+    /// The deadline of what the client is waiting for (`deadlines::watch`), if any.
+    pub deadline: Option<(ClientWait, TimerKey)>,
+    /// When the client last took bytes of its response, for the write deadline.
+    pub progress_at: Option<std::time::Instant>,
+    /// `out.taken()` when the driver last looked.
+    pub taken_seen: u64,
+    /// Requests read on this connection so far.
+    pub served: u32,
 }
 
 impl<W> ClientConn<W> {
@@ -139,6 +147,10 @@ impl<W> ClientConn<W> {
             out: OutBuf::default(),
             state: ClientState::AwaitingRequest,
             status: 0,
+            deadline: None,
+            progress_at: None,
+            taken_seen: 0,
+            served: 0,
         }
     }
 
@@ -173,6 +185,16 @@ impl<W> ClientConn<W> {
         match std::mem::replace(&mut self.state, ClientState::Replying { then }) {
             ClientState::Serving(work) => Some(work),
             _ => None,
+        }
+    }
+
+    /// Releases the deadline this connection holds (it is closing).
+    pub fn cancel_deadline<K>(&mut self, timers: &mut crate::reactor::Timers<K>) {
+        if let Some((_, key)) = self.deadline.take() {
+            timers.cancel(key);
+        }
+        if let ClientState::Lingering { deadline } = self.state {
+            timers.cancel(deadline);
         }
     }
 
@@ -290,82 +312,6 @@ pub fn stream_head(framing: StreamFraming) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Deciding
-// ---------------------------------------------------------------------------------------------------------
-
-/// The state, without its data: what [`decide`] needs to know of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateKind {
-    AwaitingRequest,
-    Serving,
-    Replying(AfterReply),
-    Lingering,
-}
-
-/// Everything [`decide`] looks at, so that it can be tested without a socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Facts {
-    pub state: StateKind,
-    /// What the flush just before came to.
-    pub flushed: Flushed,
-    pub readable: bool,
-    pub read_closed: bool,
-    pub input: Input,
-    /// `inbuf` holds a head's worth of bytes: read no more while a response is in progress.
-    pub inbuf_full: bool,
-}
-
-/// What a client connection should do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Run the request reader over `inbuf`.
-    Parse,
-    /// Read request bytes into `inbuf`.
-    Read,
-    /// A response is in progress: read (keeping pipelined bytes) so as to notice the client leaving.
-    Watch,
-    /// Lingering: read and discard until the client closes.
-    Discard,
-    /// The queue drained under a stream that may have paused for it: let the application go on.
-    Resume,
-    /// The reply is out; the connection stays for the next request.
-    EndReply,
-    /// The reply is out and the connection must close: half-close and linger.
-    Linger,
-    /// Close now: the client closed its side and nothing it sent is left to answer.
-    Close,
-    /// The client closed its side while its response was in progress: it left.
-    Left,
-    /// Nothing to do until the next event or timer.
-    Wait,
-}
-
-/// Decides the next step from the facts alone. The order of the arms is the order of priorities: a
-/// departure first, then finishing what is in progress, then reading.
-pub fn decide(f: &Facts) -> Next {
-    let drained = f.flushed != Flushed::Pending;
-    match f.state {
-        // A client that shuts its side mid-response has left (as nginx assumes too): stop serving it.
-        StateKind::Serving if f.read_closed => Next::Left,
-        StateKind::Serving if f.flushed == Flushed::Drained => Next::Resume,
-        StateKind::Replying(AfterReply::KeepAlive) if drained => Next::EndReply,
-        StateKind::Replying(AfterReply::Close) if drained => Next::Linger,
-        StateKind::AwaitingRequest if f.input == Input::Unparsed => Next::Parse,
-        StateKind::AwaitingRequest if f.readable => Next::Read,
-        // Every request the client sent before closing its side has been answered.
-        StateKind::AwaitingRequest if f.read_closed => Next::Close,
-        StateKind::Lingering if f.readable => Next::Discard,
-        StateKind::Lingering if f.read_closed => Next::Close,
-        StateKind::Serving | StateKind::Replying(_)
-            if f.readable && !f.read_closed && !f.inbuf_full =>
-        {
-            Next::Watch
-        }
-        _ => Next::Wait,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------
 // Doing
 // ---------------------------------------------------------------------------------------------------------
 
@@ -375,8 +321,12 @@ pub trait ClientApp: Handler + Sized {
     type Work;
     /// The client connection inside one of the application's slab entries.
     fn client(conn: &mut Self::Conn) -> Option<&mut ClientConn<Self::Work>>;
-    /// The timer key for a lingering close.
-    fn linger_timer() -> Self::Timer;
+    /// The timer key of a client deadline.
+    fn client_timer(wait: ClientWait) -> Self::Timer;
+    /// How long a client may take at each step.
+    fn client_timeouts(&self) -> ClientTimeouts;
+    /// A client deadline passed (for the application's counters).
+    fn count_timeout(&mut self, _wait: ClientWait) {}
     /// Longest request head: while a response is in progress, no more than this is read ahead.
     fn max_head(&self) -> usize;
     /// A request is complete: answer it ([`ClientConn::reply`]) or start serving it
@@ -387,8 +337,19 @@ pub trait ClientApp: Handler + Sized {
 }
 
 /// Moves client `id` forward as far as it can go now: flush, decide, do; until the decision is to wait, or
-/// the turn is used up (then it yields, [`crate::reactor::Context::defer`]).
+/// the turn is used up (then it yields, [`crate::reactor::Context::defer`]). Then the deadline of what it
+/// waits for ([`deadlines::watch`]).
 pub fn drive<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
+    steps(app, cx, id);
+    deadlines::watch(app, cx, id);
+}
+
+/// Arms the first deadline of a client just accepted and registered (its request head).
+pub fn accepted_client<A: ClientApp>(app: &A, cx: &mut Cx<A>, id: ConnId) {
+    deadlines::watch(app, cx, id);
+}
+
+fn steps<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
     let max_head = app.max_head();
     for _ in 0..CLIENT_STEPS {
         let Some(c) = cx.conns.get_mut(id).and_then(A::client) else {
@@ -406,6 +367,7 @@ pub fn drive<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
                 let peer = c.peer;
                 match progress {
                     Ok(Progress::Complete(req)) => {
+                        c.served = c.served.saturating_add(1);
                         let line = format!("{} {}", req.method, req.path);
                         app.on_request(cx, id, req);
                         if log::log_enabled!(log::Level::Debug) {
@@ -480,11 +442,18 @@ fn linger<A: ClientApp>(cx: &mut Cx<A>, id: ConnId) {
         return cx.close(id);
     }
     c.inbuf = Vec::new();
-    let deadline = cx.timers.insert(at, id, A::linger_timer());
+    let deadline = cx
+        .timers
+        .insert(at, id, A::client_timer(ClientWait::Linger));
     if let Some(c) = cx.conns.get_mut(id).and_then(A::client) {
         c.state = ClientState::Lingering { deadline };
     }
 }
+
+mod deadlines;
+mod decide;
+pub use deadlines::{ClientTimeouts, ClientWait, WaitFacts, on_deadline, wanted};
+pub use decide::{Facts, Next, StateKind, decide};
 
 #[cfg(test)]
 mod tests;

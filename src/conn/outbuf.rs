@@ -32,6 +32,9 @@ pub struct OutBuf {
     buf: Vec<u8>,
     /// Bytes of `buf` already written.
     pos: usize,
+    /// Bytes the socket has taken through this buffer, ever (the client's progress, for its write
+    /// deadline).
+    taken: u64,
 }
 
 impl OutBuf {
@@ -42,6 +45,11 @@ impl OutBuf {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes the socket has taken so far, queued or sent straight away.
+    pub fn taken(&self) -> u64 {
+        self.taken
     }
 
     /// Appends bytes behind whatever is queued, without writing: the caller flushes (the client driver
@@ -60,6 +68,7 @@ impl OutBuf {
         }
         while !self.is_empty() && io.writable() {
             let n = io.write(&[IoSlice::new(&self.buf[self.pos..])])?;
+            self.taken += n as u64;
             self.advance(n);
         }
         Ok(if self.is_empty() {
@@ -85,6 +94,7 @@ impl OutBuf {
             }
             if n > 0 {
                 written = io.write(&slices[..n])?;
+                self.taken += written as u64;
             }
         }
         // Whatever the socket did not take, queued first, then the parts.

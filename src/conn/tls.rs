@@ -95,6 +95,11 @@ impl Tls {
         })
     }
 
+    /// Encrypted records wait to be written.
+    pub fn holds_output(&self) -> bool {
+        self.conn.wants_write()
+    }
+
     /// Decrypted bytes may be waiting to be read.
     pub fn has_plaintext(&self) -> bool {
         self.plaintext

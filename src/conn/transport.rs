@@ -69,6 +69,8 @@ pub struct Transport {
     sock: TcpStream,
     ready: Readiness,
     tls: Option<Box<Tls>>,
+    /// The socket has been writable once without an error: a connect in progress has completed.
+    connected: bool,
 }
 
 impl Transport {
@@ -84,6 +86,7 @@ impl Transport {
             sock,
             ready: Readiness::default(),
             tls: None,
+            connected: true,
         }
     }
 
@@ -98,6 +101,7 @@ impl Transport {
             sock,
             ready: Readiness::default(),
             tls: None,
+            connected: false,
         })
     }
 
@@ -128,6 +132,11 @@ impl Transport {
         }
     }
 
+    /// The transport holds bytes of its own not written yet (TLS records).
+    pub fn holds_output(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.holds_output())
+    }
+
     /// Registers the socket as socket `tag` of entry `id`, for both directions, once: with edge-triggered
     /// interest in both, no `epoll_ctl` is ever needed to switch between reading and writing.
     pub fn register(&mut self, registry: &Registry, id: ConnId, tag: Tag) -> io::Result<()> {
@@ -152,7 +161,13 @@ impl Transport {
 
     /// Folds an event into the remembered readiness.
     pub fn absorb(&mut self, ready: Ready) {
+        self.connected |= ready.writable && !ready.error;
         self.ready.absorb(ready);
+    }
+
+    /// A connect has completed (always true for an accepted socket).
+    pub fn connected(&self) -> bool {
+        self.connected
     }
 
     /// The remembered readiness.

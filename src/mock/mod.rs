@@ -35,7 +35,9 @@ use std::time::Duration;
 
 use mio::net::TcpStream;
 
-use crate::conn::client::{self, AfterReply, ClientApp, ClientConn, ClientState, StreamFraming};
+use crate::conn::client::{
+    self, AfterReply, ClientApp, ClientConn, ClientState, ClientTimeouts, ClientWait, StreamFraming,
+};
 use crate::conn::transport::accepted;
 use crate::http::request::{Limits, Request, RequestReader};
 use crate::reactor::{ConnId, Cx, Handler, Ready, TURN_BUDGET, Tag, TimerKey};
@@ -94,8 +96,8 @@ impl MockStats {
 pub enum MockTimer {
     /// The interval before a stream's next event passed.
     Tick,
-    /// A client we are closing after its last reply has had its time to read it.
-    Linger,
+    /// A client deadline (`conn::client::ClientWait`) passed.
+    Client(ClientWait),
 }
 
 /// One mock answer in progress.
@@ -128,6 +130,8 @@ pub struct Mock {
     compose: Vec<u8>,
     /// Terminate TLS on accepted connections.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long a client may take at each step.
+    client_timeouts: ClientTimeouts,
 }
 
 impl Mock {
@@ -148,7 +152,14 @@ impl Mock {
             stats,
             compose: Vec::new(),
             tls: None,
+            client_timeouts: ClientTimeouts::default(),
         }
+    }
+
+    /// Gives clients these deadlines instead of the defaults.
+    pub fn with_client_timeouts(mut self, timeouts: ClientTimeouts) -> Mock {
+        self.client_timeouts = timeouts;
+        self
     }
 
     /// Serves HTTPS with `config` (`mock-upstream --tls-cert/--tls-key`), so that the relay's TLS path is
@@ -250,8 +261,9 @@ impl Handler for Mock {
             && let Err(e) = c.io.register(&cx.registry, id, Tag::MAIN)
         {
             log::warn!("{}: cannot register client {peer}: {e}", cx.name());
-            cx.close(id);
+            return cx.close(id);
         }
+        client::accepted_client(self, cx, id);
     }
 
     fn on_ready(&mut self, cx: &mut Cx<Self>, id: ConnId, _tag: Tag, ready: Ready) {
@@ -276,19 +288,19 @@ impl Handler for Mock {
                 self.pump(cx, id);
                 client::drive(self, cx, id);
             }
-            (MockTimer::Linger, ClientState::Lingering { .. }) => cx.close(id),
+            (MockTimer::Client(wait), _) => client::on_deadline(self, cx, id, wait),
             _ => {}
         }
     }
 
-    fn on_close(&mut self, cx: &mut Cx<Self>, _id: ConnId, c: Entry) {
+    fn on_close(&mut self, cx: &mut Cx<Self>, _id: ConnId, mut c: Entry) {
         MockStats::add(&self.stats.closed, 1);
-        match c.state {
-            ClientState::Serving(MockStream {
-                tick: Some(key), ..
-            }) => cx.timers.cancel(key),
-            ClientState::Lingering { deadline } => cx.timers.cancel(deadline),
-            _ => {}
+        c.cancel_deadline(&mut cx.timers);
+        if let ClientState::Serving(MockStream {
+            tick: Some(key), ..
+        }) = c.state
+        {
+            cx.timers.cancel(key);
         }
     }
 }
@@ -300,8 +312,12 @@ impl ClientApp for Mock {
         Some(c)
     }
 
-    fn linger_timer() -> MockTimer {
-        MockTimer::Linger
+    fn client_timer(wait: ClientWait) -> MockTimer {
+        MockTimer::Client(wait)
+    }
+
+    fn client_timeouts(&self) -> ClientTimeouts {
+        self.client_timeouts
     }
 
     fn max_head(&self) -> usize {

@@ -28,11 +28,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::deadlines::{ExchangeTimers, StepFacts, Wait};
+use super::sse::SseWatch;
 use crate::conn::client::StreamFraming;
-use crate::conn::upstream::UpstreamConn;
+use crate::conn::upstream::{UpstreamConn, UpstreamState};
 use crate::http::chunked::ChunkError;
 use crate::http::response::ResponseError;
-use crate::reactor::{TimerKey, Timers};
+use crate::reactor::Timers;
 
 /// What a relayed request is waiting for.
 pub enum Phase {
@@ -49,6 +51,35 @@ pub enum Phase {
     },
     /// The client has the stream's head and body bytes flow from `upstream`. From here there is no retry.
     Streaming { upstream: UpstreamConn },
+}
+
+/// What the relayed body has shown so far: for the first-token deadline, and for where bytes of our own
+/// (a keep-alive comment, an error event) may go.
+#[derive(Debug, Default)]
+pub struct BodySeen {
+    /// The event stream's frames (`None` for a body that is not an event stream, or before the head).
+    pub sse: Option<SseWatch>,
+    /// The first real event (for an event stream) or the first payload byte (for another body) has gone
+    /// to the client.
+    pub first_token: bool,
+}
+
+impl BodySeen {
+    /// Takes a payload on its way to the client.
+    pub fn saw(&mut self, payload: &[u8]) {
+        match &mut self.sse {
+            Some(watch) => {
+                watch.feed(payload);
+                self.first_token = watch.first_event();
+            }
+            None => self.first_token |= !payload.is_empty(),
+        }
+    }
+
+    /// Bytes of our own can go to the client now without landing inside an upstream event.
+    pub fn at_boundary(&self) -> bool {
+        self.sse.as_ref().is_some_and(SseWatch::at_boundary)
+    }
 }
 
 /// What a relayed request is, which decides what its client's head says.
@@ -82,8 +113,10 @@ pub struct Exchange {
     /// The reactor batch (`Context::batch`) in which the current upstream socket was registered under
     /// the client's id: events of that batch for the upstream token are for the socket it replaced.
     pub upstream_batch: u64,
-    /// The deadlines armed for this exchange.
-    pub deadlines: Deadlines,
+    /// The deadlines armed for this exchange (`relay::deadlines`).
+    pub timers: ExchangeTimers,
+    /// What the relayed body has shown so far.
+    pub seen: BodySeen,
 }
 
 impl Exchange {
@@ -105,7 +138,8 @@ impl Exchange {
             attempt: 1,
             started: now,
             upstream_batch: 0,
-            deadlines: Deadlines::default(),
+            timers: ExchangeTimers::default(),
+            seen: BodySeen::default(),
         }
     }
 
@@ -217,63 +251,36 @@ impl Exchange {
         on_failure(&facts, failure)
     }
 
+    /// What decides the exchange's current deadline (`deadlines::wanted`).
+    pub fn step_facts(&self) -> StepFacts {
+        let none = StepFacts {
+            streaming: false,
+            connection: false,
+            connected: false,
+            handshaking: false,
+            first_token: false,
+        };
+        match &self.phase {
+            Phase::Resolving { .. } => none,
+            Phase::AwaitingUpstream { upstream, .. } => StepFacts {
+                connection: true,
+                connected: upstream.io.connected() || upstream.request_sent(),
+                handshaking: matches!(upstream.state, UpstreamState::Handshaking),
+                ..none
+            },
+            Phase::Streaming { .. } => StepFacts {
+                streaming: true,
+                connection: true,
+                connected: true,
+                first_token: self.seen.first_token,
+                ..none
+            },
+        }
+    }
+
     /// Releases the exchange's deadlines (it ended, or its client left).
     pub fn cancel_deadlines<K>(&mut self, timers: &mut Timers<K>) {
-        self.deadlines.cancel_all(timers);
-    }
-}
-
-/// The waits an exchange may put a deadline on, one slot each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// The upstream's connect (and, later, its TLS handshake).
-    Connect,
-    /// The upstream's response head.
-    Head,
-    /// The next body bytes.
-    Idle,
-}
-
-/// One armed deadline per [`Wait`] at most. Arming a slot that holds one replaces it.
-#[derive(Debug, Default)]
-pub struct Deadlines {
-    slots: [Option<TimerKey>; 3],
-}
-
-impl Deadlines {
-    /// Arms `wait` at `at` for entry `id`, replacing what the slot held.
-    pub fn arm<K>(
-        &mut self,
-        timers: &mut Timers<K>,
-        wait: Wait,
-        at: Instant,
-        id: crate::reactor::ConnId,
-        key: K,
-    ) {
-        let slot = &mut self.slots[wait as usize];
-        if let Some(old) = slot.take() {
-            timers.cancel(old);
-        }
-        *slot = Some(timers.insert(at, id, key));
-    }
-
-    /// Disarms `wait` (what it guarded happened).
-    pub fn disarm<K>(&mut self, timers: &mut Timers<K>, wait: Wait) {
-        if let Some(key) = self.slots[wait as usize].take() {
-            timers.cancel(key);
-        }
-    }
-
-    /// Disarms every slot.
-    pub fn cancel_all<K>(&mut self, timers: &mut Timers<K>) {
-        for key in self.slots.iter_mut().filter_map(Option::take) {
-            timers.cancel(key);
-        }
-    }
-
-    /// True when `wait` is armed.
-    pub fn is_armed(&self, wait: Wait) -> bool {
-        self.slots[wait as usize].is_some()
+        self.timers.cancel_all(timers);
     }
 }
 
@@ -292,26 +299,47 @@ pub enum Failure {
     Status(u16, String),
     BadBody(ChunkError),
     Truncated,
+    /// A wait took longer than its deadline.
+    Timeout(Wait, std::time::Duration),
 }
 
 impl Failure {
-    /// The machine-readable code of the 502 a client gets for it.
+    /// The machine-readable code of the error a client gets for it.
     pub fn code(&self) -> &'static str {
         match self {
             Failure::Resolve(_) => "upstream_unresolved",
             Failure::Status(..) => "upstream_status",
             Failure::Tls(_) => "upstream_tls_failed",
+            Failure::Timeout(..) => "upstream_timeout",
             _ => "upstream_failed",
+        }
+    }
+
+    /// The status a client gets for it before its stream began: 504 when the upstream was too slow (RFC
+    /// 9110 §15.6.5), else 502.
+    pub fn status(&self) -> u16 {
+        match self {
+            Failure::Timeout(..) => 504,
+            _ => 502,
         }
     }
 
     /// A connection that never got established: another address of the name may do better.
     pub fn is_connect_failure(&self) -> bool {
         use io::ErrorKind::*;
-        matches!(self, Failure::Io(e) if matches!(
-            e.kind(),
-            ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable | TimedOut | NotConnected
-        ))
+        match self {
+            Failure::Io(e) => matches!(
+                e.kind(),
+                ConnectionRefused
+                    | HostUnreachable
+                    | NetworkUnreachable
+                    | AddrNotAvailable
+                    | TimedOut
+                    | NotConnected
+            ),
+            Failure::Timeout(Wait::Connect, _) => true,
+            _ => false,
+        }
     }
 }
 
@@ -333,6 +361,12 @@ impl fmt::Display for Failure {
             Failure::Truncated => {
                 f.write_str("upstream closed the connection before the body ended")
             }
+            Failure::Timeout(wait, limit) => write!(
+                f,
+                "upstream timed out waiting for the {} ({})",
+                wait.name(),
+                crate::config::duration::show(*limit)
+            ),
         }
     }
 }
@@ -379,7 +413,8 @@ pub struct Facts {
 ///   only if sending it twice is safe: it is replayable, or none of it was written. A POST the server
 ///   read in full may have started a billed generation before the server died, and we cannot tell that
 ///   apart from the race (the rule of Go's `net/http` transport, `shouldRetryRequest`).
-/// - Everything else, a status answer included (the server did answer), is a `502`.
+/// - Everything else, a status answer included (the server did answer), is a `502`; a deadline that passed
+///   is a `504` (a slow server is not the keep-alive race, so it is not retried either).
 pub fn on_failure(f: &Facts, failure: &Failure) -> Decision {
     if f.streaming {
         Decision::FailStream
@@ -389,7 +424,7 @@ pub fn on_failure(f: &Facts, failure: &Failure) -> Decision {
         && !f.response_started
         && (f.replayable || !f.request_sent)
         && f.attempt == 1
-        && !matches!(failure, Failure::Status(..))
+        && !matches!(failure, Failure::Status(..) | Failure::Timeout(..))
     {
         Decision::Retry
     } else {

@@ -10,7 +10,7 @@
 use std::io;
 use std::ops::Range;
 
-use super::exchange::Failure;
+use super::exchange::{BodySeen, Failure};
 use crate::conn::client::{StreamFraming, send_body};
 use crate::conn::{OutBuf, Transport};
 use crate::http::body::BodyDecoder;
@@ -31,6 +31,15 @@ pub(super) enum Outcome {
     ClientGone(io::Error),
 }
 
+/// Where a body's payload goes: the client's write side, how its body is framed, and what the exchange
+/// notes about what went by.
+pub(super) struct Sink<'a> {
+    pub out: &'a mut OutBuf,
+    pub io: &'a mut Transport,
+    pub framing: StreamFraming,
+    pub seen: &'a mut BodySeen,
+}
+
 /// Decodes `input` (body bytes just read) and sends the payload to the client as a single chunk, with the
 /// last chunk behind it when the body ended.
 ///
@@ -41,9 +50,7 @@ pub(super) fn relay(
     keep_alive: bool,
     input: &mut [u8],
     ranges: &mut Vec<Range<usize>>,
-    out: &mut OutBuf,
-    client: &mut Transport,
-    framing: StreamFraming,
+    to: &mut Sink<'_>,
 ) -> Outcome {
     ranges.clear();
     let decoded = match decoder.decode(input, ranges) {
@@ -51,7 +58,8 @@ pub(super) fn relay(
         Err(e) => return Outcome::Failed(Failure::BadBody(e)),
     };
     let payload = gather(input, ranges);
-    if let Err(e) = send_body(out, client, framing, payload, decoded.done) {
+    to.seen.saw(payload);
+    if let Err(e) = send_body(to.out, to.io, to.framing, payload, decoded.done) {
         return Outcome::ClientGone(e);
     }
     if decoded.done {
@@ -82,17 +90,79 @@ pub fn gather<'a>(buf: &'a mut [u8], ranges: &[Range<usize>]) -> &'a [u8] {
     }
 }
 
-/// The SSE event that tells a client its stream failed mid-way.
-///
-/// It starts with a blank line: the upstream may have broken off inside an event, and without it our
-/// `event:` line would be glued to that event's last line. SSE has no way to cancel a partial event, so a
-/// client sees it end (truncated) and then this `error` event; after a complete event, the extra blank line
-/// is ignored by every SSE parser (an empty line with no data dispatches nothing).
-pub(super) fn sse_error_event(failure: &Failure) -> Vec<u8> {
-    let data =
-        serde_json::json!({"error": {"code": "upstream_failed", "message": failure.to_string()}});
-    format!("\n\nevent: error\ndata: {data}\n\n").into_bytes()
+/// Whose shape an error event takes: each client parses the stream of the API it called, so a failure
+/// told in-band must be an event that API's SDKs recognise as an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// The simple route: the project's `event: error` with `{"error":{"code","message"}}`.
+    Project,
+    /// OpenAI's streams carry errors as a `data:` line with `{"error":{...}}` (the SDKs raise on it).
+    OpenAi,
+    /// Anthropic's `event: error` with `{"type":"error","error":{"type","message"}}`.
+    Anthropic,
+    /// Gemini's streams carry a `data:` line with Google's error object `{"error":{"code","message","status"}}`.
+    Gemini,
 }
+
+impl ErrorShape {
+    /// The shape of a pass-through stream of `provider`'s API.
+    pub fn of(provider: super::providers::Provider) -> ErrorShape {
+        use super::providers::Provider::*;
+        match provider {
+            OpenAi => ErrorShape::OpenAi,
+            Anthropic => ErrorShape::Anthropic,
+            Gemini => ErrorShape::Gemini,
+        }
+    }
+}
+
+/// The SSE event that tells a client its stream failed mid-way, in `shape`.
+///
+/// `at_boundary`: the stream so far ends between two events. If it does not (the upstream broke off inside
+/// an event), the event starts with a blank line, or our first line would be glued to that event's last
+/// one. SSE has no way to cancel a partial event, so a client sees it end (truncated) and then this one.
+pub fn error_event(shape: ErrorShape, failure: &Failure, at_boundary: bool) -> Vec<u8> {
+    use serde_json::json;
+    let message = failure.to_string();
+    let code = failure.code();
+    let (event, data) = match shape {
+        ErrorShape::Project => (
+            Some("error"),
+            json!({"error": {"code": code, "message": message}}),
+        ),
+        ErrorShape::OpenAi => (
+            None,
+            json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": code}}),
+        ),
+        ErrorShape::Anthropic => (
+            Some("error"),
+            json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+        ),
+        ErrorShape::Gemini => {
+            let (status, name) = match failure {
+                Failure::Timeout(..) => (504, "DEADLINE_EXCEEDED"),
+                _ => (503, "UNAVAILABLE"),
+            };
+            (
+                None,
+                json!({"error": {"code": status, "message": message, "status": name}}),
+            )
+        }
+    };
+    let mut out = String::new();
+    if !at_boundary {
+        out.push_str("\n\n");
+    }
+    if let Some(event) = event {
+        out.push_str(&format!("event: {event}\n"));
+    }
+    out.push_str(&format!("data: {data}\n\n"));
+    out.into_bytes()
+}
+
+/// The comment that keeps a silent event stream alive through proxies with idle timeouts; every SSE
+/// parser ignores it.
+pub const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
 #[cfg(test)]
 mod tests {
@@ -108,13 +178,54 @@ mod tests {
         assert_eq!(gather(&mut buf, &[]), b"");
     }
 
+    /// The JSON of an error event's `data:` line, and its `event:` name.
+    fn parse(ev: &[u8]) -> (Option<String>, serde_json::Value) {
+        let text = String::from_utf8(ev.to_vec()).unwrap();
+        assert!(text.ends_with("\n\n"), "{text:?}");
+        let event = text
+            .lines()
+            .find_map(|l| l.strip_prefix("event: "))
+            .map(String::from);
+        let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+        (event, serde_json::from_str(data).unwrap())
+    }
+
     #[test]
-    fn error_event_is_one_sse_event_with_json_data() {
-        let ev = String::from_utf8(sse_error_event(&Failure::Truncated)).unwrap();
-        assert!(ev.starts_with("\n\nevent: error\ndata: {"));
-        assert!(ev.ends_with("\n\n"));
-        let json: serde_json::Value =
-            serde_json::from_str(ev.lines().nth(3).unwrap().trim_start_matches("data: ")).unwrap();
-        assert_eq!(json["error"]["code"], "upstream_failed");
+    fn error_events_take_each_apis_shape() {
+        let f = Failure::Truncated;
+        let (event, data) = parse(&error_event(ErrorShape::Project, &f, true));
+        assert_eq!(event.as_deref(), Some("error"));
+        assert_eq!(data["error"]["code"], "upstream_failed");
+        let (event, data) = parse(&error_event(ErrorShape::OpenAi, &f, true));
+        assert_eq!(event, None);
+        assert!(data["error"]["message"].is_string());
+        let (event, data) = parse(&error_event(ErrorShape::Anthropic, &f, true));
+        assert_eq!(event.as_deref(), Some("error"));
+        assert_eq!(
+            (data["type"].as_str(), data["error"]["type"].as_str()),
+            (Some("error"), Some("api_error"))
+        );
+        let timeout = Failure::Timeout(
+            super::super::deadlines::Wait::Idle,
+            std::time::Duration::from_secs(2),
+        );
+        let (_, data) = parse(&error_event(ErrorShape::Gemini, &timeout, true));
+        assert_eq!(
+            (
+                data["error"]["code"].as_i64(),
+                data["error"]["status"].as_str()
+            ),
+            (Some(504), Some("DEADLINE_EXCEEDED"))
+        );
+    }
+
+    #[test]
+    fn a_partial_event_is_ended_before_the_error() {
+        let ev = error_event(ErrorShape::Project, &Failure::Truncated, false);
+        assert!(ev.starts_with(b"\n\nevent: error\n"));
+        assert!(
+            error_event(ErrorShape::Project, &Failure::Truncated, true)
+                .starts_with(b"event: error\n")
+        );
     }
 }

@@ -17,6 +17,8 @@
 //! hot path is in `forward.rs`.
 
 pub mod api;
+mod connector;
+pub mod deadlines;
 pub mod dns;
 pub mod exchange;
 pub mod forward;
@@ -26,6 +28,7 @@ pub mod providers;
 pub mod routes;
 pub mod sse;
 mod steps;
+mod tell;
 mod upstreams;
 
 use std::net::SocketAddr;
@@ -35,10 +38,13 @@ use std::time::Duration;
 
 use mio::net::TcpStream;
 
-use crate::conn::client::{self, AfterReply, ClientApp, ClientConn, ClientState, StreamFraming};
+use crate::conn::client::{
+    self, AfterReply, ClientApp, ClientConn, ClientState, ClientTimeouts, ClientWait, StreamFraming,
+};
 use crate::conn::transport::{IdleCheck, Transport, accepted};
 use crate::http::request::{Limits, Request, RequestReader};
 use crate::reactor::{ConnId, Cx, Handler, Ready, Tag, TimerKey};
+use deadlines::{UpstreamTimeouts, Wait};
 use exchange::Exchange;
 use providers::{Origin, Provider, ProviderKey};
 use routes::{Route, Router};
@@ -85,8 +91,10 @@ pub struct Idle {
 /// What a relay deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayTimer {
-    /// A client we are closing after its last reply has had its time to read it.
-    Linger,
+    /// A client deadline (`conn::client::ClientWait`) passed.
+    Client(ClientWait),
+    /// An exchange's deadline (`deadlines::Wait`) passed.
+    Exchange(Wait),
     /// An idle pooled connection reached `--upstream-idle-timeout`.
     IdleExpired,
 }
@@ -102,6 +110,8 @@ pub struct RelayStats {
     failed: AtomicU64,
     tls_full: AtomicU64,
     tls_resumed: AtomicU64,
+    timeouts: AtomicU64,
+    keepalives: AtomicU64,
 }
 
 /// A copy of [`RelayStats`].
@@ -121,6 +131,10 @@ pub struct RelayCounts {
     pub tls_full: u64,
     /// TLS handshakes with an upstream that resumed an earlier session.
     pub tls_resumed: u64,
+    /// Exchanges that failed because an upstream wait passed its deadline.
+    pub timeouts: u64,
+    /// Keep-alive comments sent on silent event streams.
+    pub keepalives: u64,
 }
 
 impl RelayStats {
@@ -134,6 +148,8 @@ impl RelayStats {
             failed: get(&self.failed),
             tls_full: get(&self.tls_full),
             tls_resumed: get(&self.tls_resumed),
+            timeouts: get(&self.timeouts),
+            keepalives: get(&self.keepalives),
         }
     }
 
@@ -161,6 +177,10 @@ pub struct RelaySettings {
     pub upstreams: Vec<(Arc<UpstreamTarget>, Option<Arc<rustls::ClientConfig>>)>,
     /// Which upstream serves which path.
     pub router: Router,
+    /// How long a client may take at each step.
+    pub client: ClientTimeouts,
+    /// How long an upstream may take at each step.
+    pub timeouts: UpstreamTimeouts,
 }
 
 /// The relay application of one worker.
@@ -169,6 +189,7 @@ pub struct Relay {
     router: Router,
     upstreams: Upstreams,
     inbound_tls: Option<Arc<rustls::ServerConfig>>,
+    client_timeouts: ClientTimeouts,
 }
 
 impl Relay {
@@ -189,6 +210,7 @@ impl Relay {
             idle_timeout: settings.idle_timeout,
             cap: settings.stream_buffer,
             max_head: settings.limits.max_head_bytes,
+            timeouts: settings.timeouts,
             stats,
         });
         Relay {
@@ -196,6 +218,7 @@ impl Relay {
             upstreams,
             limits: settings.limits,
             inbound_tls: settings.inbound_tls,
+            client_timeouts: settings.client,
         }
     }
 
@@ -229,8 +252,9 @@ impl Handler for Relay {
             && let Err(e) = c.io.register(&cx.registry, id, CLIENT)
         {
             log::warn!("{}: cannot register client {peer}: {e}", cx.name());
-            cx.close(id);
+            return cx.close(id);
         }
+        client::accepted_client(self, cx, id);
     }
 
     fn on_ready(&mut self, cx: &mut Cx<Self>, id: ConnId, tag: Tag, ready: Ready) {
@@ -274,26 +298,30 @@ impl Handler for Relay {
     }
 
     fn on_timer(&mut self, cx: &mut Cx<Self>, id: ConnId, what: RelayTimer) {
-        let due = match (cx.conns.get(id), what) {
-            (Some(Entry::Client(c)), RelayTimer::Linger) => {
-                matches!(c.state, ClientState::Lingering { .. })
+        match (cx.conns.get(id), what) {
+            (Some(Entry::Client(_)), RelayTimer::Client(wait)) => {
+                client::on_deadline(self, cx, id, wait)
             }
-            (Some(Entry::Idle(_)), RelayTimer::IdleExpired) => true,
-            _ => false,
-        };
-        if due {
-            cx.close(id);
+            (Some(Entry::Client(_)), RelayTimer::Exchange(wait)) => {
+                let queued = self.upstreams.on_deadline(cx, id, wait);
+                if queued {
+                    self.drive(cx, id);
+                }
+            }
+            (Some(Entry::Idle(_)), RelayTimer::IdleExpired) => cx.close(id),
+            _ => {}
         }
     }
 
     fn on_close(&mut self, cx: &mut Cx<Self>, id: ConnId, entry: Entry) {
         match entry {
-            Entry::Client(c) => match c.state {
+            Entry::Client(mut c) => {
+                c.cancel_deadline(&mut cx.timers);
                 // Its upstream closes with it: never pooled mid-body.
-                ClientState::Serving(mut x) => x.cancel_deadlines(&mut cx.timers),
-                ClientState::Lingering { deadline } => cx.timers.cancel(deadline),
-                ClientState::AwaitingRequest | ClientState::Replying { .. } => {}
-            },
+                if let ClientState::Serving(mut x) = c.state {
+                    x.cancel_deadlines(&mut cx.timers);
+                }
+            }
             Entry::Idle(idle) => {
                 cx.timers.cancel(idle.expires);
                 self.upstreams.forget(idle.via, id);
@@ -312,8 +340,12 @@ impl ClientApp for Relay {
         }
     }
 
-    fn linger_timer() -> RelayTimer {
-        RelayTimer::Linger
+    fn client_timer(wait: ClientWait) -> RelayTimer {
+        RelayTimer::Client(wait)
+    }
+
+    fn client_timeouts(&self) -> ClientTimeouts {
+        self.client_timeouts
     }
 
     fn max_head(&self) -> usize {

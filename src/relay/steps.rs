@@ -7,8 +7,9 @@ use std::io;
 use std::ops::Range;
 
 use super::exchange::{Exchange, Failure, Kind, Phase};
-use super::forward::{self, Outcome};
+use super::forward::{self, Outcome, Sink};
 use super::passthrough;
+use super::sse::SseWatch;
 use crate::conn::OutBuf;
 use crate::conn::client::{send_body, stream_head};
 use crate::conn::tls::Handshake;
@@ -134,6 +135,9 @@ pub(super) fn read_head(
     }
     let reusable = keep_alive && rest.is_empty();
     x.event_stream = event_stream;
+    if event_stream {
+        x.seen.sse = Some(SseWatch::default());
+    }
     x.start_streaming();
     if !has_body && kind == Kind::Generate {
         // A 2xx with no body (a 204, a `Content-Length: 0`) to the simple route: our head announced a
@@ -152,26 +156,37 @@ pub(super) fn read_head(
             Err(e) => Outcome::ClientGone(e),
         };
     }
-    let Some((decoder, keep_alive)) = body_of(x) else {
+    let Exchange { phase, seen, .. } = x;
+    let Some((decoder, keep_alive)) = decoder_of(phase) else {
         return Outcome::Wait;
     };
-    forward::relay(
-        decoder, keep_alive, &mut rest, ranges, client.out, client.io, framing,
-    )
+    let mut to = Sink {
+        out: client.out,
+        io: client.io,
+        framing,
+        seen,
+    };
+    forward::relay(decoder, keep_alive, &mut rest, ranges, &mut to)
 }
 
 /// The body decoder of the exchange's connection, and whether the connection may be reused after it.
 fn body_of(x: &mut Exchange) -> Option<(&mut crate::http::body::BodyDecoder, bool)> {
-    match x.upstream() {
-        Some(UpstreamConn {
-            state:
+    decoder_of(&mut x.phase)
+}
+
+/// [`body_of`] over the phase alone, for callers that hold other fields of the exchange too.
+fn decoder_of(phase: &mut Phase) -> Option<(&mut crate::http::body::BodyDecoder, bool)> {
+    match phase {
+        Phase::AwaitingUpstream { upstream, .. } | Phase::Streaming { upstream } => {
+            match &mut upstream.state {
                 UpstreamState::Body {
                     decoder,
                     keep_alive,
-                },
-            ..
-        }) => Some((decoder, *keep_alive)),
-        _ => None,
+                } => Some((decoder, *keep_alive)),
+                _ => None,
+            }
+        }
+        Phase::Resolving { .. } => None,
     }
 }
 
@@ -185,9 +200,10 @@ pub(super) fn read_body(
 ) -> Outcome {
     let room = cap.saturating_sub(client.out.len()).min(scratch.len());
     let framing = x.framing;
+    let Exchange { phase, seen, .. } = x;
     let Phase::Streaming {
         upstream: UpstreamConn { io, state, .. },
-    } = &mut x.phase
+    } = phase
     else {
         return Outcome::Wait;
     };
@@ -204,16 +220,13 @@ pub(super) fn read_body(
     }
     match io.read(&mut scratch[..room]) {
         ReadOutcome::Data(n) => {
-            let input = &mut scratch[..n];
-            forward::relay(
-                decoder,
-                *keep_alive,
-                input,
-                ranges,
-                client.out,
-                client.io,
+            let mut to = Sink {
+                out: client.out,
+                io: client.io,
                 framing,
-            )
+                seen,
+            };
+            forward::relay(decoder, *keep_alive, &mut scratch[..n], ranges, &mut to)
         }
         ReadOutcome::Drained => Outcome::Wait,
         ReadOutcome::Eof => match decoder.on_eof() {

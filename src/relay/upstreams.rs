@@ -27,19 +27,18 @@ use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use rustls::ClientConfig;
-use rustls::pki_types::ServerName;
 
-use super::dns::{Answer, DnsCache, Lookup, ResolverLink};
+use super::connector::{Connector, Found};
+use super::deadlines::{Fired, UpstreamTimeouts, Wait, wanted};
+use super::dns::{Answer, DnsCache, ResolverLink};
 use super::exchange::{Decision, Exchange, Failure, Kind, Phase};
-use super::forward::{Outcome, sse_error_event};
-use super::pool::Pool;
+use super::forward::{ErrorShape, Outcome};
 use super::routes::{Route, Target};
 use super::steps::{self, Client, Shaken};
-use super::{Entry, RelayStats, UPSTREAM, UpstreamTarget, api, passthrough, providers};
-use crate::conn::client::{AfterReply, ClientConn, ClientState, StreamFraming, send_body};
-use crate::conn::tls::Tls;
+use super::{Entry, RelayStats, RelayTimer, UpstreamTarget, api, passthrough, providers, tell};
+use crate::conn::client::{ClientConn, ClientState, StreamFraming};
 use crate::conn::transport::IdleCheck;
-use crate::conn::upstream::{UpstreamConn, UpstreamState};
+use crate::conn::upstream::UpstreamState;
 use crate::http::headers::value;
 use crate::http::request::Request;
 use crate::reactor::{ConnId, Cx, TURN_BUDGET};
@@ -53,29 +52,18 @@ enum Flow {
     Wait,
 }
 
-/// One upstream as a worker sees it: where, its idle connections, its TLS configuration.
-struct Upstream {
-    target: Arc<UpstreamTarget>,
-    pool: Pool,
-    /// For `https`: this worker's TLS client configuration (with its own session cache) and the name the
-    /// upstream's certificate must carry.
-    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
-}
-
 /// A worker's upstream side.
 pub struct Upstreams {
-    /// Every configured upstream, in configuration order (an exchange names its own by index).
-    upstreams: Vec<Upstream>,
-    /// This worker's resolved names, and who waits for one.
-    dns: DnsCache<ConnId>,
-    /// Where the resolver threads send their answers (the waker says when).
-    answers: Receiver<Answer>,
+    /// Every configured upstream, and how a connection to one is found.
+    conn: Connector,
     /// How long a pooled connection may idle (`--upstream-idle-timeout`).
     idle_timeout: Duration,
     /// Most bytes a client may have queued before its upstream is no longer read (`--stream-buffer-bytes`).
     cap: usize,
     /// Longest response head accepted.
     max_head: usize,
+    /// How long each wait of an exchange may take.
+    timeouts: UpstreamTimeouts,
     /// Payload ranges found by the body decoder in the last read; reused to avoid an allocation per read.
     ranges: Vec<Range<usize>>,
     stats: Arc<RelayStats>,
@@ -92,27 +80,18 @@ pub struct UpstreamsConfig {
     pub idle_timeout: Duration,
     pub cap: usize,
     pub max_head: usize,
+    pub timeouts: UpstreamTimeouts,
     pub stats: Arc<RelayStats>,
 }
 
 impl Upstreams {
     pub fn new(c: UpstreamsConfig) -> Self {
-        let upstreams = c
-            .targets
-            .into_iter()
-            .map(|(target, tls)| Upstream {
-                tls: tls.zip(target.tls_name.clone()),
-                pool: Pool::new(c.max_idle),
-                target,
-            })
-            .collect();
         Upstreams {
-            upstreams,
-            dns: c.dns,
-            answers: c.answers,
+            conn: Connector::new(c.targets, c.max_idle, c.dns, c.answers, c.stats.clone()),
             idle_timeout: c.idle_timeout,
             cap: c.cap,
             max_head: c.max_head,
+            timeouts: c.timeouts,
             ranges: Vec::new(),
             stats: c.stats,
         }
@@ -120,15 +99,13 @@ impl Upstreams {
 
     /// Idle connections in the pools.
     pub fn pooled(&self) -> usize {
-        self.upstreams.iter().map(|u| u.pool.len()).sum()
+        self.conn.pooled()
     }
 
     /// An idle connection of upstream `via` was closed (expired, or the server closed it): it leaves
     /// the pool.
     pub fn forget(&mut self, via: usize, id: ConnId) {
-        if let Some(u) = self.upstreams.get_mut(via) {
-            u.pool.remove(id);
-        }
+        self.conn.forget(via, id);
     }
 
     /// Starts relaying `req` for client `id`: build the upstream request (a generation from the simple
@@ -143,7 +120,7 @@ impl Upstreams {
         to: Target<'_>,
         framing: StreamFraming,
     ) {
-        let Some(t) = self.upstreams.get(to.upstream).map(|u| &u.target) else {
+        let Some(t) = self.conn.target(to.upstream) else {
             return;
         };
         let (kind, request) = match to.route {
@@ -175,131 +152,55 @@ impl Upstreams {
         }
         if self.connect(cx, id) == Flow::More {
             self.pump(cx, id);
+        } else {
+            self.watch(cx, id);
         }
     }
 
-    /// Gives the exchange of client `id` (in `Resolving`) a connection: an idle pooled one on a first try,
-    /// else a new one to the first address of the upstream's name, if the name is resolved; otherwise the
-    /// exchange waits for the resolver (`Wait`).
+    /// Gives the exchange of client `id` (in `Resolving`) a connection ([`Connector::find`]); a failure
+    /// to find one is the exchange's failure.
     fn connect(&mut self, cx: &mut RelayCx, id: ConnId) -> Flow {
-        let (attempt, via) = match cx.conns.get(id) {
-            Some(Entry::Client(c)) => match &c.state {
-                ClientState::Serving(x) if matches!(x.phase, Phase::Resolving { .. }) => {
-                    (x.attempt, x.via)
-                }
-                _ => return Flow::Wait,
-            },
-            _ => return Flow::Wait,
-        };
-        // A retry is for a pooled connection that failed: it goes on a fresh one.
-        if attempt == 1
-            && let Some(upstream) = self.take_idle(cx, id, via)
-        {
-            set_upstream(cx, id, upstream, Vec::new());
-            return Flow::More;
+        match self.conn.find(cx, id) {
+            Found::Connected => Flow::More,
+            Found::Pending => Flow::Wait,
+            Found::Failed(failure) => self.fail(cx, id, failure),
         }
-        let Some(u) = self.upstreams.get(via) else {
-            return Flow::Wait;
-        };
-        let (host, port) = (&u.target.origin.host, u.target.origin.port);
-        match self.dns.lookup(host, port, cx.now, id) {
-            Lookup::Ready(addrs) => self.connect_to(cx, id, addrs),
-            Lookup::Pending => Flow::Wait,
-            Lookup::Failed(why) => self.fail(cx, id, Failure::Resolve(why)),
+    }
+
+    /// Connects the exchange of client `id` to the first of `addrs` ([`Connector::connect_to`]).
+    fn connect_to(&mut self, cx: &mut RelayCx, id: ConnId, addrs: Vec<SocketAddr>) -> Flow {
+        match self.conn.connect_to(cx, id, addrs) {
+            Found::Connected => Flow::More,
+            Found::Pending => Flow::Wait,
+            Found::Failed(failure) => self.fail(cx, id, failure),
         }
     }
 
     /// Answers from the resolver threads (the worker was woken): every exchange that waited for one
     /// connects, or fails. Returns the clients to drive.
     pub fn on_answers(&mut self, cx: &mut RelayCx) -> Vec<ConnId> {
-        let mut ready = Vec::new();
-        while let Ok(answer) = self.answers.try_recv() {
-            let (waiters, result) = self.dns.on_answer(answer, cx.now);
-            // A client may have left, or moved on, while its name was looked up.
-            let still_waiting = |cx: &RelayCx, id: ConnId| {
-                matches!(cx.conns.get(id), Some(Entry::Client(c))
-                    if matches!(&c.state, ClientState::Serving(x) if matches!(x.phase, Phase::Resolving { .. })))
-            };
-            for id in waiters {
-                if !still_waiting(cx, id) {
-                    continue;
+        let answered = self.conn.answers(cx);
+        for (id, result) in &answered {
+            match result {
+                Ok(addrs) => {
+                    self.connect_to(cx, *id, addrs.clone());
                 }
-                match &result {
-                    Ok(addrs) => {
-                        self.connect_to(cx, id, addrs.clone());
-                    }
-                    Err(why) => {
-                        self.fail(cx, id, Failure::Resolve(why.clone()));
-                    }
+                Err(why) => {
+                    self.fail(cx, *id, Failure::Resolve(why.clone()));
                 }
-                ready.push(id);
             }
         }
-        ready
-    }
-
-    /// Connects the exchange of client `id` to the first of `addrs` that a connect can start to; the rest
-    /// are kept, in order, in case that connect fails.
-    fn connect_to(&mut self, cx: &mut RelayCx, id: ConnId, mut addrs: Vec<SocketAddr>) -> Flow {
-        let mut last_error = None;
-        while !addrs.is_empty() {
-            let addr = addrs.remove(0);
-            match self.open(cx, id, addr) {
-                Ok(upstream) => {
-                    set_upstream(cx, id, upstream, addrs);
-                    return Flow::More;
-                }
-                Err(e) => last_error = Some(e),
-            }
-        }
-        let e = last_error.unwrap_or_else(|| std::io::Error::other("no address to connect to"));
-        self.fail(cx, id, Failure::Io(e))
-    }
-
-    /// An idle pooled connection to upstream `via`, given to client `id`.
-    fn take_idle(&mut self, cx: &mut RelayCx, id: ConnId, via: usize) -> Option<UpstreamConn> {
-        let io = self.upstreams.get_mut(via)?.pool.take_for(cx, id)?;
-        RelayStats::count(&self.stats.reuses);
-        Some(UpstreamConn::reuse(io))
-    }
-
-    /// A new connection to `addr` (with TLS for `https`), registered as the [`UPSTREAM`] socket of `id`.
-    fn open(
-        &mut self,
-        cx: &mut RelayCx,
-        id: ConnId,
-        addr: SocketAddr,
-    ) -> std::io::Result<UpstreamConn> {
-        RelayStats::count(&self.stats.connects);
-        let via = match cx.conns.get(id) {
-            Some(Entry::Client(c)) => match &c.state {
-                ClientState::Serving(x) => x.via,
-                _ => 0,
-            },
-            _ => 0,
-        };
-        let Some(u) = self.upstreams.get(via) else {
-            return Err(std::io::Error::other("no such upstream"));
-        };
-        let tls = match (&u.tls, u.target.origin.tls) {
-            (Some((config, name)), _) => Some(Tls::client(config.clone(), name.clone())?),
-            (None, false) => None,
-            // Fail closed: an `https` origin is never dialled in clear text, whatever a library caller
-            // left out of its settings (the key would cross the network unencrypted).
-            (None, true) => {
-                return Err(std::io::Error::other(
-                    "an https upstream without a TLS client configuration",
-                ));
-            }
-        };
-        let mut upstream = UpstreamConn::connect(addr, tls)?;
-        upstream.io.register(&cx.registry, id, UPSTREAM)?;
-        Ok(upstream)
+        answered.into_iter().map(|(id, _)| id).collect()
     }
 
     /// Moves the upstream side of client `id` forward until it has to wait (for its socket, a name, or the
     /// client to drain), or until it has had its turn ([`TURN_BUDGET`] steps) and yields.
     pub fn pump(&mut self, cx: &mut RelayCx, id: ConnId) {
+        self.steps(cx, id);
+        self.watch(cx, id);
+    }
+
+    fn steps(&mut self, cx: &mut RelayCx, id: ConnId) {
         for _ in 0..TURN_BUDGET {
             match self.step(cx, id) {
                 Outcome::Continue => {}
@@ -316,6 +217,73 @@ impl Upstreams {
             }
         }
         cx.defer(id);
+    }
+
+    /// Arms the deadline of what the exchange of client `id` waits for now, if that changed
+    /// (`deadlines::ExchangeTimers::expect`).
+    fn watch(&mut self, cx: &mut RelayCx, id: ConnId) {
+        let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
+            return;
+        };
+        let ClientState::Serving(x) = &mut c.state else {
+            return;
+        };
+        let wait = wanted(x.step_facts());
+        let keepalive = x.seen.sse.is_some() && matches!(x.phase, Phase::Streaming { .. });
+        let timers = &mut cx.timers;
+        x.timers.expect(
+            timers,
+            &self.timeouts,
+            wait,
+            keepalive,
+            cx.now,
+            id,
+            RelayTimer::Exchange,
+        );
+    }
+
+    /// The exchange of client `id` reached its deadline for `wait`: it fails (a 504 before its head, an
+    /// error event after), or, for a silent event stream, the client gets a keep-alive comment. True when
+    /// the client should be driven (something was queued for it).
+    pub fn on_deadline(&mut self, cx: &mut RelayCx, id: ConnId, wait: Wait) -> bool {
+        let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
+            return false;
+        };
+        let ClientConn { io, out, state, .. } = &mut **c;
+        let ClientState::Serving(x) = state else {
+            return false;
+        };
+        let timers = &mut cx.timers;
+        let fired = x.timers.check(
+            timers,
+            &self.timeouts,
+            wait,
+            cx.now,
+            id,
+            RelayTimer::Exchange,
+        );
+        match fired {
+            Fired::Stale | Fired::NotYet => false,
+            Fired::KeepAlive => {
+                match tell::keep_alive(io, out, x) {
+                    Ok(true) => {
+                        x.timers.kept_alive(cx.now);
+                        RelayStats::count(&self.stats.keepalives);
+                    }
+                    Ok(false) => {}
+                    Err(e) => crate::conn::client::gone::<super::Relay>(cx, id, &e.to_string()),
+                }
+                false
+            }
+            Fired::Expired(wait) => {
+                RelayStats::count(&self.stats.timeouts);
+                let limit = self.timeouts.limit(wait);
+                self.fail(cx, id, Failure::Timeout(wait, limit));
+                // A connect timeout may have moved on to the next address: let it run.
+                self.pump(cx, id);
+                true
+            }
+        }
     }
 
     /// One step of the state the exchange's connection is in.
@@ -351,10 +319,21 @@ impl Upstreams {
             UpstreamState::Sending { .. } => steps::send_request(x),
             UpstreamState::AwaitingHead { .. } => {
                 let (max_head, ranges) = (self.max_head, &mut self.ranges);
-                steps::read_head(x, &mut client, &mut cx.scratch, max_head, ranges)
+                let outcome = steps::read_head(x, &mut client, &mut cx.scratch, max_head, ranges);
+                if !matches!(outcome, Outcome::Wait) {
+                    x.timers.read_at(cx.now);
+                }
+                outcome
             }
             UpstreamState::Body { .. } => {
-                steps::read_body(x, &mut client, &mut cx.scratch, self.cap, &mut self.ranges)
+                let outcome =
+                    steps::read_body(x, &mut client, &mut cx.scratch, self.cap, &mut self.ranges);
+                // Anything but `Wait` means bytes came: the stream is not silent (comments and pings
+                // included, which is what the idle deadline wants).
+                if !matches!(outcome, Outcome::Wait) {
+                    x.timers.read_at(cx.now);
+                }
+                outcome
             }
         }
     }
@@ -386,11 +365,8 @@ impl Upstreams {
         };
         let mut io = upstream.into_transport();
         // The read that ended the body may have been cut short by the stream cap, so bytes may follow it.
-        if reusable
-            && io.check_idle() == IdleCheck::Quiet
-            && let Some(u) = self.upstreams.get_mut(via)
-        {
-            u.pool.park(cx, io, via, self.idle_timeout);
+        if reusable && io.check_idle() == IdleCheck::Quiet {
+            self.conn.park(cx, io, via, self.idle_timeout);
         }
     }
 
@@ -435,55 +411,22 @@ impl Upstreams {
         Flow::Wait
     }
 
-    /// Tells the client its exchange failed: a 502 before the stream began, an in-band error after.
+    /// Tells the client its exchange failed ([`tell::failure`]), in the error shape of the API it called.
     fn give_up(&mut self, cx: &mut RelayCx, id: ConnId, decision: Decision, failure: Failure) {
         RelayStats::count(&self.stats.failed);
-        let name = cx.name().to_string();
-        let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
-            return;
+        let shape = match cx.conns.get(id) {
+            Some(Entry::Client(c)) => match &c.state {
+                ClientState::Serving(x) => match x.kind {
+                    Kind::Generate => ErrorShape::Project,
+                    Kind::PassThrough { .. } => self
+                        .conn
+                        .target(x.via)
+                        .map_or(ErrorShape::Project, |t| ErrorShape::of(t.provider)),
+                },
+                _ => return,
+            },
+            _ => return,
         };
-        let ClientState::Serving(x) = &c.state else {
-            return;
-        };
-        let framing = x.framing;
-        let peer = c.peer;
-        log::warn!("{name}: {peer}: {failure}");
-        if decision == Decision::FailStream {
-            // Mid-stream: say so in-band in an event stream, then end without the last chunk, so the client
-            // sees a failed transfer rather than a short but seemingly complete one. Another body (a
-            // pass-through JSON answer) can only be cut short.
-            let sent = match x.event_stream {
-                true => send_body(
-                    &mut c.out,
-                    &mut c.io,
-                    framing,
-                    &sse_error_event(&failure),
-                    false,
-                ),
-                false => Ok(()),
-            };
-            if let Some(mut x) = c.finish(AfterReply::Close) {
-                x.cancel_deadlines(&mut cx.timers);
-            }
-            if sent.is_err() {
-                cx.close(id);
-            }
-        } else {
-            if let Some(mut x) = c.finish(framing.after()) {
-                x.cancel_deadlines(&mut cx.timers);
-            }
-            let message = failure.to_string();
-            c.reply_error(502, failure.code(), &message, &[], framing.after());
-        }
-    }
-}
-
-/// Hands `upstream` to the exchange of client `id`, with the addresses left after it.
-fn set_upstream(cx: &mut RelayCx, id: ConnId, upstream: UpstreamConn, fallback: Vec<SocketAddr>) {
-    if let Some(Entry::Client(c)) = cx.conns.get_mut(id)
-        && let ClientState::Serving(x) = &mut c.state
-    {
-        x.connect(upstream, fallback);
-        x.upstream_batch = cx.batch;
+        tell::failure(cx, id, decision, &failure, shape);
     }
 }

@@ -8,8 +8,6 @@ use super::*;
 use crate::conn::Transport;
 use crate::conn::client::AfterReply;
 use crate::conn::upstream::{HeadProgress, UpstreamState};
-use crate::reactor::Conns;
-use std::time::Duration;
 
 /// An upstream connection whose socket is never used (a connect to a loopback listener).
 fn upstream(reused: bool) -> (UpstreamConn, std::net::TcpListener) {
@@ -257,41 +255,4 @@ fn a_bad_head_is_an_error_at_any_split() {
         };
         assert!(result.is_err(), "split {split}: {result:?}");
     }
-}
-
-/// Deadline slots in simulated time: arming a slot replaces its deadline, and the exchange's end releases
-/// them all.
-#[test]
-fn deadline_slots_replace_and_release() {
-    let mut conns = Conns::default();
-    let id = conns.insert_with(|_| ()).unwrap();
-    let mut timers: Timers<u8> = Timers::default();
-    let t0 = Instant::now();
-    let (mut x, _l) = exchange(false);
-    x.deadlines
-        .arm(&mut timers, Wait::Head, t0 + Duration::from_secs(10), id, 1);
-    x.deadlines
-        .arm(&mut timers, Wait::Head, t0 + Duration::from_secs(5), id, 2);
-    x.deadlines
-        .arm(&mut timers, Wait::Idle, t0 + Duration::from_secs(1), id, 3);
-    assert_eq!(timers.len(), 2, "re-arming replaced the slot's deadline");
-    assert!(x.deadlines.is_armed(Wait::Head));
-    assert!(!x.deadlines.is_armed(Wait::Connect));
-    assert_eq!(
-        timers
-            .pop_due(t0 + Duration::from_secs(6))
-            .map(|(_, _, k)| k),
-        Some(3)
-    );
-    x.deadlines.disarm(&mut timers, Wait::Idle);
-    assert_eq!(
-        timers
-            .pop_due(t0 + Duration::from_secs(6))
-            .map(|(_, _, k)| k),
-        Some(2)
-    );
-    x.deadlines.arm(&mut timers, Wait::Connect, t0, id, 4);
-    x.cancel_deadlines(&mut timers);
-    assert!(timers.is_empty());
-    assert!(!x.deadlines.is_armed(Wait::Connect));
 }
