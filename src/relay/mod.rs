@@ -112,6 +112,7 @@ pub struct RelayStats {
     tls_resumed: AtomicU64,
     timeouts: AtomicU64,
     keepalives: AtomicU64,
+    client_timeouts: AtomicU64,
 }
 
 /// A copy of [`RelayStats`].
@@ -135,6 +136,8 @@ pub struct RelayCounts {
     pub timeouts: u64,
     /// Keep-alive comments sent on silent event streams.
     pub keepalives: u64,
+    /// Clients dropped or answered 408 because they were too slow (head, body, taking their response).
+    pub client_timeouts: u64,
 }
 
 impl RelayStats {
@@ -150,6 +153,7 @@ impl RelayStats {
             tls_resumed: get(&self.tls_resumed),
             timeouts: get(&self.timeouts),
             keepalives: get(&self.keepalives),
+            client_timeouts: get(&self.client_timeouts),
         }
     }
 
@@ -346,6 +350,10 @@ impl ClientApp for Relay {
 
     fn client_timeouts(&self) -> ClientTimeouts {
         self.client_timeouts
+    }
+
+    fn count_timeout(&mut self, _wait: ClientWait) {
+        self.upstreams.count_client_timeout();
     }
 
     fn max_head(&self) -> usize {

@@ -97,6 +97,11 @@ impl Upstreams {
         }
     }
 
+    /// A client was too slow (the counters live with the upstream side's).
+    pub fn count_client_timeout(&self) {
+        RelayStats::count(&self.stats.client_timeouts);
+    }
+
     /// Idle connections in the pools.
     pub fn pooled(&self) -> usize {
         self.conn.pooled()
