@@ -25,7 +25,7 @@ fn relay(upstream: &str, configure: impl FnOnce(&mut Config)) -> InProcess {
 /// it, and reports that on `closed`.
 fn scripted(
     head: &'static str,
-    events: Vec<(Duration, Vec<u8>)>,
+    events: Script,
     end: bool,
     closed: mpsc::Sender<()>,
 ) -> FakeUpstream {
@@ -57,6 +57,9 @@ fn scripted(
         }
     })
 }
+
+/// What a scripted upstream sends: each event after its pause.
+type Script = Vec<(Duration, Vec<u8>)>;
 
 fn openai_event(text: &str) -> Vec<u8> {
     format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n").into_bytes()
@@ -238,7 +241,7 @@ fn a_stalled_stream_fails_in_the_apis_own_shape() {
             b"event: ping\ndata: {\"type\": \"ping\"}\n\n".to_vec(),
         ),
     ];
-    let cases: Vec<(Provider, &str, &str, Vec<(Duration, Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(Provider, &str, &str, Script, &str)> = vec![
         (
             Provider::OpenAi,
             "/api/v1/generate-stream",
@@ -313,8 +316,7 @@ fn a_stalled_stream_fails_in_the_apis_own_shape() {
 /// only pings fails at the first-token deadline, with the error event after its pings.
 #[test]
 fn pings_are_activity_but_not_the_first_token() {
-    let pings: Vec<(Duration, Vec<u8>)> =
-        (0..20).map(|_| (ms(50), b": ping\n\n".to_vec())).collect();
+    let pings: Script = (0..20).map(|_| (ms(50), b": ping\n\n".to_vec())).collect();
     let (tx, _closed) = mpsc::channel();
     let fake = scripted(SSE_CHUNKED_HEAD, pings, false, tx);
     let relay = relay(&fake.url(), |c| {
