@@ -107,8 +107,14 @@ impl Tls {
             .map(|k| k == rustls::HandshakeKind::Resumed)
     }
 
+    /// rustls holds encrypted records the socket has not taken yet (bytes written before, an alert,
+    /// `close_notify`). They leave at the next [`Tls::flush`] the socket allows.
+    pub fn holds_output(&self) -> bool {
+        self.conn.wants_write()
+    }
+
     /// Writes encrypted records while rustls holds some and the socket takes them. Returns true when none
-    /// is left.
+    /// is left; false only once the socket said `WouldBlock` (so `ready.writable` is false).
     pub fn flush(&mut self, sock: &mut TcpStream, ready: &mut Readiness) -> io::Result<bool> {
         while self.conn.wants_write() {
             if !ready.writable {

@@ -119,8 +119,16 @@ impl Transport {
         }
     }
 
+    /// The transport holds output of its own that the socket has not taken: TLS records (plaintext
+    /// written before, already encrypted, an alert, `close_notify`). Plain TCP holds none: what the
+    /// socket does not take stays with the caller ([`super::OutBuf`]). While this is true the connection
+    /// is not drained, and [`Transport::flush`] moves it on at the next writable edge.
+    pub fn holds_output(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.holds_output())
+    }
+
     /// Writes out what the transport holds itself (TLS records); true when nothing is left. Plain TCP
-    /// holds nothing.
+    /// holds nothing. False only once the socket said `WouldBlock`: the next writable edge comes.
     pub fn flush(&mut self) -> io::Result<bool> {
         match &mut self.tls {
             Some(tls) => tls.flush(&mut self.sock, &mut self.ready),
