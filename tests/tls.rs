@@ -254,3 +254,125 @@ fn a_pooled_tls_connection_is_reused() {
     assert_eq!((counts.tls_full, counts.tls_resumed), (1, 0), "{counts:?}");
     secure.stop();
 }
+
+/// An SSE body of about `total` bytes: small numbered events, then `data: [DONE]`.
+fn events_of_about(total: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(total + 32);
+    let mut i = 0;
+    while body.len() + 30 < total {
+        body.extend_from_slice(format!("data: {i:06}\n\n").as_bytes());
+        i += 1;
+    }
+    body.extend_from_slice(b"data: [DONE]\n\n");
+    body
+}
+
+/// A TLS client of the relay's HTTPS listener on a socket with a 4 KiB receive buffer that announces a
+/// small MSS (why: see the test below). It has sent `raw`.
+fn small_window_https_client(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    raw: &[u8],
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let roots = tokenpipe::conn::tls::root_store(Some(ca)).expect("roots");
+    let config = tokenpipe::conn::tls::client_config(Arc::new(roots)).expect("client config");
+    let server = ServerName::try_from("localhost".to_string()).expect("server name");
+    let conn = rustls::ClientConnection::new(config, server).expect("TLS client");
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.set_recv_buffer_size(4096).expect("receive buffer");
+    s.set_tcp_mss(536).expect("MSS");
+    s.connect(&addr.into()).expect("connect");
+    let sock: TcpStream = s.into();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(raw).expect("send over TLS");
+    tls.flush().expect("send over TLS");
+    tls
+}
+
+/// Reads to the end of the session: what came, and `Ok` if it ended with `close_notify`.
+fn read_to_close(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+) -> (Vec<u8>, Result<(), String>) {
+    let mut got = Vec::new();
+    let end = tls
+        .read_to_end(&mut got)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    (got, end)
+}
+
+/// An HTTPS client that asked for `Connection: close` gets the whole stream, its last chunk included, then
+/// a clean `close_notify`, however far behind it reads: the relay's lingering close begins only once
+/// rustls has written every record, and its `shutdown(Write)` waits until `close_notify` is out too.
+///
+/// The tail used to be lost only when the relay's socket pushed back at the very moment the reply ended,
+/// with the last records inside rustls. On loopback, Linux sizes a new connection's send buffer from the
+/// MSS (two initial congestion windows of segments), and the loopback MSS is 64 KiB, so the buffer starts
+/// at megabytes and a client reading a long stream slowly hardly ever meets that moment. So this client
+/// announces an MSS of 536 bytes and a 4 KiB receive buffer, which keeps the relay's send buffer to some
+/// tens of KiB, and reads *nothing* until the relay has read the whole upstream body (its `completed`
+/// counter, an event): the relay has then written all the socket takes and holds the rest. Over the
+/// rounds the body grows by 1 KiB across the sizes at which the socket fills; in some of them the last
+/// bytes are inside rustls when it does, the state in which the relay used to shut the socket on them.
+/// A first round streams 1 MiB read as it comes.
+#[test]
+fn an_https_client_that_asked_to_close_gets_the_whole_tail_and_close_notify() {
+    let fake = FakeUpstream::start(128, |_, mut conn| {
+        while let Ok(Some(req)) = conn.read_request() {
+            // The test says in the prompt how long a body it wants.
+            let json = req.json();
+            let prompt = json["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or("")
+                .to_string();
+            let size = prompt.trim_start_matches("bytes=").parse().unwrap_or(0);
+            let resp = sse_chunked_response(&events_of_about(size), 16 * 1024);
+            if conn.stream.write_all(&resp).is_err() {
+                return;
+            }
+        }
+    });
+    let pki = TestPki::new(&["localhost"]);
+    let relay = InProcess::relay(&fake.url(), |c| {
+        c.common.tls = Some((pki.cert.clone(), pki.key.clone()));
+        // Room for every body of the sweep, so that the relay reads each one to its end while the
+        // client reads nothing.
+        c.common.stream_buffer = 1 << 20;
+    });
+    let request = |size: usize| {
+        let body = prompt_body(&format!("bytes={size}"), None, None);
+        format!(
+            "POST /api/v1/generate-stream HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let sizes = std::iter::once(1 << 20).chain((24..96).map(|k| k * 1024));
+    for (round, size) in sizes.enumerate() {
+        let mut tls = small_window_https_client(relay.addr, &pki.ca, request(size).as_bytes());
+        if round > 0 {
+            let completed = relay.counts_when(|c| c.completed > round as u64).completed;
+            assert!(
+                completed > round as u64,
+                "{size} bytes: the relay never read the body"
+            );
+        }
+        let (response, end) = read_to_close(&mut tls);
+        let (head, body) = split_head(&response);
+        assert!(head.starts_with("HTTP/1.1 200"), "{size} bytes: {head}");
+        let (got, complete) = dechunk(body);
+        let want = events_of_about(size);
+        assert!(
+            complete,
+            "{size} bytes: no last chunk ({} of {} payload bytes, {} bytes in all); the session ended with {end:?}",
+            got.len(),
+            want.len(),
+            response.len()
+        );
+        assert!(got == want, "{size} bytes: the payload differs");
+        assert_eq!(end, Ok(()), "{size} bytes: a clean close_notify");
+    }
+}

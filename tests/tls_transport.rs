@@ -199,3 +199,45 @@ fn records_held_by_rustls_keep_the_queue_pending_until_they_are_out() {
     assert_eq!(saw.end, Ok(()), "a clean close_notify");
     assert_eq!(saw.after, Ok(0), "our FIN");
 }
+
+/// Shutting down while rustls holds records does not drop them: `close_notify` queues behind them, and
+/// the `shutdown(Write)` waits until the last record is out (the next flushes on writable edges do it).
+#[test]
+fn a_shutdown_with_records_held_sends_them_then_close_notify_then_fin() {
+    let pki = TestPki::new(&["localhost"]);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (go, wait) = mpsc::channel();
+    let peer = slow_peer(listener.local_addr().expect("addr"), pki.ca.clone(), wait);
+    let mut d = accept_tls(&listener, &pki);
+    assert_eq!(d.read_exactly(4), b"ping");
+
+    let sent = d.fill_until_blocked();
+    assert!(!d.t.flush().expect("flush"), "rustls holds records");
+    d.t.shutdown_write().expect("shutdown");
+
+    // The peer reads only now, after our shutdown: whatever is still to go must still go.
+    go.send(()).expect("go");
+    let mut failed = None;
+    loop {
+        match d.t.flush() {
+            Ok(true) => break,
+            Ok(false) => assert!(d.next_event(IO_TIMEOUT), "no writable edge"),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let saw = peer.join().expect("peer");
+    assert_eq!(
+        saw.got.len(),
+        sent,
+        "the peer read {} of {sent} bytes; its end: {:?}; our flush: {failed:?}",
+        saw.got.len(),
+        saw.end
+    );
+    assert!(saw.got == pattern(0, sent), "the bytes differ");
+    assert_eq!(saw.end, Ok(()), "a clean close_notify");
+    assert_eq!(saw.after, Ok(0), "our FIN, once the records were out");
+    assert!(failed.is_none(), "{failed:?}");
+}

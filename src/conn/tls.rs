@@ -275,9 +275,16 @@ impl Tls {
         }
     }
 
-    /// Queues `close_notify` and writes what it can without waiting.
-    pub fn close_notify(&mut self, sock: &mut TcpStream, ready: &mut Readiness) {
+    /// Queues `close_notify` behind the records already held (rustls queues it once, however often
+    /// asked). It leaves with them, at the next [`Tls::flush`] the socket allows.
+    pub fn queue_close_notify(&mut self) {
         self.conn.send_close_notify();
+    }
+
+    /// Queues `close_notify` and writes what it can without waiting: the goodbye of a connection about
+    /// to be dropped, best effort (a socket that cannot take it now does not get to block the loop).
+    pub fn close_notify(&mut self, sock: &mut TcpStream, ready: &mut Readiness) {
+        self.queue_close_notify();
         let _ = self.flush(sock, ready);
     }
 }

@@ -69,6 +69,10 @@ pub struct Transport {
     sock: TcpStream,
     ready: Readiness,
     tls: Option<Box<Tls>>,
+    /// [`Transport::shutdown_write`] was asked for while TLS records (`close_notify` last) were still
+    /// held: the `shutdown(Write)` waits for [`Transport::flush`] to write the last of them. Invariant:
+    /// set only on a TLS connection that holds output; the flush that empties rustls clears it.
+    shutdown_pending: bool,
 }
 
 impl Transport {
@@ -84,6 +88,7 @@ impl Transport {
             sock,
             ready: Readiness::default(),
             tls: None,
+            shutdown_pending: false,
         }
     }
 
@@ -98,6 +103,7 @@ impl Transport {
             sock,
             ready: Readiness::default(),
             tls: None,
+            shutdown_pending: false,
         })
     }
 
@@ -124,16 +130,29 @@ impl Transport {
     /// socket does not take stays with the caller ([`super::OutBuf`]). While this is true the connection
     /// is not drained, and [`Transport::flush`] moves it on at the next writable edge.
     pub fn holds_output(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.holds_output())
+        // A pending shutdown implies held records (its invariant); asked too, so that the answer
+        // covers the FIN that follows them.
+        self.shutdown_pending || self.tls.as_ref().is_some_and(|t| t.holds_output())
     }
 
     /// Writes out what the transport holds itself (TLS records); true when nothing is left. Plain TCP
     /// holds nothing. False only once the socket said `WouldBlock`: the next writable edge comes.
+    ///
+    /// A pending [`Transport::shutdown_write`] completes here, with the flush that writes the last record
+    /// (`close_notify`): the client driver flushes on every drive, so the writable edge that makes room
+    /// finishes the shutdown.
     pub fn flush(&mut self) -> io::Result<bool> {
-        match &mut self.tls {
-            Some(tls) => tls.flush(&mut self.sock, &mut self.ready),
-            None => Ok(true),
+        if let Some(tls) = &mut self.tls
+            && !tls.flush(&mut self.sock, &mut self.ready)?
+        {
+            return Ok(false);
         }
+        if self.shutdown_pending {
+            self.shutdown_pending = false;
+            count(Syscall::Shutdown);
+            self.sock.shutdown(Shutdown::Write)?;
+        }
+        Ok(true)
     }
 
     /// Registers the socket as socket `tag` of entry `id`, for both directions, once: with edge-triggered
@@ -249,12 +268,20 @@ impl Transport {
 
     /// Shuts our sending side: the peer reads end-of-file after what we sent (after `close_notify` on
     /// TLS).
+    ///
+    /// Nothing sent before is dropped. Plain TCP: the kernel sends its FIN after the bytes it holds, so
+    /// the `shutdown(Write)` happens now. TLS: `close_notify` queues behind the records rustls still holds,
+    /// and the socket may not take them all now; shutting it at once would cut them off (the tail of a
+    /// reply, then the missing `close_notify` that tells the peer it was cut). So the shutdown is
+    /// remembered and [`Transport::flush`] makes it once the last record is out. The caller bounds the
+    /// wait (the client's lingering close has its deadline); while it lasts, [`Transport::holds_output`]
+    /// is true.
     pub fn shutdown_write(&mut self) -> io::Result<()> {
         if let Some(tls) = &mut self.tls {
-            tls.close_notify(&mut self.sock, &mut self.ready);
+            tls.queue_close_notify();
         }
-        count(Syscall::Shutdown);
-        self.sock.shutdown(Shutdown::Write)
+        self.shutdown_pending = true;
+        self.flush().map(|_| ())
     }
 
     /// Looks at a connection that should be silent (idle in a pool, or just finished with) without taking
