@@ -376,3 +376,111 @@ fn an_https_client_that_asked_to_close_gets_the_whole_tail_and_close_notify() {
         assert_eq!(end, Ok(()), "{size} bytes: a clean close_notify");
     }
 }
+/// One request read from a TLS stream: the head, and as many body bytes as `Content-Length` says.
+fn read_tls_request(tls: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return Ok(got);
+            }
+        }
+        let n = tls.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// How a fake TLS upstream ends a body that runs until the connection closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEnd {
+    /// All of it, `close_notify`, then FIN: the body is complete.
+    CloseNotify,
+    /// Half of it, then FIN without `close_notify`: a cut (a crash, an injected FIN).
+    BareFin,
+}
+
+/// Streams through the relay from a fake HTTPS upstream whose `200` has neither a length nor chunks, so
+/// that only the end of the connection ends the body; returns the payload the fake sent and the client's
+/// chunked body.
+fn close_delimited_over_tls(end: BodyEnd) -> (Vec<u8>, ChunkedBody) {
+    let pki = TestPki::new(&["localhost"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let config = tokenpipe::conn::tls::server_config(&pki.cert, &pki.key).expect("server config");
+    let payload = fake_sse_payload(20);
+    let sent = match end {
+        BodyEnd::CloseNotify => payload.clone(),
+        BodyEnd::BareFin => payload[..payload.len() / 2].to_vec(),
+    };
+    let body = sent.clone();
+    let fake = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().expect("accept");
+        sock.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let conn = rustls::ServerConnection::new(config).expect("TLS server");
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        read_tls_request(&mut tls).expect("a request");
+        tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+            .expect("head");
+        tls.write_all(&body).expect("body");
+        if end == BodyEnd::CloseNotify {
+            tls.conn.send_close_notify();
+        }
+        tls.flush().expect("records written");
+        tls.sock
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        // Keep the socket until the relay closes it, so that the FIN (not a reset) ends what it reads.
+        let _ = tls.sock.read(&mut [0u8; 64]);
+    });
+    let relay = relay_to(
+        &format!("https://localhost:{port}"),
+        Provider::OpenAi,
+        Some(&pki.ca),
+    );
+    let mut c = Conn::connect(relay.addr);
+    c.send(&stream_request(&small_prompt()));
+    let head = c.expect_head("a close-delimited stream over TLS");
+    assert_stream_head(&head);
+    let got = c.read_chunked_body().expect("the relayed body");
+    drop(relay);
+    fake.join().expect("the fake upstream");
+    (sent, got)
+}
+
+/// A close-delimited body that ends with `close_notify` is complete: the client gets all of it and the
+/// last chunk.
+#[test]
+fn a_close_delimited_tls_body_ended_by_close_notify_is_complete() {
+    let (sent, got) = close_delimited_over_tls(BodyEnd::CloseNotify);
+    assert!(got.complete, "no last chunk: {:?}", lossy(&got.payload));
+    assert_eq!(lossy(&got.payload), lossy(&sent));
+}
+
+/// Over TLS, the end of a close-delimited body is told from a cut by `close_notify`: a FIN without it is
+/// a truncation, so the client's stream fails (the SSE error event, no last chunk) instead of looking
+/// complete.
+#[test]
+fn a_close_delimited_tls_body_cut_without_close_notify_fails_the_stream() {
+    let (sent, got) = close_delimited_over_tls(BodyEnd::BareFin);
+    assert!(
+        !got.complete,
+        "a cut body was passed on as complete: {:?}",
+        lossy(&got.payload)
+    );
+    assert!(got.payload.starts_with(&sent), "{:?}", lossy(&got.payload));
+    let rest = lossy(&got.payload[sent.len()..]);
+    assert!(
+        rest.contains("event: error") && rest.contains("before the body ended"),
+        "{rest:?}"
+    );
+}

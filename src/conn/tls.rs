@@ -56,6 +56,9 @@ pub struct Tls {
     conn: Connection,
     /// Decrypted bytes may be waiting inside `conn` (rule 1 of the module docs).
     plaintext: bool,
+    /// The peer's end came as a bare FIN, without `close_notify` (rustls's `UnexpectedEof`): the end of
+    /// file a reader got may be a cut (a crash, an injected FIN), not the end the peer meant.
+    unclean_eof: bool,
 }
 
 impl std::fmt::Debug for Tls {
@@ -63,6 +66,7 @@ impl std::fmt::Debug for Tls {
         f.debug_struct("Tls")
             .field("handshaking", &self.conn.is_handshaking())
             .field("plaintext", &self.plaintext)
+            .field("unclean_eof", &self.unclean_eof)
             .finish()
     }
 }
@@ -82,6 +86,7 @@ impl Tls {
         Ok(Tls {
             conn: Connection::Client(conn),
             plaintext: false,
+            unclean_eof: false,
         })
     }
 
@@ -92,12 +97,19 @@ impl Tls {
         Ok(Tls {
             conn: Connection::Server(conn),
             plaintext: false,
+            unclean_eof: false,
         })
     }
 
     /// Decrypted bytes may be waiting to be read.
     pub fn has_plaintext(&self) -> bool {
         self.plaintext
+    }
+
+    /// The end of file [`Tls::read`] reported (if it did) followed `close_notify`: the peer meant to end
+    /// there. False after a bare FIN.
+    pub fn eof_was_clean(&self) -> bool {
+        !self.unclean_eof
     }
 
     /// The handshake was a resumption of an earlier session (`None` while it is not over).
@@ -224,10 +236,12 @@ impl Tls {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.plaintext = false,
                 // The peer closed without `close_notify`. Many servers do; the HTTP framing above us
-                // decides whether what came was complete.
+                // decides whether what came was complete, and where only the close could tell (a body
+                // delimited by it) asks `eof_was_clean`.
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     ready.saw_eof();
                     self.plaintext = false;
+                    self.unclean_eof = true;
                     return ReadOutcome::Eof;
                 }
                 Err(e) => return ReadOutcome::Failed(e),

@@ -203,6 +203,13 @@ impl Transport {
         self.ready.read_closed
     }
 
+    /// The end of file a read reported is the end the peer meant. Always true for plain TCP, where a FIN
+    /// is the only end there is; over TLS, true only if `close_notify` came before it (a bare FIN may be a
+    /// cut: a crash, or a FIN injected on the path). Meaningful once a read returned `Eof`.
+    pub fn eof_was_clean(&self) -> bool {
+        self.tls.as_ref().is_none_or(|t| t.eof_was_clean())
+    }
+
     /// Reads once into `buf` (which must not be empty), applying the short-read rule (module docs) to
     /// plain TCP. A TLS connection returns plaintext, reading records as needed.
     pub fn read(&mut self, buf: &mut [u8]) -> ReadOutcome {
