@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use tokenpipe::conn::OutBuf;
 use tokenpipe::conn::outbuf::Flushed;
-use tokenpipe::conn::tls::{self, Tls};
-use tokenpipe::conn::transport::{ReadOutcome, Transport};
+use tokenpipe::conn::tls::{self, Handshake, Tls};
+use tokenpipe::conn::transport::{IdleCheck, ReadOutcome, Transport};
 use tokenpipe::reactor::{Conns, Ready, Tag};
 
 /// Small enough that a few KiB fill the path between the two ends.
@@ -240,4 +240,66 @@ fn a_shutdown_with_records_held_sends_them_then_close_notify_then_fin() {
     assert_eq!(saw.end, Ok(()), "a clean close_notify");
     assert_eq!(saw.after, Ok(0), "our FIN, once the records were out");
     assert!(failed.is_none(), "{failed:?}");
+}
+
+/// A server that sends `close_notify` and keeps its socket open (its FIN not sent, or not here yet) has
+/// closed the session all the same: a pooled connection it said goodbye on must not be reused.
+#[test]
+fn an_idle_session_whose_peer_sent_close_notify_is_closed() {
+    let pki = TestPki::new(&["localhost"]);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (sent_tx, sent_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let config = tls::server_config(&pki.cert, &pki.key).expect("server config");
+    let server = thread::spawn(move || {
+        let (sock, _) = listener.accept().expect("accept");
+        sock.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let conn = rustls::ServerConnection::new(config).expect("server");
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let mut ping = [0u8; 4];
+        tls.read_exact(&mut ping).expect("ping");
+        tls.conn.send_close_notify();
+        tls.flush().expect("close_notify written");
+        sent_tx.send(()).expect("sent");
+        // The socket stays open (no FIN) until the test is over.
+        let _ = done_rx.recv_timeout(IO_TIMEOUT);
+    });
+
+    let mut t = Transport::connect(addr).expect("connect");
+    let name = tls::server_name("localhost").expect("name");
+    t.start_tls(Tls::client(client_config(&pki.ca), name).expect("TLS client"));
+    let mut d = Driven::new(t);
+    while d.t.handshake().expect("handshake") == Handshake::Blocked {
+        assert!(d.next_event(IO_TIMEOUT), "handshake stalled");
+    }
+    let mut taken = 0;
+    while taken < 4 {
+        taken +=
+            d.t.write(&[IoSlice::new(&b"ping"[taken..])])
+                .expect("write");
+        if taken < 4 {
+            assert!(d.next_event(IO_TIMEOUT), "no writable edge");
+        }
+    }
+    while !d.t.flush().expect("flush") {
+        assert!(d.next_event(IO_TIMEOUT), "no writable edge");
+    }
+    sent_rx
+        .recv_timeout(IO_TIMEOUT)
+        .expect("the server sent close_notify");
+
+    // Every record the server sent is on its way (tickets, then close_notify); look at the idle connection
+    // on each edge until it is seen closed. Quiet with no edge left to come is the failure.
+    let verdict = loop {
+        match d.t.check_idle() {
+            IdleCheck::Quiet if d.next_event(Duration::from_secs(2)) => {}
+            verdict => break verdict,
+        }
+    };
+    let fin = d.t.read_closed();
+    let _ = done_tx.send(());
+    server.join().expect("server");
+    assert!(!fin, "no FIN came: the server kept its socket open");
+    assert_eq!(verdict, IdleCheck::Closed);
 }

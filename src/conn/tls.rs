@@ -59,6 +59,9 @@ pub struct Tls {
     /// The peer's end came as a bare FIN, without `close_notify` (rustls's `UnexpectedEof`): the end of
     /// file a reader got may be a cut (a crash, an injected FIN), not the end the peer meant.
     unclean_eof: bool,
+    /// The peer sent `close_notify` (rustls's `peer_has_closed`, noted after each `process_new_packets`):
+    /// it will send nothing more, whether or not its FIN has come yet.
+    peer_closed: bool,
 }
 
 impl std::fmt::Debug for Tls {
@@ -67,6 +70,7 @@ impl std::fmt::Debug for Tls {
             .field("handshaking", &self.conn.is_handshaking())
             .field("plaintext", &self.plaintext)
             .field("unclean_eof", &self.unclean_eof)
+            .field("peer_closed", &self.peer_closed)
             .finish()
     }
 }
@@ -87,6 +91,7 @@ impl Tls {
             conn: Connection::Client(conn),
             plaintext: false,
             unclean_eof: false,
+            peer_closed: false,
         })
     }
 
@@ -98,6 +103,7 @@ impl Tls {
             conn: Connection::Server(conn),
             plaintext: false,
             unclean_eof: false,
+            peer_closed: false,
         })
     }
 
@@ -176,6 +182,7 @@ impl Tls {
         match self.conn.process_new_packets() {
             Ok(state) => {
                 self.plaintext = state.plaintext_bytes_to_read() > 0;
+                self.peer_closed = state.peer_has_closed();
                 // Handshake messages, key updates, alerts: whatever rustls has to say goes out now.
                 self.flush(sock, ready)?;
                 Ok(true)
@@ -272,11 +279,13 @@ impl Tls {
     }
 
     /// An idle connection: a session ticket or a key update is fine (rustls takes it in); plaintext is not.
+    /// `close_notify` closes it even before the FIN that usually follows arrives: the server will answer
+    /// nothing more on it, so a request sent on it could only fail.
     pub fn check_idle(&mut self, sock: &mut TcpStream, ready: &mut Readiness) -> IdleCheck {
         while ready.readable {
             match self.fill(sock, ready) {
                 Ok(true) if self.plaintext => return IdleCheck::Unexpected,
-                Ok(true) if ready.read_closed => return IdleCheck::Closed,
+                Ok(true) if ready.read_closed || self.peer_closed => return IdleCheck::Closed,
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(_) => return IdleCheck::Closed,
@@ -284,6 +293,8 @@ impl Tls {
         }
         if self.plaintext {
             IdleCheck::Unexpected
+        } else if self.peer_closed {
+            IdleCheck::Closed
         } else {
             IdleCheck::Quiet
         }
