@@ -1,6 +1,8 @@
 //! TLS on loopback, end to end, with a CA made at test time (`common::TestPki`): HTTPS upstreams
-//! (`--upstream https://...`, `--upstream-ca`), certificate and name failures, session resumption, and
-//! HTTPS on the relay's own listener (`--tls-cert`, `--tls-key`).
+//! (`--upstream https://...`, `--upstream-ca`), certificate and name failures, session resumption,
+//! HTTPS on the relay's own listener (`--tls-cert`, `--tls-key`), and how sessions end: the tail of a
+//! reply and `close_notify` before the relay shuts its side, and `close_notify` as what tells the end of
+//! a close-delimited upstream body from a cut.
 
 mod common;
 
@@ -308,15 +310,16 @@ fn read_to_close(
 /// rustls has written every record, and its `shutdown(Write)` waits until `close_notify` is out too.
 ///
 /// The tail used to be lost only when the relay's socket pushed back at the very moment the reply ended,
-/// with the last records inside rustls. On loopback, Linux sizes a new connection's send buffer from the
-/// MSS (two initial congestion windows of segments), and the loopback MSS is 64 KiB, so the buffer starts
-/// at megabytes and a client reading a long stream slowly hardly ever meets that moment. So this client
-/// announces an MSS of 536 bytes and a 4 KiB receive buffer, which keeps the relay's send buffer to some
-/// tens of KiB, and reads *nothing* until the relay has read the whole upstream body (its `completed`
-/// counter, an event): the relay has then written all the socket takes and holds the rest. Over the
-/// rounds the body grows by 1 KiB across the sizes at which the socket fills; in some of them the last
-/// bytes are inside rustls when it does, the state in which the relay used to shut the socket on them.
-/// A first round streams 1 MiB read as it comes.
+/// with the last records inside rustls. On loopback that moment is rare: Linux sizes a new connection's
+/// send buffer from the MSS (twice the initial congestion window, in segments), the loopback MSS is 64 KiB,
+/// so the buffer starts at megabytes (and grows while the client reads), and a client reading a long
+/// stream slowly hardly ever meets it. So this client announces an MSS of 536 bytes and a 4 KiB receive
+/// buffer, which makes the relay's send buffer start at some tens of KiB, and reads *nothing* until the
+/// relay has read the whole upstream body (its `completed` counter, an event), so the buffer does not grow
+/// and the relay has written all the socket takes and holds the rest. Over the rounds the body grows by
+/// 1 KiB across the sizes at which the socket fills; in some of them the last bytes are inside rustls when
+/// it does, the state in which the relay used to shut the socket on them (47 KiB did, every run, on the
+/// machine this was written on). A first round streams 1 MiB read as it comes.
 #[test]
 fn an_https_client_that_asked_to_close_gets_the_whole_tail_and_close_notify() {
     let fake = FakeUpstream::start(128, |_, mut conn| {

@@ -18,8 +18,16 @@
 //! 3. **Interest follows `wants_read`/`wants_write`.** The socket is registered for both directions once;
 //!    we read records when rustls wants them and the socket has some, and write records whenever rustls
 //!    holds some and the socket takes them ([`Tls::flush`]), handshake messages included.
-//! 4. **Alerts leave before the socket closes.** A failed handshake queues an alert saying why; closing
-//!    queues `close_notify`. Both are written (best effort, without blocking) before the descriptor goes.
+//! 4. **Records and `close_notify` leave before the socket shuts.** Records rustls holds are output not yet
+//!    given to the peer ([`Tls::holds_output`]): the connection is not drained while there are any. A
+//!    lingering close queues `close_notify` behind them and shuts the socket only once the last is out; a
+//!    pending shutdown completes on the next writable edge, bounded by the linger deadline. A failed
+//!    handshake's alert, and the `close_notify` of a connection dropped for any other reason, are written
+//!    best effort, without blocking, before the descriptor goes.
+//!
+//! And one rule for the other direction: an end of file is clean only after `close_notify`
+//! ([`Tls::eof_was_clean`]); a bare FIN may be a cut, which matters where nothing but the close ends a
+//! body.
 
 use std::fs;
 use std::io::{self, IoSlice, Read, Write};
@@ -132,7 +140,8 @@ impl Tls {
     }
 
     /// Writes encrypted records while rustls holds some and the socket takes them. Returns true when none
-    /// is left; false only once the socket said `WouldBlock` (so `ready.writable` is false).
+    /// is left; false only while the socket is not writable (it said `WouldBlock`, or its first writable
+    /// edge has not come), so an edge is still to come.
     pub fn flush(&mut self, sock: &mut TcpStream, ready: &mut Readiness) -> io::Result<bool> {
         while self.conn.wants_write() {
             if !ready.writable {

@@ -71,7 +71,9 @@ pub struct Transport {
     tls: Option<Box<Tls>>,
     /// [`Transport::shutdown_write`] was asked for while TLS records (`close_notify` last) were still
     /// held: the `shutdown(Write)` waits for [`Transport::flush`] to write the last of them. Invariant:
-    /// set only on a TLS connection that holds output; the flush that empties rustls clears it.
+    /// between calls it is true only on a TLS connection whose session still holds records, since
+    /// `shutdown_write` flushes at once, and the flush that empties the session (at once in the clear)
+    /// makes the shutdown and clears it.
     shutdown_pending: bool,
 }
 
@@ -136,7 +138,7 @@ impl Transport {
     }
 
     /// Writes out what the transport holds itself (TLS records); true when nothing is left. Plain TCP
-    /// holds nothing. False only once the socket said `WouldBlock`: the next writable edge comes.
+    /// holds nothing. False only while the socket is not writable: a writable edge is still to come.
     ///
     /// A pending [`Transport::shutdown_write`] completes here, with the flush that writes the last record
     /// (`close_notify`): the client driver flushes on every drive, so the writable edge that makes room
