@@ -1,6 +1,8 @@
 //! TLS on loopback, end to end, with a CA made at test time (`common::TestPki`): HTTPS upstreams
-//! (`--upstream https://...`, `--upstream-ca`), certificate and name failures, session resumption, and
-//! HTTPS on the relay's own listener (`--tls-cert`, `--tls-key`).
+//! (`--upstream https://...`, `--upstream-ca`), certificate and name failures, session resumption,
+//! HTTPS on the relay's own listener (`--tls-cert`, `--tls-key`), and how sessions end: the tail of a
+//! reply and `close_notify` before the relay shuts its side, and `close_notify` as what tells the end of
+//! a close-delimited upstream body from a cut.
 
 mod common;
 
@@ -253,4 +255,235 @@ fn a_pooled_tls_connection_is_reused() {
     assert_eq!((counts.connects, counts.reuses), (1, 2), "{counts:?}");
     assert_eq!((counts.tls_full, counts.tls_resumed), (1, 0), "{counts:?}");
     secure.stop();
+}
+
+/// An SSE body of about `total` bytes: small numbered events, then `data: [DONE]`.
+fn events_of_about(total: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(total + 32);
+    let mut i = 0;
+    while body.len() + 30 < total {
+        body.extend_from_slice(format!("data: {i:06}\n\n").as_bytes());
+        i += 1;
+    }
+    body.extend_from_slice(b"data: [DONE]\n\n");
+    body
+}
+
+/// A TLS client of the relay's HTTPS listener on a socket with a 4 KiB receive buffer that announces a
+/// small MSS (why: see the test below). It has sent `raw`.
+fn small_window_https_client(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    raw: &[u8],
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let roots = tokenpipe::conn::tls::root_store(Some(ca)).expect("roots");
+    let config = tokenpipe::conn::tls::client_config(Arc::new(roots)).expect("client config");
+    let server = ServerName::try_from("localhost".to_string()).expect("server name");
+    let conn = rustls::ClientConnection::new(config, server).expect("TLS client");
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.set_recv_buffer_size(4096).expect("receive buffer");
+    s.set_tcp_mss(536).expect("MSS");
+    s.connect(&addr.into()).expect("connect");
+    let sock: TcpStream = s.into();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(raw).expect("send over TLS");
+    tls.flush().expect("send over TLS");
+    tls
+}
+
+/// Reads to the end of the session: what came, and `Ok` if it ended with `close_notify`.
+fn read_to_close(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+) -> (Vec<u8>, Result<(), String>) {
+    let mut got = Vec::new();
+    let end = tls
+        .read_to_end(&mut got)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    (got, end)
+}
+
+/// An HTTPS client that asked for `Connection: close` gets the whole stream, its last chunk included, then
+/// a clean `close_notify`, however far behind it reads: the relay's lingering close begins only once
+/// rustls has written every record, and its `shutdown(Write)` waits until `close_notify` is out too.
+///
+/// The tail used to be lost only when the relay's socket pushed back at the very moment the reply ended,
+/// with the last records inside rustls. On loopback that moment is rare: Linux sizes a new connection's
+/// send buffer from the MSS (twice the initial congestion window, in segments), the loopback MSS is 64 KiB,
+/// so the buffer starts at megabytes (and grows while the client reads), and a client reading a long
+/// stream slowly hardly ever meets it. So this client announces an MSS of 536 bytes and a 4 KiB receive
+/// buffer, which makes the relay's send buffer start at some tens of KiB, and reads *nothing* until the
+/// relay has read the whole upstream body (its `completed` counter, an event), so the buffer does not grow
+/// and the relay has written all the socket takes and holds the rest. Over the rounds the body grows by
+/// 1 KiB across the sizes at which the socket fills; in some of them the last bytes are inside rustls when
+/// it does, the state in which the relay used to shut the socket on them (47 KiB did, every run, on the
+/// machine this was written on). A first round streams 1 MiB read as it comes.
+#[test]
+fn an_https_client_that_asked_to_close_gets_the_whole_tail_and_close_notify() {
+    let fake = FakeUpstream::start(128, |_, mut conn| {
+        while let Ok(Some(req)) = conn.read_request() {
+            // The test says in the prompt how long a body it wants.
+            let json = req.json();
+            let prompt = json["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or("")
+                .to_string();
+            let size = prompt.trim_start_matches("bytes=").parse().unwrap_or(0);
+            let resp = sse_chunked_response(&events_of_about(size), 16 * 1024);
+            if conn.stream.write_all(&resp).is_err() {
+                return;
+            }
+        }
+    });
+    let pki = TestPki::new(&["localhost"]);
+    let relay = InProcess::relay(&fake.url(), |c| {
+        c.common.tls = Some((pki.cert.clone(), pki.key.clone()));
+        // Room for every body of the sweep, so that the relay reads each one to its end while the
+        // client reads nothing.
+        c.common.stream_buffer = 1 << 20;
+    });
+    let request = |size: usize| {
+        let body = prompt_body(&format!("bytes={size}"), None, None);
+        format!(
+            "POST /api/v1/generate-stream HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let sizes = std::iter::once(1 << 20).chain((24..96).map(|k| k * 1024));
+    for (round, size) in sizes.enumerate() {
+        let mut tls = small_window_https_client(relay.addr, &pki.ca, request(size).as_bytes());
+        if round > 0 {
+            let completed = relay.counts_when(|c| c.completed > round as u64).completed;
+            assert!(
+                completed > round as u64,
+                "{size} bytes: the relay never read the body"
+            );
+        }
+        let (response, end) = read_to_close(&mut tls);
+        let (head, body) = split_head(&response);
+        assert!(head.starts_with("HTTP/1.1 200"), "{size} bytes: {head}");
+        let (got, complete) = dechunk(body);
+        let want = events_of_about(size);
+        assert!(
+            complete,
+            "{size} bytes: no last chunk ({} of {} payload bytes, {} bytes in all); the session ended with {end:?}",
+            got.len(),
+            want.len(),
+            response.len()
+        );
+        assert!(got == want, "{size} bytes: the payload differs");
+        assert_eq!(end, Ok(()), "{size} bytes: a clean close_notify");
+    }
+}
+/// One request read from a TLS stream: the head, and as many body bytes as `Content-Length` says.
+fn read_tls_request(tls: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return Ok(got);
+            }
+        }
+        let n = tls.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// How a fake TLS upstream ends a body that runs until the connection closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEnd {
+    /// All of it, `close_notify`, then FIN: the body is complete.
+    CloseNotify,
+    /// Half of it, then FIN without `close_notify`: a cut (a crash, an injected FIN).
+    BareFin,
+}
+
+/// Streams through the relay from a fake HTTPS upstream whose `200` has neither a length nor chunks, so
+/// that only the end of the connection ends the body; returns the payload the fake sent and the client's
+/// chunked body.
+fn close_delimited_over_tls(end: BodyEnd) -> (Vec<u8>, ChunkedBody) {
+    let pki = TestPki::new(&["localhost"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let config = tokenpipe::conn::tls::server_config(&pki.cert, &pki.key).expect("server config");
+    let payload = fake_sse_payload(20);
+    let sent = match end {
+        BodyEnd::CloseNotify => payload.clone(),
+        BodyEnd::BareFin => payload[..payload.len() / 2].to_vec(),
+    };
+    let body = sent.clone();
+    let fake = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().expect("accept");
+        sock.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let conn = rustls::ServerConnection::new(config).expect("TLS server");
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        read_tls_request(&mut tls).expect("a request");
+        tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+            .expect("head");
+        tls.write_all(&body).expect("body");
+        if end == BodyEnd::CloseNotify {
+            tls.conn.send_close_notify();
+        }
+        tls.flush().expect("records written");
+        tls.sock
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        // Keep the socket until the relay closes it, so that the FIN (not a reset) ends what it reads.
+        let _ = tls.sock.read(&mut [0u8; 64]);
+    });
+    let relay = relay_to(
+        &format!("https://localhost:{port}"),
+        Provider::OpenAi,
+        Some(&pki.ca),
+    );
+    let mut c = Conn::connect(relay.addr);
+    c.send(&stream_request(&small_prompt()));
+    let head = c.expect_head("a close-delimited stream over TLS");
+    assert_stream_head(&head);
+    let got = c.read_chunked_body().expect("the relayed body");
+    drop(relay);
+    fake.join().expect("the fake upstream");
+    (sent, got)
+}
+
+/// A close-delimited body that ends with `close_notify` is complete: the client gets all of it and the
+/// last chunk.
+#[test]
+fn a_close_delimited_tls_body_ended_by_close_notify_is_complete() {
+    let (sent, got) = close_delimited_over_tls(BodyEnd::CloseNotify);
+    assert!(got.complete, "no last chunk: {:?}", lossy(&got.payload));
+    assert_eq!(lossy(&got.payload), lossy(&sent));
+}
+
+/// Over TLS, the end of a close-delimited body is told from a cut by `close_notify`: a FIN without it is
+/// a truncation, so the client's stream fails (the SSE error event, no last chunk) instead of looking
+/// complete.
+#[test]
+fn a_close_delimited_tls_body_cut_without_close_notify_fails_the_stream() {
+    let (sent, got) = close_delimited_over_tls(BodyEnd::BareFin);
+    assert!(
+        !got.complete,
+        "a cut body was passed on as complete: {:?}",
+        lossy(&got.payload)
+    );
+    assert!(got.payload.starts_with(&sent), "{:?}", lossy(&got.payload));
+    let rest = lossy(&got.payload[sent.len()..]);
+    assert!(
+        rest.contains("event: error") && rest.contains("before the body ended"),
+        "{rest:?}"
+    );
 }

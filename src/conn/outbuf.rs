@@ -11,22 +11,25 @@ use std::io::{self, IoSlice};
 use super::transport::Transport;
 use crate::http::response::{LAST_CHUNK, chunk_size_line};
 
-/// What [`OutBuf::flush`] came to.
+/// What [`OutBuf::flush`] came to. "Held" output is bytes in this buffer *or* in the transport (the TLS
+/// records rustls keeps, [`Transport::holds_output`]): both are bytes the peer has not been given yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flushed {
-    /// Nothing was queued.
+    /// Nothing was held, before or after.
     Empty,
-    /// Queued bytes were all written by this call: whoever paused because the queue was full may go on.
+    /// Output was held, and now all of it is out: whoever paused because the queue was full may go on.
+    /// Reported once per drain, so a paused stream never misses it (see [`OutBuf`]'s `owed`).
     Drained,
-    /// Bytes remain; the socket would block.
+    /// Output is still held (here or in the transport); the socket would block.
     Pending,
 }
 
 /// Bytes the socket has not taken yet.
 ///
-/// Invariant: after [`OutBuf::flush`] or [`OutBuf::send`] returns `Ok`, either the buffer is empty or the
-/// socket said `WouldBlock` (so the transport is not writable). Hence a non-empty buffer never needs a write
-/// attempt before the next writable event, and new bytes can simply be appended behind it.
+/// Invariant: after [`OutBuf::flush`] or [`OutBuf::send`] returns `Ok`, either nothing is held (the buffer is
+/// empty and the transport holds no output) or the socket said `WouldBlock` (so the transport is not
+/// writable). Hence held output never needs a write attempt before the next writable event, and new bytes
+/// can simply be appended behind it.
 #[derive(Debug, Default)]
 pub struct OutBuf {
     buf: Vec<u8>,
@@ -35,6 +38,10 @@ pub struct OutBuf {
     /// Bytes the socket has taken through this buffer, ever (the client's progress, for its write
     /// deadline).
     taken: u64,
+    /// The last flush left output held: the next flush that finds none reports `Drained`, even if the
+    /// transport's records left by another way in between (a read through TLS flushes them too), so the
+    /// transition a paused stream waits for is never lost.
+    owed: bool,
 }
 
 impl OutBuf {
@@ -59,22 +66,32 @@ impl OutBuf {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Writes queued bytes until the buffer is empty or the socket would block.
+    /// Writes held output (the transport's records first, then this buffer) until none is left or the
+    /// socket would block.
+    ///
+    /// The buffer being empty is not enough to call the connection drained: over TLS, `Transport::write`
+    /// takes plaintext into rustls up to its limit and may be left holding records when the socket pushes
+    /// back. Those are the tail of what was sent (the last chunk of a stream, say); a caller that took an
+    /// empty buffer for "all out" and shut the socket would cut them off. So `Pending` while the transport
+    /// holds output too.
     pub fn flush(&mut self, io: &mut Transport) -> io::Result<Flushed> {
+        let held = self.owed || !self.is_empty() || io.holds_output();
         // Records a TLS session holds go first: they carry bytes sent before.
         io.flush()?;
-        if self.is_empty() {
-            return Ok(Flushed::Empty);
-        }
         while !self.is_empty() && io.writable() {
             let n = io.write(&[IoSlice::new(&self.buf[self.pos..])])?;
             self.taken += n as u64;
             self.advance(n);
         }
-        Ok(if self.is_empty() {
+        // Either all is out, or the socket said `WouldBlock` (the invariant): `io.write` and `io.flush`
+        // stop with records in hand only then.
+        self.owed = !self.is_empty() || io.holds_output();
+        Ok(if self.owed {
+            Flushed::Pending
+        } else if held {
             Flushed::Drained
         } else {
-            Flushed::Pending
+            Flushed::Empty
         })
     }
 

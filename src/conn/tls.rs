@@ -18,8 +18,16 @@
 //! 3. **Interest follows `wants_read`/`wants_write`.** The socket is registered for both directions once;
 //!    we read records when rustls wants them and the socket has some, and write records whenever rustls
 //!    holds some and the socket takes them ([`Tls::flush`]), handshake messages included.
-//! 4. **Alerts leave before the socket closes.** A failed handshake queues an alert saying why; closing
-//!    queues `close_notify`. Both are written (best effort, without blocking) before the descriptor goes.
+//! 4. **Records and `close_notify` leave before the socket shuts.** Records rustls holds are output not yet
+//!    given to the peer ([`Tls::holds_output`]): the connection is not drained while there are any. A
+//!    lingering close queues `close_notify` behind them and shuts the socket only once the last is out; a
+//!    pending shutdown completes on the next writable edge, bounded by the linger deadline. A failed
+//!    handshake's alert, and the `close_notify` of a connection dropped for any other reason, are written
+//!    best effort, without blocking, before the descriptor goes.
+//!
+//! And one rule for the other direction: an end of file is clean only after `close_notify`
+//! ([`Tls::eof_was_clean`]); a bare FIN may be a cut, which matters where nothing but the close ends a
+//! body.
 
 use std::fs;
 use std::io::{self, IoSlice, Read, Write};
@@ -56,6 +64,12 @@ pub struct Tls {
     conn: Connection,
     /// Decrypted bytes may be waiting inside `conn` (rule 1 of the module docs).
     plaintext: bool,
+    /// The peer's end came as a bare FIN, without `close_notify` (rustls's `UnexpectedEof`): the end of
+    /// file a reader got may be a cut (a crash, an injected FIN), not the end the peer meant.
+    unclean_eof: bool,
+    /// The peer sent `close_notify` (rustls's `peer_has_closed`, noted after each `process_new_packets`):
+    /// it will send nothing more, whether or not its FIN has come yet.
+    peer_closed: bool,
 }
 
 impl std::fmt::Debug for Tls {
@@ -63,6 +77,8 @@ impl std::fmt::Debug for Tls {
         f.debug_struct("Tls")
             .field("handshaking", &self.conn.is_handshaking())
             .field("plaintext", &self.plaintext)
+            .field("unclean_eof", &self.unclean_eof)
+            .field("peer_closed", &self.peer_closed)
             .finish()
     }
 }
@@ -82,6 +98,8 @@ impl Tls {
         Ok(Tls {
             conn: Connection::Client(conn),
             plaintext: false,
+            unclean_eof: false,
+            peer_closed: false,
         })
     }
 
@@ -92,17 +110,20 @@ impl Tls {
         Ok(Tls {
             conn: Connection::Server(conn),
             plaintext: false,
+            unclean_eof: false,
+            peer_closed: false,
         })
-    }
-
-    /// Encrypted records wait to be written.
-    pub fn holds_output(&self) -> bool {
-        self.conn.wants_write()
     }
 
     /// Decrypted bytes may be waiting to be read.
     pub fn has_plaintext(&self) -> bool {
         self.plaintext
+    }
+
+    /// The end of file [`Tls::read`] reported (if it did) followed `close_notify`: the peer meant to end
+    /// there. False after a bare FIN.
+    pub fn eof_was_clean(&self) -> bool {
+        !self.unclean_eof
     }
 
     /// The handshake was a resumption of an earlier session (`None` while it is not over).
@@ -112,8 +133,15 @@ impl Tls {
             .map(|k| k == rustls::HandshakeKind::Resumed)
     }
 
+    /// rustls holds encrypted records the socket has not taken yet (bytes written before, an alert,
+    /// `close_notify`). They leave at the next [`Tls::flush`] the socket allows.
+    pub fn holds_output(&self) -> bool {
+        self.conn.wants_write()
+    }
+
     /// Writes encrypted records while rustls holds some and the socket takes them. Returns true when none
-    /// is left.
+    /// is left; false only while the socket is not writable (it said `WouldBlock`, or its first writable
+    /// edge has not come), so an edge is still to come.
     pub fn flush(&mut self, sock: &mut TcpStream, ready: &mut Readiness) -> io::Result<bool> {
         while self.conn.wants_write() {
             if !ready.writable {
@@ -163,6 +191,7 @@ impl Tls {
         match self.conn.process_new_packets() {
             Ok(state) => {
                 self.plaintext = state.plaintext_bytes_to_read() > 0;
+                self.peer_closed = state.peer_has_closed();
                 // Handshake messages, key updates, alerts: whatever rustls has to say goes out now.
                 self.flush(sock, ready)?;
                 Ok(true)
@@ -223,10 +252,12 @@ impl Tls {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.plaintext = false,
                 // The peer closed without `close_notify`. Many servers do; the HTTP framing above us
-                // decides whether what came was complete.
+                // decides whether what came was complete, and where only the close could tell (a body
+                // delimited by it) asks `eof_was_clean`.
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     ready.saw_eof();
                     self.plaintext = false;
+                    self.unclean_eof = true;
                     return ReadOutcome::Eof;
                 }
                 Err(e) => return ReadOutcome::Failed(e),
@@ -257,11 +288,13 @@ impl Tls {
     }
 
     /// An idle connection: a session ticket or a key update is fine (rustls takes it in); plaintext is not.
+    /// `close_notify` closes it even before the FIN that usually follows arrives: the server will answer
+    /// nothing more on it, so a request sent on it could only fail.
     pub fn check_idle(&mut self, sock: &mut TcpStream, ready: &mut Readiness) -> IdleCheck {
         while ready.readable {
             match self.fill(sock, ready) {
                 Ok(true) if self.plaintext => return IdleCheck::Unexpected,
-                Ok(true) if ready.read_closed => return IdleCheck::Closed,
+                Ok(true) if ready.read_closed || self.peer_closed => return IdleCheck::Closed,
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(_) => return IdleCheck::Closed,
@@ -269,14 +302,23 @@ impl Tls {
         }
         if self.plaintext {
             IdleCheck::Unexpected
+        } else if self.peer_closed {
+            IdleCheck::Closed
         } else {
             IdleCheck::Quiet
         }
     }
 
-    /// Queues `close_notify` and writes what it can without waiting.
-    pub fn close_notify(&mut self, sock: &mut TcpStream, ready: &mut Readiness) {
+    /// Queues `close_notify` behind the records already held (rustls queues it once, however often
+    /// asked). It leaves with them, at the next [`Tls::flush`] the socket allows.
+    pub fn queue_close_notify(&mut self) {
         self.conn.send_close_notify();
+    }
+
+    /// Queues `close_notify` and writes what it can without waiting: the goodbye of a connection about
+    /// to be dropped, best effort (a socket that cannot take it now does not get to block the loop).
+    pub fn close_notify(&mut self, sock: &mut TcpStream, ready: &mut Readiness) {
+        self.queue_close_notify();
         let _ = self.flush(sock, ready);
     }
 }

@@ -71,6 +71,12 @@ pub struct Transport {
     tls: Option<Box<Tls>>,
     /// The socket has been writable once without an error: a connect in progress has completed.
     connected: bool,
+    /// [`Transport::shutdown_write`] was asked for while TLS records (`close_notify` last) were still
+    /// held: the `shutdown(Write)` waits for [`Transport::flush`] to write the last of them. Invariant:
+    /// between calls it is true only on a TLS connection whose session still holds records, since
+    /// `shutdown_write` flushes at once, and the flush that empties the session (at once in the clear)
+    /// makes the shutdown and clears it.
+    shutdown_pending: bool,
 }
 
 impl Transport {
@@ -87,6 +93,7 @@ impl Transport {
             ready: Readiness::default(),
             tls: None,
             connected: true,
+            shutdown_pending: false,
         }
     }
 
@@ -102,6 +109,7 @@ impl Transport {
             ready: Readiness::default(),
             tls: None,
             connected: false,
+            shutdown_pending: false,
         })
     }
 
@@ -123,18 +131,34 @@ impl Transport {
         }
     }
 
-    /// Writes out what the transport holds itself (TLS records); true when nothing is left. Plain TCP
-    /// holds nothing.
-    pub fn flush(&mut self) -> io::Result<bool> {
-        match &mut self.tls {
-            Some(tls) => tls.flush(&mut self.sock, &mut self.ready),
-            None => Ok(true),
-        }
+    /// The transport holds output of its own that the socket has not taken: TLS records (plaintext
+    /// written before, already encrypted, an alert, `close_notify`). Plain TCP holds none: what the
+    /// socket does not take stays with the caller ([`super::OutBuf`]). While this is true the connection
+    /// is not drained, and [`Transport::flush`] moves it on at the next writable edge.
+    pub fn holds_output(&self) -> bool {
+        // A pending shutdown implies held records (its invariant); asked too, so that the answer
+        // covers the FIN that follows them.
+        self.shutdown_pending || self.tls.as_ref().is_some_and(|t| t.holds_output())
     }
 
-    /// The transport holds bytes of its own not written yet (TLS records).
-    pub fn holds_output(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.holds_output())
+    /// Writes out what the transport holds itself (TLS records); true when nothing is left. Plain TCP
+    /// holds nothing. False only while the socket is not writable: a writable edge is still to come.
+    ///
+    /// A pending [`Transport::shutdown_write`] completes here, with the flush that writes the last record
+    /// (`close_notify`): the client driver flushes on every drive, so the writable edge that makes room
+    /// finishes the shutdown.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        if let Some(tls) = &mut self.tls
+            && !tls.flush(&mut self.sock, &mut self.ready)?
+        {
+            return Ok(false);
+        }
+        if self.shutdown_pending {
+            self.shutdown_pending = false;
+            count(Syscall::Shutdown);
+            self.sock.shutdown(Shutdown::Write)?;
+        }
+        Ok(true)
     }
 
     /// Registers the socket as socket `tag` of entry `id`, for both directions, once: with edge-triggered
@@ -189,6 +213,13 @@ impl Transport {
     /// The peer has shut its sending side: once what it sent is read, nothing more will come.
     pub fn read_closed(&self) -> bool {
         self.ready.read_closed
+    }
+
+    /// The end of file a read reported is the end the peer meant. Always true for plain TCP, where a FIN
+    /// is the only end there is; over TLS, true only if `close_notify` came before it (a bare FIN may be a
+    /// cut: a crash, or a FIN injected on the path). Meaningful once a read returned `Eof`.
+    pub fn eof_was_clean(&self) -> bool {
+        self.tls.as_ref().is_none_or(|t| t.eof_was_clean())
     }
 
     /// Reads once into `buf` (which must not be empty), applying the short-read rule (module docs) to
@@ -256,12 +287,20 @@ impl Transport {
 
     /// Shuts our sending side: the peer reads end-of-file after what we sent (after `close_notify` on
     /// TLS).
+    ///
+    /// Nothing sent before is dropped. Plain TCP: the kernel sends its FIN after the bytes it holds, so
+    /// the `shutdown(Write)` happens now. TLS: `close_notify` queues behind the records rustls still holds,
+    /// and the socket may not take them all now; shutting it at once would cut them off (the tail of a
+    /// reply, then the missing `close_notify` that tells the peer it was cut). So the shutdown is
+    /// remembered and [`Transport::flush`] makes it once the last record is out. The caller bounds the
+    /// wait (the client's lingering close has its deadline); while it lasts, [`Transport::holds_output`]
+    /// is true.
     pub fn shutdown_write(&mut self) -> io::Result<()> {
         if let Some(tls) = &mut self.tls {
-            tls.close_notify(&mut self.sock, &mut self.ready);
+            tls.queue_close_notify();
         }
-        count(Syscall::Shutdown);
-        self.sock.shutdown(Shutdown::Write)
+        self.shutdown_pending = true;
+        self.flush().map(|_| ())
     }
 
     /// Looks at a connection that should be silent (idle in a pool, or just finished with) without taking

@@ -15,6 +15,7 @@ use crate::conn::client::{send_body, stream_head};
 use crate::conn::tls::Handshake;
 use crate::conn::transport::{ReadOutcome, Transport};
 use crate::conn::upstream::{HeadProgress, SendProgress, UpstreamConn, UpstreamState};
+use crate::http::body::BodyDecoder;
 
 /// The client's two write-side parts, borrowed while its exchange is borrowed too.
 pub(super) struct Client<'a> {
@@ -229,6 +230,13 @@ pub(super) fn read_body(
             forward::relay(decoder, *keep_alive, &mut scratch[..n], ranges, &mut to)
         }
         ReadOutcome::Drained => Outcome::Wait,
+        // A close-delimited body over TLS whose end came without `close_notify`: nothing but the close
+        // could end it, and this close may be a cut (the upstream crashed, a FIN was injected). Passing
+        // it on with a last chunk would make a truncated answer look complete. Length-framed and chunked
+        // bodies need no such check: their framing says whether they are complete.
+        ReadOutcome::Eof if matches!(decoder, BodyDecoder::UntilClose) && !io.eof_was_clean() => {
+            Outcome::Failed(Failure::Truncated)
+        }
         ReadOutcome::Eof => match decoder.on_eof() {
             // A close-delimited body ends here, and the client's body with it.
             Ok(()) => match send_body(client.out, client.io, framing, &[], true) {

@@ -54,6 +54,12 @@ pub enum Next {
 
 /// Decides the next step from the facts alone. The order of the arms is the order of priorities: a
 /// departure first, then finishing what is in progress, then reading.
+///
+/// Nothing we owe the client is dropped by a close we choose: `EndReply`, `Linger` and `Close` all wait
+/// until `drained` (no byte held, in `out` or in the transport's TLS session). A pending flush means the
+/// socket said `WouldBlock`, so the next writable edge drives the connection again (and the linger
+/// deadline bounds how long a lingering one waits for it). Only a client that left (`Left`), or a failed
+/// socket, loses what is held: nobody is there to read it.
 pub fn decide(f: &Facts) -> Next {
     let drained = f.flushed != Flushed::Pending;
     match f.state {
@@ -64,10 +70,11 @@ pub fn decide(f: &Facts) -> Next {
         StateKind::Replying(AfterReply::Close) if drained => Next::Linger,
         StateKind::AwaitingRequest if f.input == Input::Unparsed => Next::Parse,
         StateKind::AwaitingRequest if f.readable => Next::Read,
-        // Every request the client sent before closing its side has been answered.
-        StateKind::AwaitingRequest if f.read_closed => Next::Close,
+        // Every request the client sent before closing its side has been answered, and is out.
+        StateKind::AwaitingRequest if f.read_closed && drained => Next::Close,
         StateKind::Lingering if f.readable => Next::Discard,
-        StateKind::Lingering if f.read_closed => Next::Close,
+        // The client closed: close once `close_notify` (and any record before it) has left.
+        StateKind::Lingering if f.read_closed && drained => Next::Close,
         StateKind::Serving | StateKind::Replying(_)
             if f.readable && !f.read_closed && !f.inbuf_full =>
         {

@@ -43,6 +43,21 @@ fn awaiting_a_request() {
         read_closed: true,
         ..f
     };
+    // And what we still hold for it (a `100 Continue`, TLS records) leaves first.
+    assert_eq!(
+        decide(&Facts {
+            flushed: Flushed::Pending,
+            ..closed
+        }),
+        Next::Wait
+    );
+    assert_eq!(
+        decide(&Facts {
+            flushed: Flushed::Drained,
+            ..closed
+        }),
+        Next::Close
+    );
     assert_eq!(
         decide(&Facts {
             input: Input::Unparsed,
@@ -181,6 +196,16 @@ fn lingering() {
         }),
         Next::Discard
     );
+    // `close_notify` (or a record before it) is still held: the client is not closed on yet. The next
+    // writable edge drives it out; the linger deadline bounds the wait.
+    assert_eq!(
+        decide(&Facts {
+            read_closed: true,
+            flushed: Flushed::Pending,
+            ..f
+        }),
+        Next::Wait
+    );
 }
 
 /// Every combination of facts, against the invariants the driver's loop relies on.
@@ -232,6 +257,12 @@ fn invariants_over_every_combination() {
                             // Closing, leaving: only once the client has shut its side.
                             if matches!(next, Next::Close | Next::Left) {
                                 assert!(read_closed, "{why}");
+                            }
+                            // A close we choose never drops what we hold for the client (the tail
+                            // of a reply, `close_notify`, TLS records): it waits until all is out.
+                            // Only a client that left loses it.
+                            if next == Next::Close {
+                                assert!(flushed != Flushed::Pending, "{why}");
                             }
                             // A reply is never cut short: it ends only when all of it was written.
                             if matches!(next, Next::EndReply | Next::Linger) {
