@@ -292,3 +292,52 @@ fn a_head_request_gets_a_head_and_the_connection_goes_on() {
     let next = c.read_response("a request after the HEAD");
     assert_eq!(next.status(), 200, "{:?}", next.text());
 }
+
+/// An upstream that answers before it has read the whole request (an early 413 for a large body) and stops
+/// reading: the client gets that answer, not a 502, while the relay's write to it is still blocked.
+#[test]
+fn an_early_answer_reaches_the_client() {
+    // A small receive buffer, set before `listen` so that accepted sockets inherit it: the relay's write
+    // of a 6 MiB body blocks long before the upstream has read it.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    socket.listen(4).unwrap();
+    let listener: std::net::TcpListener = socket.into();
+    let addr = listener.local_addr().unwrap();
+    let (answered_tx, answered_rx) = std::sync::mpsc::channel::<()>();
+    let upstream = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let body = r#"{"error":{"message":"too large","type":"invalid_request_error"}}"#;
+        let answer = format!(
+            "HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(answer.as_bytes()).unwrap();
+        // Read nothing more until the client has its answer (or the test gave up).
+        let _ = answered_rx.recv_timeout(std::time::Duration::from_secs(15));
+    });
+    let relay = InProcess::relay(&format!("http://{addr}"), |c| {
+        c.common.limits.max_body_bytes = 8 << 20;
+    });
+    let body = format!(
+        "{{\"model\":\"m\",\"messages\":[{{\"role\":\"user\",\"content\":\"{}\"}}]}}",
+        "x".repeat(6 << 20)
+    );
+    let resp = fetch(relay.addr, &post_json("/v1/chat/completions", &body));
+    let _ = answered_tx.send(());
+    assert_eq!(resp.status(), 413, "{:?}", resp.text());
+    assert!(resp.text().contains("too large"), "{}", resp.text());
+    drop(relay);
+    upstream.join().unwrap();
+}

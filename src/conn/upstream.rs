@@ -48,6 +48,10 @@ pub struct UpstreamConn {
     /// This connection served an exchange before (it came from a pool). The server may have closed it
     /// while it idled, which is why a failure before any response byte may be retried.
     pub reused: bool,
+    /// The server answered before it had the whole request (an early `413` or `400`): the connection
+    /// cannot carry another exchange, whatever the response says, since the request's tail was never sent
+    /// (or was sent into a response the server had already finished).
+    pub answered_early: bool,
 }
 
 /// What writing the request came to.
@@ -84,6 +88,7 @@ impl UpstreamConn {
             io,
             state,
             reused: false,
+            answered_early: false,
         })
     }
 
@@ -105,6 +110,7 @@ impl UpstreamConn {
             io,
             state: UpstreamState::Sending { written: 0 },
             reused: true,
+            answered_early: false,
         }
     }
 
@@ -122,6 +128,17 @@ impl UpstreamConn {
         }
         self.state = UpstreamState::AwaitingHead { head: Vec::new() };
         Ok(SendProgress::Done)
+    }
+
+    /// The server answers before it has read the whole request: stop sending, and take `bytes` (what it
+    /// has sent so far) as the start of its response head. Only while `Sending`.
+    pub fn answer_early(&mut self, bytes: &[u8]) {
+        if let UpstreamState::Sending { .. } = self.state {
+            self.state = UpstreamState::AwaitingHead {
+                head: bytes.to_vec(),
+            };
+            self.answered_early = true;
+        }
     }
 
     /// True once any byte of the request has been written (handed to the socket, or to TLS).
@@ -160,7 +177,7 @@ impl UpstreamConn {
         let rest = head.split_off(consumed);
         self.state = UpstreamState::Body {
             decoder: BodyDecoder::new(parsed.framing),
-            keep_alive: parsed.keep_alive,
+            keep_alive: parsed.keep_alive && !self.answered_early,
         };
         Ok(HeadProgress::Complete { head: parsed, rest })
     }

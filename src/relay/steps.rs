@@ -50,22 +50,56 @@ pub(super) fn handshake(upstream: &mut UpstreamConn) -> Result<Option<Shaken>, O
 }
 
 /// `Sending`: write the request (it stays in the exchange while a retry is possible).
-pub(super) fn send_request(x: &mut Exchange) -> Outcome {
+///
+/// A server may answer before it has read all of the request (an early `413` for a body too large, a
+/// `400`) and stop reading it: the write then blocks, or fails with a broken pipe or a reset, while the
+/// answer waits to be read. That answer is what the client gets, not a 502: the bytes are read here and
+/// become the start of the response head ([`UpstreamConn::answer_early`]). Reading first, rather than
+/// switching on a readable socket alone, keeps a TLS session ticket (readable, but no plaintext) from
+/// being taken for an answer.
+pub(super) fn send_request(x: &mut Exchange, scratch: &mut [u8]) -> Outcome {
     let Phase::AwaitingUpstream {
         request, upstream, ..
     } = &mut x.phase
     else {
         return Outcome::Wait;
     };
-    match upstream.write_request(request) {
-        Ok(SendProgress::Done) => Outcome::Continue,
-        Ok(SendProgress::Blocked) => Outcome::Wait,
-        Err(e) => Outcome::Failed(Failure::Io(e)),
+    let write_error = match upstream.write_request(request) {
+        Ok(SendProgress::Done) => return Outcome::Continue,
+        Ok(SendProgress::Blocked) if !(upstream.request_sent() && upstream.io.readable()) => {
+            return Outcome::Wait;
+        }
+        Ok(SendProgress::Blocked) => None,
+        Err(e)
+            if upstream.request_sent()
+                && matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) =>
+        {
+            Some(e)
+        }
+        Err(e) => return Outcome::Failed(Failure::Io(e)),
+    };
+    match upstream.io.read(scratch) {
+        ReadOutcome::Data(n) => {
+            upstream.answer_early(&scratch[..n]);
+            Outcome::Continue
+        }
+        ReadOutcome::Drained => match write_error {
+            None => Outcome::Wait,
+            Some(e) => Outcome::Failed(Failure::Io(e)),
+        },
+        ReadOutcome::Eof => {
+            Outcome::Failed(write_error.map_or(Failure::ClosedBeforeHead, Failure::Io))
+        }
+        ReadOutcome::Failed(e) => Outcome::Failed(Failure::Io(write_error.unwrap_or(e))),
     }
 }
 
 /// `AwaitingHead`: read and parse the head; then the client's head (ours for the simple route, the
-/// upstream's for a pass-through) and the body bytes that came with it.
+/// upstream's for a pass-through) and the body bytes that came with it. A head that began as an early
+/// answer may be whole in the bytes already held: those are parsed even when the socket has nothing new.
 pub(super) fn read_head(
     x: &mut Exchange,
     client: &mut Client<'_>,
@@ -76,16 +110,25 @@ pub(super) fn read_head(
     let Some(upstream) = x.upstream() else {
         return Outcome::Wait;
     };
-    if !upstream.io.readable() {
-        return Outcome::Wait;
-    }
-    let n = match upstream.io.read(scratch) {
-        ReadOutcome::Data(n) => n,
-        ReadOutcome::Drained => return Outcome::Wait,
-        ReadOutcome::Eof => return Outcome::Failed(Failure::ClosedBeforeHead),
-        ReadOutcome::Failed(e) => return Outcome::Failed(Failure::Io(e)),
+    let early = upstream.answered_early;
+    let (n, ended) = match upstream.io.readable() {
+        false => (0, false),
+        true => match upstream.io.read(scratch) {
+            ReadOutcome::Data(n) => (n, false),
+            ReadOutcome::Drained => (0, false),
+            ReadOutcome::Eof => (0, true),
+            ReadOutcome::Failed(e) => return Outcome::Failed(Failure::Io(e)),
+        },
     };
+    if n == 0 && !early {
+        return match ended {
+            true => Outcome::Failed(Failure::ClosedBeforeHead),
+            false => Outcome::Wait,
+        };
+    }
     let (head, mut rest) = match upstream.on_head_bytes(&scratch[..n], max_head) {
+        Ok(HeadProgress::NeedMore) if ended => return Outcome::Failed(Failure::ClosedBeforeHead),
+        Ok(HeadProgress::NeedMore) if n == 0 => return Outcome::Wait,
         Ok(HeadProgress::NeedMore) => return Outcome::Continue,
         Ok(HeadProgress::Complete { head, rest }) => (head, rest),
         Err(e) => return Outcome::Failed(Failure::BadHead(e)),

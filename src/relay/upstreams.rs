@@ -321,7 +321,7 @@ impl Upstreams {
                 }
                 Err(outcome) => outcome,
             },
-            UpstreamState::Sending { .. } => steps::send_request(x),
+            UpstreamState::Sending { .. } => steps::send_request(x, &mut cx.scratch),
             UpstreamState::AwaitingHead { .. } => {
                 let (max_head, ranges) = (self.max_head, &mut self.ranges);
                 let outcome = steps::read_head(x, &mut client, &mut cx.scratch, max_head, ranges);

@@ -20,6 +20,7 @@ fn upstream(reused: bool) -> (UpstreamConn, std::net::TcpListener) {
             io,
             state: UpstreamState::Sending { written: 0 },
             reused,
+            answered_early: false,
         }
     };
     up.state = UpstreamState::AwaitingHead { head: Vec::new() };
