@@ -28,6 +28,7 @@ use crate::relay::providers::{self, Provider, ProviderKey, parse_upstream_url};
 pub mod duration;
 pub mod file;
 pub mod precedence;
+pub mod resilience;
 pub mod resolved;
 pub mod timeouts;
 
@@ -249,6 +250,8 @@ pub struct ServeArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub timeouts: timeouts::UpstreamTimeoutArgs,
+    #[command(flatten)]
+    pub resilience: resilience::ResilienceArgs,
     /// Upstream base URL, http:// or https://, e.g. http://127.0.0.1:9000 [default: the provider's API
     /// when its key is set, else the built-in mock].
     #[arg(long, env = "TOKENPIPE_UPSTREAM", value_name = "URL")]
@@ -356,6 +359,9 @@ impl ServeArgs {
             idle_timeout: Duration::from_secs(self.upstream_idle_timeout),
             dns_ttl: Duration::from_secs(self.dns_ttl),
             timeouts: self.timeouts.timeouts(),
+            admission: self.resilience.admission(),
+            retry: self.resilience.retry(),
+            breaker: self.resilience.breaker(),
             common: self.common.loop_settings(),
         }
     }

@@ -36,7 +36,9 @@ use crate::mock::script::MockFormat;
 use crate::mock::{Mock, MockStats};
 use crate::reactor::instrument::{StatsSnapshot, WorkerStats};
 use crate::reactor::{Handler, Remote, Worker, fdlimit};
+use crate::relay::admission::{AdmissionLimits, Gate};
 use crate::relay::dns::{CacheConfig, Resolver};
+use crate::relay::health::{BreakerPolicy, Health};
 use crate::relay::providers::{Origin, Provider};
 use crate::relay::routes::Router;
 use crate::relay::{Relay, RelayCounts, RelaySettings, RelayStats, UpstreamTarget};
@@ -113,7 +115,12 @@ impl Server {
                 (vec![spec], Vec::new(), None)
             }
         };
-        let (targets, router) = upstream_targets(&specs, &routes, generate.as_deref())?;
+        let (targets, router) = upstream_targets(
+            &specs,
+            &routes,
+            generate.as_deref(),
+            (config.admission, config.breaker),
+        )?;
         let settings = RelaySettings {
             limits: config.common.limits.clone(),
             stream_buffer: config.common.stream_buffer,
@@ -128,6 +135,7 @@ impl Server {
             router,
             client: config.common.client,
             timeouts: config.timeouts,
+            retry: config.retry,
         };
         let listeners = bind_listeners(config.listen, config.workers, config.common.backlog)
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -183,6 +191,7 @@ fn upstream_targets(
     specs: &[UpstreamSpec],
     routes: &[RouteSpec],
     generate: Option<&str>,
+    (admission, breaker): (AdmissionLimits, BreakerPolicy),
 ) -> Result<
     (
         Vec<(Arc<UpstreamTarget>, Option<Arc<RootCertStore>>)>,
@@ -211,6 +220,16 @@ fn upstream_targets(
             ),
             false => (None, None),
         };
+        let fallback = match &spec.fallback {
+            Some(name) if *name == spec.name => {
+                return Err(format!(
+                    "upstream {:?} cannot be its own fallback",
+                    spec.name
+                ));
+            }
+            Some(name) => Some(index(name)?),
+            None => None,
+        };
         let target = UpstreamTarget {
             name: spec.name.clone(),
             provider: spec.provider,
@@ -218,6 +237,9 @@ fn upstream_targets(
             key: spec.key.clone(),
             default_model: spec.model.clone(),
             tls_name,
+            gate: Gate::new(spec.admission.unwrap_or(admission)),
+            health: Health::new(breaker),
+            fallback,
         };
         targets.push((Arc::new(target), roots));
     }

@@ -398,7 +398,9 @@ fn expect_100_continue() {
 #[test]
 fn upstream_unreachable_is_502() {
     let dead = closed_port_addr();
-    let mut relay = spawn_relay(&format!("http://{dead}"), "openai", &["--model", MODEL]);
+    // No retry and no breaker: this is about the answer to one failure (they have tests of their own).
+    let once = ["--model", MODEL, "--retries", "0", "--breaker-failures", "0"];
+    let mut relay = spawn_relay(&format!("http://{dead}"), "openai", &once);
     let body = small_prompt();
     check_error(
         &mut relay,
@@ -432,7 +434,9 @@ fn upstream_non_2xx_is_502() {
             }
         }
     });
-    let mut relay = spawn_relay(&fake.url(), "openai", &["--model", MODEL]);
+    // No retry and no breaker: this is about the answer to one failure (they have tests of their own).
+    let once = ["--model", MODEL, "--retries", "0", "--breaker-failures", "0"];
+    let mut relay = spawn_relay(&fake.url(), "openai", &once);
     check_error(
         &mut relay,
         &stream_request(&small_prompt()),

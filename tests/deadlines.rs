@@ -372,6 +372,8 @@ fn a_stuck_tls_handshake_is_a_504() {
     });
     let relay = relay(&format!("https://localhost:{}", addr.port()), |c| {
         c.timeouts.handshake = ms(300);
+        // A stuck handshake is worth a retry in general (see tests/resilience.rs); not here.
+        c.retry.max = 0;
     });
     let resp = fetch(relay.addr, &stream_request(&small_prompt()));
     assert_eq!(resp.status(), 504, "{:?}", resp.text());

@@ -9,8 +9,11 @@ use std::time::Duration;
 use crate::conn::client::ClientTimeouts;
 use crate::http::request::Limits;
 use crate::mock::script::MockFormat;
+use crate::relay::admission::AdmissionLimits;
 use crate::relay::deadlines::UpstreamTimeouts;
+use crate::relay::health::BreakerPolicy;
 use crate::relay::providers::{Origin, Provider, ProviderKey};
+use crate::relay::retry::RetryPolicy;
 
 /// What a server does with the process's descriptor limit at start (a process-wide setting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +81,11 @@ pub struct UpstreamSpec {
     pub ca: Option<PathBuf>,
     /// The model the simple route asks for when a request names none.
     pub model: String,
+    /// How many requests it takes at once (`None`: the global `--upstream-max-concurrent` and friends).
+    pub admission: Option<AdmissionLimits>,
+    /// The upstream (by name) that takes a request this one failed before its first byte reached the
+    /// client.
+    pub fallback: Option<String>,
 }
 
 impl UpstreamSpec {
@@ -90,6 +98,8 @@ impl UpstreamSpec {
             key: None,
             ca: None,
             model: provider.default_model().to_string(),
+            admission: None,
+            fallback: None,
         }
     }
 }
@@ -135,6 +145,12 @@ pub struct Config {
     pub dns_ttl: Duration,
     /// How long an upstream may take at each step.
     pub timeouts: UpstreamTimeouts,
+    /// How many requests each upstream takes at once, unless its own spec says otherwise.
+    pub admission: AdmissionLimits,
+    /// How failed requests are tried again.
+    pub retry: RetryPolicy,
+    /// When an upstream's circuit breaker opens.
+    pub breaker: BreakerPolicy,
     pub common: LoopConfig,
 }
 
@@ -154,6 +170,9 @@ impl Config {
             idle_timeout: Duration::from_secs(30),
             dns_ttl: Duration::from_secs(60),
             timeouts: UpstreamTimeouts::default(),
+            admission: AdmissionLimits::default(),
+            retry: RetryPolicy::default(),
+            breaker: BreakerPolicy::default(),
             common: LoopConfig::default(),
         }
     }

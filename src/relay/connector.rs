@@ -85,6 +85,11 @@ impl Connector {
         self.upstreams.get(via).map(|u| &u.target)
     }
 
+    /// How many upstreams there are.
+    pub(super) fn len(&self) -> usize {
+        self.upstreams.len()
+    }
+
     /// Idle connections in the pools.
     pub(super) fn pooled(&self) -> usize {
         self.upstreams.iter().map(|u| u.pool.len()).sum()

@@ -57,6 +57,8 @@ impl UpstreamTimeouts {
             Wait::FirstToken => self.first_token,
             Wait::Idle | Wait::KeepAlive => self.idle,
             Wait::Total => self.total.unwrap_or_default(),
+            // Armed with their own instants (`ExchangeTimers::arm_step`); never through this.
+            Wait::Queue | Wait::Backoff => Duration::ZERO,
         }
     }
 }
@@ -78,6 +80,10 @@ pub enum Wait {
     Total,
     /// Time for a keep-alive comment, if the stream is still silent.
     KeepAlive,
+    /// A turn at the upstream (its queue's deadline).
+    Queue,
+    /// The end of a retry's backoff (not a failure: the next try begins).
+    Backoff,
 }
 
 impl Wait {
@@ -91,6 +97,8 @@ impl Wait {
             Wait::Idle => "next data (idle)",
             Wait::Total => "whole stream",
             Wait::KeepAlive => "keep-alive",
+            Wait::Queue => "turn at the upstream",
+            Wait::Backoff => "retry",
         }
     }
 }
@@ -98,6 +106,10 @@ impl Wait {
 /// The facts [`wanted`] decides from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepFacts {
+    /// Waiting in the upstream's queue for a turn.
+    pub queued: bool,
+    /// Waiting out a retry's backoff.
+    pub backing_off: bool,
     /// The response head reached the client (the body is flowing, or about to).
     pub streaming: bool,
     /// There is an upstream connection (not resolving a name).
@@ -113,6 +125,10 @@ pub struct StepFacts {
 /// The step wait of an exchange with these facts.
 pub fn wanted(f: StepFacts) -> Wait {
     match f {
+        StepFacts { queued: true, .. } => Wait::Queue,
+        StepFacts {
+            backing_off: true, ..
+        } => Wait::Backoff,
         StepFacts {
             streaming: true,
             first_token,
@@ -203,6 +219,23 @@ impl ExchangeTimers {
             }
             _ => {}
         }
+    }
+
+    /// Makes `wait` the current step wait with its deadline at `at` (the waits whose length is not an
+    /// option: a place in a queue, a backoff). [`ExchangeTimers::expect`] then leaves it alone while the
+    /// facts still want it.
+    pub fn arm_step<K: Copy>(
+        &mut self,
+        timers: &mut Timers<K>,
+        wait: Wait,
+        at: Instant,
+        id: ConnId,
+        key: impl Fn(Wait) -> K,
+    ) {
+        if let Some((_, old)) = self.step.take() {
+            timers.cancel(old);
+        }
+        self.step = Some((wait, timers.insert(at, id, key(wait))));
     }
 
     /// An upstream read brought data at `now`: idle and keep-alive waits restart from here.

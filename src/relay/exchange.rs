@@ -23,18 +23,16 @@
 //! while the name is resolved; the request bytes while a retry is possible (freed when the stream starts);
 //! the addresses not tried yet while a connect may still fail.
 
-use std::fmt;
-use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::deadlines::{ExchangeTimers, StepFacts, Wait};
+use super::admission::{Permit, Ticket};
+use super::deadlines::{ExchangeTimers, StepFacts};
+use super::health::Probe;
 use super::sse::SseWatch;
 use crate::conn::client::StreamFraming;
 use crate::conn::upstream::{UpstreamConn, UpstreamState};
-use crate::http::chunked::ChunkError;
-use crate::http::response::ResponseError;
-use crate::reactor::Timers;
+use crate::reactor::{ConnId, Conns, Timers};
 
 /// What a relayed request is waiting for.
 pub enum Phase {
@@ -117,6 +115,29 @@ pub struct Exchange {
     pub timers: ExchangeTimers,
     /// What the relayed body has shown so far.
     pub seen: BodySeen,
+    /// Its turn at the upstream (`relay::admission`); given back when the exchange ends or moves on.
+    pub permit: Option<Permit>,
+    /// Its place in the upstream's queue while it waits for a turn.
+    pub ticket: Option<Ticket>,
+    /// It is the one request a half-open circuit breaker let through (`relay::health`).
+    pub probe: Option<Probe>,
+    /// Waiting out a retry's backoff.
+    pub backing_off: bool,
+    /// Retries after a failed try (not counting the stale-connection retry, which is `attempt`).
+    pub retries: u32,
+    /// Upstreams it moved to after the first failed (bounded by the number of upstreams).
+    pub hops: usize,
+    /// What a 5xx or 429 answer leads to on this try, decided when the try starts: when `Some`, such an
+    /// answer is not passed on but tried again (or elsewhere), provided its `Retry-After` is within
+    /// the wait allowed.
+    pub retry_room: Option<RetryRoom>,
+    /// The `Retry-After` of the last status answer that is being retried.
+    pub retry_after: Option<Duration>,
+    /// The status of the last response head, once one came.
+    pub status: Option<u16>,
+    /// What the request was made from, to make it again for a fallback upstream (kept only when the
+    /// upstream has a fallback, and only until the stream begins).
+    pub rebuild: Option<Box<super::rebuild::Rebuild>>,
 }
 
 impl Exchange {
@@ -138,6 +159,16 @@ impl Exchange {
             attempt: 1,
             started: now,
             upstream_batch: 0,
+            permit: None,
+            ticket: None,
+            probe: None,
+            backing_off: false,
+            retries: 0,
+            hops: 0,
+            retry_room: None,
+            retry_after: None,
+            status: None,
+            rebuild: None,
             timers: ExchangeTimers::default(),
             seen: BodySeen::default(),
         }
@@ -212,6 +243,32 @@ impl Exchange {
 
     /// Starts attempt `attempt + 1`: the failed connection goes, and the exchange looks for another.
     pub fn retry(&mut self) {
+        if let Phase::AwaitingUpstream { .. } = self.phase {
+            self.attempt += 1;
+            self.release_connection();
+        }
+    }
+
+    /// Waits out a backoff before trying again: the connection (if any) and the turn go, the request
+    /// stays.
+    pub fn back_off(&mut self) {
+        self.release_connection();
+        self.permit = None;
+        self.backing_off = true;
+    }
+
+    /// Moves to upstream `via` (a fallback) with `request`, made for it: a fresh start there, with no
+    /// connection, turn or probe of the upstream it leaves.
+    pub fn move_to(&mut self, via: usize, request: Vec<u8>) {
+        self.phase = Phase::Resolving { request };
+        self.via = via;
+        self.hops += 1;
+        (self.permit, self.ticket, self.probe) = (None, None, None);
+        (self.attempt, self.retries, self.retry_after) = (1, 0, None);
+    }
+
+    /// Back to `Resolving` with the request, from `AwaitingUpstream` (the connection is dropped).
+    fn release_connection(&mut self) {
         if let Phase::AwaitingUpstream { .. } = self.phase
             && let Phase::AwaitingUpstream { request, .. } = std::mem::replace(
                 &mut self.phase,
@@ -220,13 +277,13 @@ impl Exchange {
                 },
             )
         {
-            self.attempt += 1;
             self.phase = Phase::Resolving { request };
         }
     }
 
-    /// What the policy says about `failure` now.
-    pub fn on_failure(&self, failure: &Failure) -> Decision {
+    /// What the policy says about `failure` now; `backoff` is the wait the next retry would take, if the
+    /// upstream gave no `Retry-After`.
+    pub fn on_failure(&self, failure: &Failure, backoff: Duration) -> Decision {
         let (reused, sent, started, fallback) = match &self.phase {
             Phase::Resolving { .. } => (false, false, false, false),
             Phase::AwaitingUpstream {
@@ -239,6 +296,15 @@ impl Exchange {
             ),
             Phase::Streaming { .. } => (false, true, true, false),
         };
+        let room = self.retry_room.unwrap_or(RetryRoom {
+            retries_left: false,
+            fallback: false,
+            max_wait: Duration::ZERO,
+        });
+        let wait = match failure {
+            Failure::Status(..) => self.retry_after.unwrap_or(backoff),
+            _ => backoff,
+        };
         let facts = Facts {
             streaming: matches!(self.phase, Phase::Streaming { .. }),
             attempt: self.attempt,
@@ -247,6 +313,10 @@ impl Exchange {
             request_sent: sent,
             response_started: started,
             fallback,
+            retries_left: room.retries_left,
+            fallback_upstream: room.fallback,
+            wait,
+            max_wait: room.max_wait,
         };
         on_failure(&facts, failure)
     }
@@ -254,6 +324,8 @@ impl Exchange {
     /// What decides the exchange's current deadline (`deadlines::wanted`).
     pub fn step_facts(&self) -> StepFacts {
         let none = StepFacts {
+            queued: self.ticket.is_some(),
+            backing_off: self.backing_off,
             streaming: false,
             connection: false,
             connected: false,
@@ -284,151 +356,21 @@ impl Exchange {
     }
 }
 
-/// Why an upstream exchange failed.
-#[derive(Debug)]
-pub enum Failure {
-    /// The upstream's name did not resolve (the message says why).
-    Resolve(String),
-    /// Connecting, writing or reading failed (a refused connect surfaces as the first write's error).
-    Io(io::Error),
-    /// The TLS handshake failed: an untrusted certificate, a name that does not match, a protocol error.
-    Tls(io::Error),
-    ClosedBeforeHead,
-    BadHead(ResponseError),
-    /// The upstream refused the simple route's request: its status, and what its error body said.
-    Status(u16, String),
-    BadBody(ChunkError),
-    Truncated,
-    /// A wait took longer than its deadline.
-    Timeout(Wait, std::time::Duration),
+pub use super::policy::{Decision, Facts, Failure, RetryRoom, on_failure, retryable};
+
+/// The exchange of client `id`, if it is being served.
+pub fn exchange(cx: &mut crate::reactor::Cx<super::Relay>, id: ConnId) -> Option<&mut Exchange> {
+    exchange_in(&mut cx.conns, id)
 }
 
-impl Failure {
-    /// The machine-readable code of the error a client gets for it.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Failure::Resolve(_) => "upstream_unresolved",
-            Failure::Status(..) => "upstream_status",
-            Failure::Tls(_) => "upstream_tls_failed",
-            Failure::Timeout(..) => "upstream_timeout",
-            _ => "upstream_failed",
-        }
-    }
-
-    /// The status a client gets for it before its stream began: 504 when the upstream was too slow (RFC
-    /// 9110 §15.6.5), else 502.
-    pub fn status(&self) -> u16 {
-        match self {
-            Failure::Timeout(..) => 504,
-            _ => 502,
-        }
-    }
-
-    /// A connection that never got established: another address of the name may do better.
-    pub fn is_connect_failure(&self) -> bool {
-        use io::ErrorKind::*;
-        match self {
-            Failure::Io(e) => matches!(
-                e.kind(),
-                ConnectionRefused
-                    | HostUnreachable
-                    | NetworkUnreachable
-                    | AddrNotAvailable
-                    | TimedOut
-                    | NotConnected
-            ),
-            Failure::Timeout(Wait::Connect, _) => true,
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Resolve(why) => write!(f, "upstream name resolution failed: {why}"),
-            Failure::Io(e) => write!(f, "upstream connection failed: {e}"),
-            Failure::Tls(e) => write!(f, "upstream TLS handshake failed: {e}"),
-            Failure::ClosedBeforeHead => {
-                f.write_str("upstream closed the connection before answering")
-            }
-            Failure::BadHead(e) => write!(f, "upstream sent an invalid response head: {e}"),
-            Failure::Status(s, detail) if detail.is_empty() => {
-                write!(f, "upstream answered with status {s}")
-            }
-            Failure::Status(s, detail) => write!(f, "upstream answered with status {s}: {detail}"),
-            Failure::BadBody(e) => write!(f, "upstream sent an invalid body: {e}"),
-            Failure::Truncated => {
-                f.write_str("upstream closed the connection before the body ended")
-            }
-            Failure::Timeout(wait, limit) => write!(
-                f,
-                "upstream timed out waiting for the {} ({})",
-                wait.name(),
-                crate::config::duration::show(*limit)
-            ),
-        }
-    }
-}
-
-/// What to do about a failed upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Connect to the name's next address.
-    NextAddress,
-    /// Send the same request again, on a new connection.
-    Retry,
-    /// Nothing reached the client yet: answer `502` with the failure.
-    BadGateway,
-    /// The client has part of the stream: tell it in-band (an SSE `error` event), end *without* the last
-    /// chunk and close, so no client can take a truncated answer for a complete one.
-    FailStream,
-}
-
-/// What the failure policy looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Facts {
-    /// The client has the stream's head.
-    pub streaming: bool,
-    pub attempt: u32,
-    /// The connection came from the pool.
-    pub reused: bool,
-    /// The request may be sent twice ([`Exchange::replayable`]).
-    pub replayable: bool,
-    /// Some byte of the request was written.
-    pub request_sent: bool,
-    /// Some byte of the response arrived.
-    pub response_started: bool,
-    /// Addresses of the name are left to try.
-    pub fallback: bool,
-}
-
-/// The failure policy, a pure function of the facts.
-///
-/// - Once the stream began, nothing can be taken back: `FailStream`.
-/// - A connect that failed (refused, unreachable) moves to the name's next address, if one is left.
-/// - The one retry: a connection taken from the pool that fails before *any* response byte. The server
-///   may have closed it while it idled (the keep-alive race: its FIN was in flight when we took it), which
-///   says nothing about the server's health, so the request goes once more on a fresh connection; but
-///   only if sending it twice is safe: it is replayable, or none of it was written. A POST the server
-///   read in full may have started a billed generation before the server died, and we cannot tell that
-///   apart from the race (the rule of Go's `net/http` transport, `shouldRetryRequest`).
-/// - Everything else, a status answer included (the server did answer), is a `502`; a deadline that passed
-///   is a `504` (a slow server is not the keep-alive race, so it is not retried either).
-pub fn on_failure(f: &Facts, failure: &Failure) -> Decision {
-    if f.streaming {
-        Decision::FailStream
-    } else if f.fallback && !f.reused && failure.is_connect_failure() {
-        Decision::NextAddress
-    } else if f.reused
-        && !f.response_started
-        && (f.replayable || !f.request_sent)
-        && f.attempt == 1
-        && !matches!(failure, Failure::Status(..) | Failure::Timeout(..))
-    {
-        Decision::Retry
-    } else {
-        Decision::BadGateway
+/// [`exchange`] over the slab alone, for callers that use other parts of the context meanwhile.
+pub fn exchange_in(conns: &mut Conns<super::Entry>, id: ConnId) -> Option<&mut Exchange> {
+    match conns.get_mut(id) {
+        Some(super::Entry::Client(c)) => match &mut c.state {
+            crate::conn::client::ClientState::Serving(x) => Some(x),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

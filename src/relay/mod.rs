@@ -16,19 +16,25 @@
 //! upstream side (pool, connect, pump, relay, failure) is [`Upstreams`], in `upstreams.rs`, and the bytes'
 //! hot path is in `forward.rs`.
 
+pub mod admission;
 pub mod api;
 mod connector;
 pub mod deadlines;
 pub mod dns;
 pub mod exchange;
 pub mod forward;
+pub mod health;
 pub mod passthrough;
+pub mod policy;
 pub mod pool;
 pub mod providers;
+pub mod rebuild;
+pub mod retry;
 pub mod routes;
 pub mod sse;
 mod steps;
 mod tell;
+mod turns;
 mod upstreams;
 
 use std::net::SocketAddr;
@@ -67,6 +73,12 @@ pub struct UpstreamTarget {
     pub default_model: String,
     /// For `https`: the name the upstream's certificate must carry (and the SNI sent).
     pub tls_name: Option<rustls::pki_types::ServerName<'static>>,
+    /// How many requests it takes at once, shared by every worker.
+    pub gate: Arc<admission::Gate>,
+    /// Its circuit breaker, shared by every worker.
+    pub health: Arc<health::Health>,
+    /// The upstream (its index) that takes a request this one failed before the client got a byte.
+    pub fallback: Option<usize>,
 }
 
 /// One entry of a relay worker's slab.
@@ -113,6 +125,11 @@ pub struct RelayStats {
     timeouts: AtomicU64,
     keepalives: AtomicU64,
     client_timeouts: AtomicU64,
+    queued: AtomicU64,
+    refused: AtomicU64,
+    queue_timeouts: AtomicU64,
+    backoffs: AtomicU64,
+    fallbacks: AtomicU64,
 }
 
 /// A copy of [`RelayStats`].
@@ -138,6 +155,16 @@ pub struct RelayCounts {
     pub keepalives: u64,
     /// Clients dropped or answered 408 because they were too slow (head, body, taking their response).
     pub client_timeouts: u64,
+    /// Requests that waited in an upstream's queue for a turn.
+    pub queued: u64,
+    /// Requests refused a turn at once (a full queue, an open breaker).
+    pub refused: u64,
+    /// Requests refused because their turn did not come within the queue's deadline.
+    pub queue_timeouts: u64,
+    /// Retries after a backoff (a failed connect, a 5xx, a 429).
+    pub backoffs: u64,
+    /// Requests moved to a fallback upstream.
+    pub fallbacks: u64,
 }
 
 impl RelayStats {
@@ -154,6 +181,11 @@ impl RelayStats {
             timeouts: get(&self.timeouts),
             keepalives: get(&self.keepalives),
             client_timeouts: get(&self.client_timeouts),
+            queued: get(&self.queued),
+            refused: get(&self.refused),
+            queue_timeouts: get(&self.queue_timeouts),
+            backoffs: get(&self.backoffs),
+            fallbacks: get(&self.fallbacks),
         }
     }
 
@@ -185,6 +217,8 @@ pub struct RelaySettings {
     pub client: ClientTimeouts,
     /// How long an upstream may take at each step.
     pub timeouts: UpstreamTimeouts,
+    /// How failed requests are tried again.
+    pub retry: retry::RetryPolicy,
 }
 
 /// The relay application of one worker.
@@ -194,6 +228,7 @@ pub struct Relay {
     upstreams: Upstreams,
     inbound_tls: Option<Arc<rustls::ServerConfig>>,
     client_timeouts: ClientTimeouts,
+    stats: Arc<RelayStats>,
 }
 
 impl Relay {
@@ -205,8 +240,12 @@ impl Relay {
         resolver: dns::Resolver,
         remote: crate::reactor::Remote,
     ) -> Relay {
+        let targets: Vec<Arc<UpstreamTarget>> =
+            settings.upstreams.iter().map(|(t, _)| t.clone()).collect();
+        let turns = turns::Turns::new(&targets, settings.retry, &remote);
         let (link, answers) = dns::ResolverLink::new(resolver, remote);
         let upstreams = Upstreams::new(UpstreamsConfig {
+            turns,
             targets: settings.upstreams,
             max_idle: settings.max_idle,
             dns: dns::DnsCache::new(link, settings.dns.clone()),
@@ -215,7 +254,7 @@ impl Relay {
             cap: settings.stream_buffer,
             max_head: settings.limits.max_head_bytes,
             timeouts: settings.timeouts,
-            stats,
+            stats: stats.clone(),
         });
         Relay {
             router: settings.router,
@@ -223,6 +262,7 @@ impl Relay {
             limits: settings.limits,
             inbound_tls: settings.inbound_tls,
             client_timeouts: settings.client,
+            stats,
         }
     }
 
@@ -294,9 +334,13 @@ impl Handler for Relay {
         self.drive(cx, id);
     }
 
-    /// The resolver answered: the exchanges that waited for a name go on.
+    /// The resolver answered (the exchanges that waited for a name go on), or an upstream's gate has a
+    /// free turn (the exchanges that waited for one go on).
     fn on_wake(&mut self, cx: &mut Cx<Self>) {
         for id in self.upstreams.on_answers(cx) {
+            self.drive(cx, id);
+        }
+        for id in self.upstreams.admit(cx) {
             self.drive(cx, id);
         }
     }
@@ -353,7 +397,7 @@ impl ClientApp for Relay {
     }
 
     fn count_timeout(&mut self, _wait: ClientWait) {
-        self.upstreams.count_client_timeout();
+        RelayStats::count(&self.stats.client_timeouts);
     }
 
     fn max_head(&self) -> usize {

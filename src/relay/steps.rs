@@ -9,6 +9,7 @@ use std::ops::Range;
 use super::exchange::{Exchange, Failure, Kind, Phase};
 use super::forward::{self, Outcome, Sink};
 use super::passthrough;
+use super::retry;
 use super::sse::SseWatch;
 use crate::conn::OutBuf;
 use crate::conn::client::{send_body, stream_head};
@@ -141,6 +142,18 @@ pub(super) fn read_head(
             .as_deref()
             .is_some_and(|t| t.trim_start().starts_with("text/event-stream")),
     };
+    // A 5xx or 429 that another try may mend (`RetryRoom::takes`) is not passed on: the exchange tries
+    // again, here after a wait or at the fallback upstream. Otherwise the simple route answers a non-2xx
+    // with a 502 that says what the upstream said, and a pass-through passes it as it is.
+    x.status = Some(head.status);
+    let retry_after = retry::retry_after(&head.headers);
+    let retried = x
+        .retry_room
+        .is_some_and(|r| r.takes(head.status, retry_after));
+    let refused = retried || (kind == Kind::Generate && !(200..300).contains(&head.status));
+    if refused {
+        x.retry_after = retry_after;
+    }
     let Some((decoder, keep_alive)) = body_of(x) else {
         return Outcome::Wait;
     };
@@ -150,9 +163,8 @@ pub(super) fn read_head(
         *decoder = crate::http::body::BodyDecoder::new(crate::http::body::Framing::None);
     }
     match kind {
-        Kind::Generate if !(200..300).contains(&head.status) => {
-            // The simple route answers with a 502 that says what the upstream said: its error body is
-            // small and, as a rule, came with the head.
+        Kind::Generate | Kind::PassThrough { .. } if refused => {
+            // The error body is small and, as a rule, came with the head.
             ranges.clear();
             let detail = match decoder.decode(&rest, ranges) {
                 Ok(_) => {

@@ -4,7 +4,8 @@
 use std::io;
 
 use super::Entry;
-use super::exchange::{Decision, Exchange, Failure};
+use super::connector::Connector;
+use super::exchange::{Decision, Exchange, Failure, Kind};
 use super::forward::{ErrorShape, KEEPALIVE_COMMENT, error_event};
 use crate::conn::client::{AfterReply, ClientState, send_body};
 use crate::conn::{OutBuf, Transport};
@@ -24,7 +25,7 @@ pub(super) fn failure(
     id: ConnId,
     decision: Decision,
     failure: &Failure,
-    shape: ErrorShape,
+    upstreams: &Connector,
 ) {
     let name = cx.name().to_string();
     let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
@@ -32,6 +33,13 @@ pub(super) fn failure(
     };
     let ClientState::Serving(x) = &c.state else {
         return;
+    };
+    // The error shape of the API the client called.
+    let shape = match x.kind {
+        Kind::Generate => ErrorShape::Project,
+        Kind::PassThrough { .. } => upstreams
+            .target(x.via)
+            .map_or(ErrorShape::Project, |t| ErrorShape::of(t.provider)),
     };
     let framing = x.framing;
     log::warn!("{name}: {}: {failure}", c.peer);
@@ -55,7 +63,15 @@ pub(super) fn failure(
         }
         let message = failure.to_string();
         let (status, code) = (failure.status(), failure.code());
-        c.reply_error(status, code, &message, &[], framing.after());
+        // A busy upstream, or an open breaker, says when to come back.
+        let retry_after = failure
+            .retry_after()
+            .map(|d| d.as_secs().max(1).to_string());
+        let extra: Vec<(&str, &str)> = retry_after
+            .iter()
+            .map(|s| ("Retry-After", s.as_str()))
+            .collect();
+        c.reply_error(status, code, &message, &extra, framing.after());
     }
 }
 

@@ -29,6 +29,9 @@ fn relay_to(origin: &TcpListener, cap: usize, https: bool) -> (Worker<Relay>, So
         key: None,
         default_model: "m".into(),
         tls_name: None,
+        gate: admission::Gate::new(admission::AdmissionLimits::default()),
+        health: health::Health::new(health::BreakerPolicy::default()),
+        fallback: None,
     });
     let settings = RelaySettings {
         limits: Limits::default(),
@@ -41,6 +44,7 @@ fn relay_to(origin: &TcpListener, cap: usize, https: bool) -> (Worker<Relay>, So
         router: Router::single(Provider::OpenAi),
         client: ClientTimeouts::default(),
         timeouts: UpstreamTimeouts::default(),
+        retry: retry::RetryPolicy::default(),
     };
     let resolver = dns::Resolver::new().unwrap();
     let make = |remote| Relay::new(settings, Arc::default(), resolver, remote);

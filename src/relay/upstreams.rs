@@ -1,24 +1,19 @@
-//! The upstream side of a relay worker: where generations go, the names resolved off the loop, the
-//! keep-alive pool, and the pump that moves each exchange's upstream connection forward.
+//! The upstream side of a relay worker: it takes each exchange from a turn at its upstream to its end.
 //!
-//! An exchange first needs a connection ([`Upstreams::connect`]): an idle one from the pool, or a new one
-//! to an address of the upstream's name. The name is looked up in the worker's [`DnsCache`]; a miss sends
-//! a query to the resolver threads and the exchange waits in `Phase::Resolving` until the answer arrives
-//! through the worker's waker ([`Upstreams::on_answers`]). The loop never waits for a name.
-//!
-//! [`Upstreams::pump`] moves one exchange as far as it can: shake hands (TLS), write the request, read the
-//! head, then read body bytes into the worker's scratch buffer and pass them on (`steps.rs`, `forward.rs`).
-//! It reads only while the client's unsent bytes are below the stream cap (`--stream-buffer-bytes`), and at
-//! most the room that is left, so a slow client costs about the cap: when the cap is reached the upstream is
-//! simply not read, TCP flow control pushes back on the model server, and the client driver calls `pump`
-//! again once the client's queue has drained completely. The cap is exceeded by a little: chunk framing,
-//! the stream head, and the body bytes that arrive in the same read as the response head (one read, once).
+//! A try of an exchange ([`Upstreams::begin`]) asks for a turn (`relay::turns`: the breaker, the gate,
+//! the queue), then a connection (`relay::connector`: the pool, or a new one once the name is resolved off
+//! the loop), then [`Upstreams::pump`] moves it as far as it can: shake hands (TLS), write the request,
+//! read the head, then read body bytes into the worker's scratch buffer and pass them on (`steps.rs`,
+//! `forward.rs`). It reads only while the client's unsent bytes are below the stream cap, and at most the
+//! room left, so a slow client costs about the cap: the upstream is simply not read, TCP flow control
+//! pushes back on the model server, and the client driver pumps again once the client has drained.
+//! After each pump, [`Upstreams::watch`] arms the deadline of what the exchange now waits for.
 //!
 //! An exchange ends in one of three ways, each in one function: the body ends ([`Upstreams::finish`]: the
-//! last chunk goes out with the last payload, and the connection goes to the pool if nothing is left
-//! unread); the upstream fails ([`Upstreams::fail`], which does what [`super::exchange::on_failure`]
-//! decides: the next address, a retry, a 502, or an in-band error and no last chunk); or the client leaves
-//! (the reap drops the client, its exchange and the upstream with it: never pooled mid-body).
+//! connection goes to the pool if nothing is left unread); the upstream fails ([`Upstreams::fail`], which
+//! does what the failure policy decides: the next address, a retry now or after a backoff, the fallback
+//! upstream, an error response, or an in-band error and no last chunk); or the client leaves (the reap
+//! drops the client, its exchange and the upstream with it: never pooled mid-body).
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -31,15 +26,17 @@ use rustls::ClientConfig;
 use super::connector::{Connector, Found};
 use super::deadlines::{Fired, UpstreamTimeouts, Wait, wanted};
 use super::dns::{Answer, DnsCache, ResolverLink};
-use super::exchange::{Decision, Exchange, Failure, Kind, Phase};
-use super::forward::{ErrorShape, Outcome};
-use super::routes::{Route, Target};
+use super::exchange::{Decision, Failure, Phase, RetryRoom, exchange_in};
+use super::forward::Outcome;
+use super::health;
+use super::rebuild;
+use super::routes::Target;
 use super::steps::{self, Client, Shaken};
-use super::{Entry, RelayStats, RelayTimer, UpstreamTarget, api, passthrough, providers, tell};
+use super::turns::{Asked, Turns};
+use super::{Entry, RelayStats, RelayTimer, UpstreamTarget, tell};
 use crate::conn::client::{ClientConn, ClientState, StreamFraming};
 use crate::conn::transport::IdleCheck;
 use crate::conn::upstream::UpstreamState;
-use crate::http::headers::value;
 use crate::http::request::Request;
 use crate::reactor::{ConnId, Cx, TURN_BUDGET};
 
@@ -52,10 +49,22 @@ enum Flow {
     Wait,
 }
 
+impl Flow {
+    /// `then` if this is `More`.
+    fn and_then(self, then: impl FnOnce() -> Flow) -> Flow {
+        match self {
+            Flow::More => then(),
+            Flow::Wait => Flow::Wait,
+        }
+    }
+}
+
 /// A worker's upstream side.
 pub struct Upstreams {
     /// Every configured upstream, and how a connection to one is found.
     conn: Connector,
+    /// Turns at the upstreams: this worker's waiters, and the retry policy.
+    turns: Turns,
     /// How long a pooled connection may idle (`--upstream-idle-timeout`).
     idle_timeout: Duration,
     /// Most bytes a client may have queued before its upstream is no longer read (`--stream-buffer-bytes`).
@@ -71,6 +80,8 @@ pub struct Upstreams {
 
 /// What the upstream side of a worker is built from.
 pub struct UpstreamsConfig {
+    /// This worker's admission queues and retry policy.
+    pub(super) turns: Turns,
     /// Each upstream, with this worker's TLS client configuration for it (`https` only).
     pub targets: Vec<(Arc<UpstreamTarget>, Option<Arc<ClientConfig>>)>,
     /// Most idle connections kept per upstream.
@@ -87,6 +98,7 @@ pub struct UpstreamsConfig {
 impl Upstreams {
     pub fn new(c: UpstreamsConfig) -> Self {
         Upstreams {
+            turns: c.turns,
             conn: Connector::new(c.targets, c.max_idle, c.dns, c.answers, c.stats.clone()),
             idle_timeout: c.idle_timeout,
             cap: c.cap,
@@ -95,11 +107,6 @@ impl Upstreams {
             ranges: Vec::new(),
             stats: c.stats,
         }
-    }
-
-    /// A client was too slow (the counters live with the upstream side's).
-    pub fn count_client_timeout(&self) {
-        RelayStats::count(&self.stats.client_timeouts);
     }
 
     /// Idle connections in the pools.
@@ -128,38 +135,70 @@ impl Upstreams {
         let Some(t) = self.conn.target(to.upstream) else {
             return;
         };
-        let (kind, request) = match to.route {
-            Route::PassThrough => (
-                Kind::PassThrough {
-                    head: req.method == "HEAD",
-                },
-                passthrough::build_request(t.provider, &t.origin, t.key.as_ref(), req, to.path),
-            ),
-            Route::Generate | Route::Healthz => (
-                Kind::Generate,
-                api::parse_generate(&req.body).and_then(|g| {
-                    let (key, model) = (t.key.as_ref(), &t.default_model);
-                    providers::build_request(t.provider, &t.origin, key, &g, model)
-                }),
-            ),
-        };
+        let made = rebuild::exchange_for(t, req, &to, framing, cx.now);
         let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
             return;
         };
-        match request {
-            Ok(request) => {
-                let mut x = Exchange::new(kind, to.upstream, request, framing, cx.now);
-                x.replayable = matches!(req.method.as_str(), "GET" | "HEAD" | "OPTIONS")
-                    || value(&req.headers, "idempotency-key").is_some();
-                c.state = ClientState::Serving(Box::new(x));
-            }
+        match made {
+            Ok(x) => c.state = ClientState::Serving(Box::new(x)),
             Err(e) => return c.reply_error(e.status, e.code, &e.message, &[], framing.after()),
         }
-        if self.connect(cx, id) == Flow::More {
+        self.begin(cx, id);
+    }
+
+    /// A try of the exchange of client `id` begins (its first, after a backoff, or at a fallback): ask
+    /// for a turn, then find a connection and pump; or wait (in the queue, for a name).
+    fn begin(&mut self, cx: &mut RelayCx, id: ConnId) {
+        if self.ask(cx, id) == Flow::More && self.connect(cx, id) == Flow::More {
             self.pump(cx, id);
         } else {
             self.watch(cx, id);
         }
+    }
+
+    /// Asks the exchange's upstream for a turn ([`Turns::ask`]), after noting what another try could do
+    /// ([`RetryRoom`]). `More` when it holds a permit.
+    fn ask(&mut self, cx: &mut RelayCx, id: ConnId) -> Flow {
+        let (n_upstreams, now) = (self.conn.len(), cx.now);
+        let Some(x) = exchange_in(&mut cx.conns, id) else {
+            return Flow::Wait;
+        };
+        let Some(target) = self.conn.target(x.via).cloned() else {
+            return Flow::Wait;
+        };
+        let head_left = (x.started + self.timeouts.head).saturating_duration_since(now);
+        x.retry_room = Some(RetryRoom {
+            retries_left: x.retries < self.turns.policy.max,
+            fallback: target.fallback.is_some() && x.rebuild.is_some() && x.hops < n_upstreams,
+            max_wait: self.turns.policy.max_wait.min(head_left),
+        });
+        match self.turns.ask(&target, x, id, now) {
+            Asked::Go => Flow::More,
+            Asked::Queued(limit) => {
+                RelayStats::count(&self.stats.queued);
+                let at = now + limit;
+                x.timers
+                    .arm_step(&mut cx.timers, Wait::Queue, at, id, RelayTimer::Exchange);
+                Flow::Wait
+            }
+            Asked::No(failure) => {
+                RelayStats::count(&self.stats.refused);
+                self.fail(cx, id, failure)
+            }
+        }
+    }
+
+    /// A permit was given back somewhere: this worker's waiters take the free turns, in order. Returns the
+    /// clients to drive.
+    pub fn admit(&mut self, cx: &mut RelayCx) -> Vec<ConnId> {
+        let admitted = self.turns.admit(&self.conn, &mut cx.conns);
+        for &id in &admitted {
+            if self.connect(cx, id) == Flow::More {
+                self.steps(cx, id);
+            }
+            self.watch(cx, id);
+        }
+        admitted
     }
 
     /// Gives the exchange of client `id` (in `Resolving`) a connection ([`Connector::find`]); a failure
@@ -280,6 +319,22 @@ impl Upstreams {
                 }
                 false
             }
+            Fired::Expired(Wait::Backoff) => {
+                x.backing_off = false;
+                self.begin(cx, id);
+                true
+            }
+            Fired::Expired(Wait::Queue) => {
+                let waited = self
+                    .conn
+                    .target(x.via)
+                    .map(|t| t.gate.limits().queue_timeout);
+                x.ticket = None;
+                RelayStats::count(&self.stats.queue_timeouts);
+                self.fail(cx, id, Failure::Busy(waited));
+                self.pump(cx, id);
+                true
+            }
             Fired::Expired(wait) => {
                 RelayStats::count(&self.stats.timeouts);
                 let limit = self.timeouts.limit(wait);
@@ -327,6 +382,11 @@ impl Upstreams {
                 let outcome = steps::read_head(x, &mut client, &mut cx.scratch, max_head, ranges);
                 if !matches!(outcome, Outcome::Wait) {
                     x.timers.read_at(cx.now);
+                }
+                if matches!(x.phase, Phase::Streaming { .. }) && x.status.is_some_and(|s| s < 500) {
+                    // An answer that is not a server error: the upstream is up (the breaker hears so).
+                    let health = self.conn.target(x.via).map(|t| &*t.health);
+                    health::record(&mut x.probe, health, None);
                 }
                 outcome
             }
@@ -378,37 +438,51 @@ impl Upstreams {
     /// The exchange of client `id` failed: do what the policy decides. Returns `More` when another
     /// connection is under way (the pump goes on with it).
     fn fail(&mut self, cx: &mut RelayCx, id: ConnId, failure: Failure) -> Flow {
-        let decision = match cx.conns.get(id) {
-            Some(Entry::Client(c)) => match &c.state {
-                ClientState::Serving(x) => x.on_failure(&failure),
-                _ => return Flow::Wait,
-            },
-            _ => return Flow::Wait,
+        let now = cx.now;
+        let name = cx.name().to_string();
+        let Some(x) = exchange_in(&mut cx.conns, id) else {
+            return Flow::Wait;
         };
+        // The upstream's breaker hears of it first (the probe's verdict, or one more in a row).
+        if failure.counts_against_upstream() {
+            let health = self.conn.target(x.via).map(|t| &*t.health);
+            health::record(&mut x.probe, health, Some(now));
+        }
+        let backoff = self.turns.backoff(x.retries + 1);
+        let decision = x.on_failure(&failure, backoff);
         match decision {
             Decision::NextAddress => {
-                let fallback = match cx.conns.get_mut(id) {
-                    Some(Entry::Client(c)) => match &mut c.state {
-                        ClientState::Serving(x) => x.take_fallback(),
-                        _ => Vec::new(),
-                    },
-                    _ => Vec::new(),
-                };
-                log::debug!("{}: {failure}; trying the next address", cx.name());
+                let fallback = x.take_fallback();
+                log::debug!("{name}: {failure}; trying the next address");
                 return self.connect_to(cx, id, fallback);
             }
             Decision::Retry => {
-                log::debug!(
-                    "{}: pooled upstream connection failed ({failure}); retrying",
-                    cx.name()
-                );
+                log::debug!("{name}: pooled upstream connection failed ({failure}); retrying");
                 RelayStats::count(&self.stats.retries);
-                if let Some(Entry::Client(c)) = cx.conns.get_mut(id)
-                    && let ClientState::Serving(x) = &mut c.state
-                {
-                    x.retry();
-                }
+                x.retry();
                 return self.connect(cx, id);
+            }
+            Decision::Backoff(wait) => {
+                log::debug!("{name}: {failure}; retrying in {wait:?}");
+                RelayStats::count(&self.stats.backoffs);
+                x.retries += 1;
+                // No turn is held while waiting: others may use it meanwhile.
+                x.back_off();
+                x.timers.arm_step(
+                    &mut cx.timers,
+                    Wait::Backoff,
+                    now + wait,
+                    id,
+                    RelayTimer::Exchange,
+                );
+                return Flow::Wait;
+            }
+            Decision::Fallback => {
+                if let Some((from, to)) = rebuild::fall_back(&self.conn, x) {
+                    log::warn!("{name}: upstream {from} failed ({failure}); trying {to}");
+                    RelayStats::count(&self.stats.fallbacks);
+                    return self.ask(cx, id).and_then(|| self.connect(cx, id));
+                }
             }
             Decision::BadGateway | Decision::FailStream => {}
         }
@@ -416,22 +490,9 @@ impl Upstreams {
         Flow::Wait
     }
 
-    /// Tells the client its exchange failed ([`tell::failure`]), in the error shape of the API it called.
+    /// Tells the client its exchange failed ([`tell::failure`]).
     fn give_up(&mut self, cx: &mut RelayCx, id: ConnId, decision: Decision, failure: Failure) {
         RelayStats::count(&self.stats.failed);
-        let shape = match cx.conns.get(id) {
-            Some(Entry::Client(c)) => match &c.state {
-                ClientState::Serving(x) => match x.kind {
-                    Kind::Generate => ErrorShape::Project,
-                    Kind::PassThrough { .. } => self
-                        .conn
-                        .target(x.via)
-                        .map_or(ErrorShape::Project, |t| ErrorShape::of(t.provider)),
-                },
-                _ => return,
-            },
-            _ => return,
-        };
-        tell::failure(cx, id, decision, &failure, shape);
+        tell::failure(cx, id, decision, &failure, &self.conn);
     }
 }

@@ -28,6 +28,8 @@ fn s(n: u64) -> Duration {
 #[test]
 fn the_step_wait_follows_the_facts() {
     let f = StepFacts {
+        queued: false,
+        backing_off: false,
         streaming: false,
         connection: false,
         connected: false,

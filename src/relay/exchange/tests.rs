@@ -8,6 +8,8 @@ use super::*;
 use crate::conn::Transport;
 use crate::conn::client::AfterReply;
 use crate::conn::upstream::{HeadProgress, UpstreamState};
+use std::io;
+use std::time::Duration;
 
 /// An upstream connection whose socket is never used (a connect to a loopback listener).
 fn upstream(reused: bool) -> (UpstreamConn, std::net::TcpListener) {
@@ -45,6 +47,23 @@ fn up(x: &mut Exchange) -> &mut UpstreamConn {
     x.upstream().expect("a connection")
 }
 
+/// Facts with no retry and no fallback left, for the rules before them.
+fn no_retries() -> Facts {
+    Facts {
+        streaming: false,
+        attempt: 1,
+        reused: false,
+        replayable: false,
+        request_sent: false,
+        response_started: false,
+        fallback: false,
+        retries_left: false,
+        fallback_upstream: false,
+        wait: Duration::ZERO,
+        max_wait: Duration::ZERO,
+    }
+}
+
 fn io_error() -> Failure {
     Failure::Io(io::ErrorKind::ConnectionReset.into())
 }
@@ -59,6 +78,7 @@ fn the_policy_retries_only_a_pooled_connection_that_never_answered() {
         request_sent: true,
         response_started,
         fallback: false,
+        ..no_retries()
     };
     let d = |attempt, reused, started, f: &Failure| on_failure(&facts(attempt, reused, started), f);
     assert_eq!(d(1, true, false, &io_error()), Decision::Retry);
@@ -129,6 +149,7 @@ fn a_refused_connect_tries_the_next_address() {
         request_sent: false,
         response_started: false,
         fallback: true,
+        ..no_retries()
     };
     assert_eq!(on_failure(&fresh, &refused), Decision::NextAddress);
     assert_eq!(
@@ -212,7 +233,10 @@ fn a_head_split_anywhere_starts_the_stream_once() {
             matches!(x.phase, Phase::Streaming { .. }),
             "the request is freed with the phase"
         );
-        assert_eq!(x.on_failure(&Failure::Truncated), Decision::FailStream);
+        assert_eq!(
+            x.on_failure(&Failure::Truncated, Duration::ZERO),
+            Decision::FailStream
+        );
     }
 }
 
@@ -222,13 +246,16 @@ fn a_head_split_anywhere_starts_the_stream_once() {
 fn a_stale_pooled_connection_gets_one_retry() {
     let (mut x, _l) = exchange(true);
     assert_eq!(
-        x.on_failure(&Failure::ClosedBeforeHead),
+        x.on_failure(&Failure::ClosedBeforeHead, Duration::ZERO),
         Decision::BadGateway,
         "the POST was written: not replayable"
     );
     x.replayable = true;
     assert_eq!(x.attempt, 1);
-    assert_eq!(x.on_failure(&Failure::ClosedBeforeHead), Decision::Retry);
+    assert_eq!(
+        x.on_failure(&Failure::ClosedBeforeHead, Duration::ZERO),
+        Decision::Retry
+    );
     x.retry();
     assert_eq!(x.attempt, 2);
     assert!(
@@ -238,7 +265,7 @@ fn a_stale_pooled_connection_gets_one_retry() {
     let (fresh, _l2) = upstream(false);
     x.connect(fresh, Vec::new());
     assert_eq!(
-        x.on_failure(&Failure::ClosedBeforeHead),
+        x.on_failure(&Failure::ClosedBeforeHead, Duration::ZERO),
         Decision::BadGateway
     );
 }
@@ -256,4 +283,98 @@ fn a_bad_head_is_an_error_at_any_split() {
         };
         assert!(result.is_err(), "split {split}: {result:?}");
     }
+}
+
+/// Retries after a wait: for failures that say nothing was done (a refused connect, a 5xx, a 429), while
+/// retries are left and the wait is allowed; never a 4xx, and never a POST the upstream may have started.
+#[test]
+fn backoff_retries_only_what_cannot_run_twice() {
+    let room = Facts {
+        retries_left: true,
+        wait: Duration::from_millis(200),
+        max_wait: Duration::from_secs(5),
+        request_sent: true,
+        ..no_retries()
+    };
+    let backoff = Decision::Backoff(Duration::from_millis(200));
+    let refused = Failure::Io(io::ErrorKind::ConnectionRefused.into());
+    assert_eq!(on_failure(&room, &refused), backoff);
+    assert_eq!(
+        on_failure(&room, &Failure::Status(503, String::new())),
+        backoff
+    );
+    assert_eq!(
+        on_failure(&room, &Failure::Status(429, String::new())),
+        backoff
+    );
+    assert_eq!(
+        on_failure(&room, &Failure::Status(400, String::new())),
+        Decision::BadGateway,
+        "a 4xx is never retried"
+    );
+    assert_eq!(
+        on_failure(&room, &Failure::ClosedBeforeHead),
+        Decision::BadGateway,
+        "a POST the upstream read may have started"
+    );
+    let replayable = Facts {
+        replayable: true,
+        ..room
+    };
+    assert_eq!(on_failure(&replayable, &Failure::ClosedBeforeHead), backoff);
+    let too_long = Facts {
+        wait: Duration::from_secs(6),
+        ..room
+    };
+    assert_eq!(
+        on_failure(&too_long, &Failure::Status(429, String::new())),
+        Decision::BadGateway,
+        "a Retry-After beyond the wait allowed is not waited for"
+    );
+    let none_left = Facts {
+        retries_left: false,
+        ..room
+    };
+    assert_eq!(on_failure(&none_left, &refused), Decision::BadGateway);
+    let streaming = Facts {
+        streaming: true,
+        ..room
+    };
+    assert_eq!(
+        on_failure(&streaming, &refused),
+        Decision::FailStream,
+        "once a byte went: never"
+    );
+}
+
+/// The fallback upstream takes what a retry would, and what a retry here would not mend.
+#[test]
+fn the_fallback_takes_what_retries_cannot_mend() {
+    let fb = Facts {
+        fallback_upstream: true,
+        request_sent: true,
+        ..no_retries()
+    };
+    for f in [
+        Failure::Io(io::ErrorKind::ConnectionRefused.into()),
+        Failure::Status(500, String::new()),
+        Failure::Busy(None),
+        Failure::Unavailable(Duration::from_secs(3)),
+        Failure::Tls(io::Error::other("bad certificate")),
+    ] {
+        assert_eq!(on_failure(&fb, &f), Decision::Fallback, "{f}");
+    }
+    assert_eq!(
+        on_failure(&fb, &Failure::Status(404, String::new())),
+        Decision::BadGateway
+    );
+    let retry_first = Facts {
+        retries_left: true,
+        max_wait: Duration::from_secs(1),
+        ..fb
+    };
+    assert!(matches!(
+        on_failure(&retry_first, &Failure::Status(500, String::new())),
+        Decision::Backoff(_)
+    ));
 }

@@ -1,0 +1,110 @@
+//! Making a request again for a fallback upstream.
+//!
+//! When an upstream fails before the first byte reached the client, the exchange may move to the
+//! upstream its configuration names as fallback (say, OpenAI, then a local vLLM server). The request it
+//! sent was made for the first upstream (its host, its key, its provider's body), so it is made again from
+//! what it was made from ([`Rebuild`], kept in the exchange only while a move is possible).
+
+use std::time::Instant;
+
+use super::api::{self, ApiError, GenerateRequest};
+use super::exchange::{Exchange, Kind};
+use super::routes::{Route, Target};
+use super::{UpstreamTarget, passthrough, providers};
+use crate::conn::client::StreamFraming;
+use crate::http::headers::value;
+use crate::http::request::Request;
+
+/// The exchange for client request `req`, routed to upstream `t` as `to` says: its upstream request made
+/// (a generation from the simple route's body, or the client's own request passed through), and, if `t`
+/// has a fallback, what it was made from.
+pub(super) fn exchange_for(
+    t: &UpstreamTarget,
+    req: &Request,
+    to: &Target<'_>,
+    framing: StreamFraming,
+    now: Instant,
+) -> Result<Exchange, ApiError> {
+    let (kind, request) = match to.route {
+        Route::PassThrough => (
+            Kind::PassThrough {
+                head: req.method == "HEAD",
+            },
+            passthrough::build_request(t.provider, &t.origin, t.key.as_ref(), req, to.path),
+        ),
+        Route::Generate | Route::Healthz => (
+            Kind::Generate,
+            api::parse_generate(&req.body).and_then(|g| {
+                let (key, model) = (t.key.as_ref(), &t.default_model);
+                providers::build_request(t.provider, &t.origin, key, &g, model)
+            }),
+        ),
+    };
+    let mut x = Exchange::new(kind, to.upstream, request?, framing, now);
+    x.replayable = matches!(req.method.as_str(), "GET" | "HEAD" | "OPTIONS")
+        || value(&req.headers, "idempotency-key").is_some();
+    if t.fallback.is_some() {
+        x.rebuild = Rebuild::from(kind, req, to.path);
+    }
+    Ok(x)
+}
+
+/// What a request was made from: enough to make it again for another upstream.
+#[derive(Debug)]
+pub enum Rebuild {
+    /// The simple route's parsed body: translated for whichever provider serves it.
+    Generate(GenerateRequest),
+    /// A pass-through request and the path asked for (sent unchanged, to an upstream of the same
+    /// provider only).
+    PassThrough { req: Request, path: String },
+}
+
+impl Rebuild {
+    /// What `req` (routed as `kind`, to `path`) was made from.
+    pub fn from(kind: Kind, req: &Request, path: &str) -> Option<Box<Rebuild>> {
+        match kind {
+            Kind::Generate => api::parse_generate(&req.body)
+                .ok()
+                .map(|g| Box::new(Rebuild::Generate(g))),
+            Kind::PassThrough { .. } => Some(Box::new(Rebuild::PassThrough {
+                req: req.clone(),
+                path: path.to_string(),
+            })),
+        }
+    }
+
+    /// The request made again for upstream `to` after `from` failed. The simple route's body is
+    /// translated for `to`'s provider and asks for `to`'s default model (a model named for one provider
+    /// means nothing to another, nor to a local server). A pass-through request goes only to an upstream
+    /// of the same provider: its body is that provider's API.
+    pub fn remake(&self, from: &UpstreamTarget, to: &UpstreamTarget) -> Option<Vec<u8>> {
+        match self {
+            Rebuild::Generate(g) => {
+                let mut g = g.clone();
+                g.model = None;
+                let key = to.key.as_ref();
+                providers::build_request(to.provider, &to.origin, key, &g, &to.default_model).ok()
+            }
+            Rebuild::PassThrough { req, path } if from.provider == to.provider => {
+                passthrough::build_request(to.provider, &to.origin, to.key.as_ref(), req, path).ok()
+            }
+            Rebuild::PassThrough { .. } => None,
+        }
+    }
+}
+
+/// Moves exchange `x` to its upstream's fallback with the request made again for it. Returns the names
+/// of the upstream it leaves and the one it goes to; `None` when it cannot go (no fallback, or a
+/// pass-through request to an upstream of another provider).
+pub(super) fn fall_back(
+    upstreams: &super::connector::Connector,
+    x: &mut Exchange,
+) -> Option<(String, String)> {
+    let from = upstreams.target(x.via)?;
+    let next = from.fallback?;
+    let to = upstreams.target(next)?;
+    let request = x.rebuild.as_deref()?.remake(from, to)?;
+    let names = (from.name.clone(), to.name.clone());
+    x.move_to(next, request);
+    Some(names)
+}
