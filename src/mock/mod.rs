@@ -19,6 +19,7 @@
 pub mod answer;
 pub mod anthropic;
 pub mod embeddings;
+pub mod fault;
 pub mod gemini;
 pub mod generation;
 pub mod openai;
