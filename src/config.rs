@@ -53,6 +53,14 @@ pub enum Command {
     /// Run the relay (the default).
     Serve(Box<ServeArgs>),
     /// Run the built-in mock LLM upstream on its own.
+    ///
+    /// It answers the providers' own paths (OpenAI, Gemini, Anthropic), streamed or whole, with
+    /// deterministic tokens. Any request may ask it to fail, for tests, with a spec in a header field
+    /// `x-mock-fault: SPEC`, a query parameter `mock_fault=SPEC`, or `[fault: SPEC]` in the prompt. SPEC is
+    /// KEY=VALUE items separated by commas: status=503, retry-after=1, head-delay=500ms,
+    /// first-token-delay=2s, stall-after=3, reset-after=3 (or =request), bad-chunk-after=3,
+    /// error-after=3, close-idle=1s, and times=N,key=NAME to fail only the first N requests of a key.
+    /// A malformed spec gets a 400 that names the problem. See docs/04-the-mock-upstream.md.
     MockUpstream(MockArgs),
     /// Check a --config file: every error, with its line.
     ///

@@ -399,7 +399,14 @@ fn expect_100_continue() {
 fn upstream_unreachable_is_502() {
     let dead = closed_port_addr();
     // No retry and no breaker: this is about the answer to one failure (they have tests of their own).
-    let once = ["--model", MODEL, "--retries", "0", "--breaker-failures", "0"];
+    let once = [
+        "--model",
+        MODEL,
+        "--retries",
+        "0",
+        "--breaker-failures",
+        "0",
+    ];
     let mut relay = spawn_relay(&format!("http://{dead}"), "openai", &once);
     let body = small_prompt();
     check_error(
@@ -435,7 +442,14 @@ fn upstream_non_2xx_is_502() {
         }
     });
     // No retry and no breaker: this is about the answer to one failure (they have tests of their own).
-    let once = ["--model", MODEL, "--retries", "0", "--breaker-failures", "0"];
+    let once = [
+        "--model",
+        MODEL,
+        "--retries",
+        "0",
+        "--breaker-failures",
+        "0",
+    ];
     let mut relay = spawn_relay(&fake.url(), "openai", &once);
     check_error(
         &mut relay,

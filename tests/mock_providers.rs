@@ -402,16 +402,7 @@ fn provider_paths_under_a_base_path() {
 
 /// `POST PATH` with a JSON body and extra header fields.
 fn post_with(path: &str, headers: &[(&str, &str)], body: &Value) -> Vec<u8> {
-    let body = body.to_string();
-    let mut raw = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
-    for (name, value) in headers {
-        raw.push_str(&format!("{name}: {value}\r\n"));
-    }
-    raw.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    ));
-    raw.into_bytes()
+    post_with_headers(path, headers, &body.to_string())
 }
 
 #[test]

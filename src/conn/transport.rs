@@ -303,6 +303,15 @@ impl Transport {
         self.flush().map(|_| ())
     }
 
+    /// Makes the coming close an abort: the peer reads a reset (RST) instead of an end of file, and
+    /// nothing more is sent, not even a TLS `close_notify` (the session is dropped) or bytes the kernel
+    /// still holds (`SO_LINGER` 0). Only for the mock's `reset-after` fault: an upstream that dies
+    /// mid-answer looks like this.
+    pub fn abort_on_close(&mut self) -> io::Result<()> {
+        self.tls = None;
+        socket2::SockRef::from(&self.sock).set_linger(Some(std::time::Duration::ZERO))
+    }
+
     /// Looks at a connection that should be silent (idle in a pool, or just finished with) without taking
     /// its bytes. Costs no system call when no edge came since the last read said the socket was drained.
     pub fn check_idle(&mut self) -> IdleCheck {

@@ -6,29 +6,21 @@
 //! Anthropic (absent means a single JSON answer), the path for Gemini (`:streamGenerateContent` streams,
 //! `:generateContent` does not). Errors use the endpoint's provider's error body.
 //!
-//! # Fault injection
+//! # Faults
 //!
-//! A request can ask the mock to fail, so that a relay test can check that an upstream's error status reaches
-//! its client unchanged. Any of these, with NNN from 400 to 599, on any provider endpoint:
-//!
-//! * a prompt that is exactly `status:NNN` (the last user turn, or an embeddings input; spaces around it are
-//!   ignored): it travels in the body, so it survives any relay;
-//! * a header field `x-mock-status: NNN`;
-//! * a query parameter `mock_status=NNN` (for `GET`s too).
-//!
-//! The answer is status NNN with `Retry-After: 7` and the provider's error body, whether or not the request
-//! asked for a stream. The header and the query are checked before the body is parsed.
+//! A request may ask for a fault ([`super::fault`]): the spec in its head is read before the body, so that a
+//! status asked for there does not depend on a body that parses; a spec in the prompt is read with it. A
+//! status replaces the answer with the provider's error body; every other fault is carried out by `Mock`
+//! as it sends the answer, so it travels beside it, in the [`Decision`].
 
 use super::embeddings;
+use super::fault::{self, Fault, KeyCounts, RETRY_AFTER};
 use super::routes::Endpoint;
 use super::script::{Dialect, MockAsk, MockFormat, MockScript, parse_mock_request};
 use super::{anthropic, gemini, openai, responses};
 use crate::http::request::Request;
 use crate::http::response::write_head;
 use serde_json::Value;
-
-/// The `Retry-After` of an injected fault, in seconds.
-pub const RETRY_AFTER: &str = "7";
 
 /// Whose conventions an answer follows: its error body, mostly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,10 +30,28 @@ pub enum Api {
     Anthropic,
 }
 
-/// What the mock does with a request to a provider endpoint.
+/// What the mock decided for one request: the answer, and the fault that shapes how it is sent (none, for
+/// most requests).
+#[derive(Debug)]
+pub struct Decision {
+    pub answer: Answer,
+    pub fault: Fault,
+}
+
+impl Decision {
+    /// `answer`, sent as it is.
+    fn plain(answer: Answer) -> Decision {
+        Decision {
+            answer,
+            fault: Fault::default(),
+        }
+    }
+}
+
+/// What the mock answers a request to a provider endpoint.
 #[derive(Debug)]
 pub enum Answer {
-    /// Stream these events (`Mock::start`).
+    /// Stream these events (`Mock::begin`).
     Stream(MockScript),
     /// Send this, whole.
     Reply(Reply),
@@ -52,8 +62,8 @@ pub enum Answer {
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
-    /// A `Retry-After` header (injected faults only).
-    pub retry_after: Option<&'static str>,
+    /// A `Retry-After` header, in seconds (status faults only).
+    pub retry_after: Option<u32>,
 }
 
 impl Reply {
@@ -80,12 +90,13 @@ impl Reply {
         }
     }
 
-    /// The answer to a request that asked for `status` (see the module docs).
-    pub fn fault(api: Api, status: u16) -> Reply {
+    /// The answer to a request that asked for `status`, with `Retry-After: retry_after` (default
+    /// [`RETRY_AFTER`]).
+    pub fn fault(api: Api, status: u16, retry_after: Option<u32>) -> Reply {
         let message =
             format!("injected by the mock upstream: the request asked for status {status}");
         Reply {
-            retry_after: Some(RETRY_AFTER),
+            retry_after: Some(retry_after.unwrap_or(RETRY_AFTER)),
             ..Reply::error(api, status, &message)
         }
     }
@@ -94,11 +105,12 @@ impl Reply {
     /// `Connection: close` when `close`.
     pub fn write(&self, head_only: bool, close: bool, out: &mut Vec<u8>) {
         let length = self.body.len().to_string();
+        let retry_after = self.retry_after.map(|s| s.to_string());
         let mut headers = vec![
             ("Content-Type", "application/json"),
             ("Content-Length", length.as_str()),
         ];
-        if let Some(seconds) = self.retry_after {
+        if let Some(seconds) = &retry_after {
             headers.push(("Retry-After", seconds));
         }
         if close {
@@ -128,17 +140,59 @@ pub fn api_of(endpoint: Endpoint, format: MockFormat) -> Api {
     }
 }
 
-/// The answer to `req` at `endpoint`: `tokens` tokens unless the request asks for fewer.
-pub fn answer(endpoint: Endpoint, req: &Request, format: MockFormat, tokens: u32) -> Answer {
+/// What `req` at `endpoint` gets: `tokens` tokens unless the request asks for fewer, and the fault it asks
+/// for, if `keys` says that it applies (`times`).
+pub fn answer(
+    endpoint: Endpoint,
+    req: &Request,
+    format: MockFormat,
+    tokens: u32,
+    keys: &KeyCounts,
+) -> Decision {
     let api = api_of(endpoint, format);
-    if let Some(status) = header_fault(&req.headers).or_else(|| query_fault(req.query.as_deref())) {
-        return Answer::Reply(Reply::fault(api, status));
+    match fault::from_head(req) {
+        Err(why) => Decision::plain(Answer::Reply(Reply::error(api, 400, &why))),
+        // The head's spec is the request's: the prompt is then ordinary text.
+        Ok(Some(asked)) => decide(api, asked, keys, || {
+            answer_body(endpoint, &req.body, tokens, api, false).0
+        }),
+        Ok(None) => match answer_body(endpoint, &req.body, tokens, api, true) {
+            (answer, Some(asked)) => decide(api, asked, keys, || answer),
+            (answer, None) => Decision::plain(answer),
+        },
     }
-    let body = &req.body;
+}
+
+/// `asked`, if it applies to this request: a status replaces `answer` (which then is never made), every
+/// other fault travels with it. A request past its `times` is answered as if it had asked for nothing.
+fn decide(api: Api, asked: Fault, keys: &KeyCounts, answer: impl FnOnce() -> Answer) -> Decision {
+    if !keys.applies(&asked) {
+        return Decision::plain(answer());
+    }
+    let answer = match asked.status {
+        Some(status) => Answer::Reply(Reply::fault(api, status, asked.retry_after)),
+        None => answer(),
+    };
+    Decision {
+        answer,
+        fault: asked,
+    }
+}
+
+/// The answer the body asks for; with `read_prompt`, also the fault its prompt asks for, cut out of the
+/// prompt before it is answered. A malformed spec is answered with 400.
+fn answer_body(
+    endpoint: Endpoint,
+    body: &[u8],
+    tokens: u32,
+    api: Api,
+    read_prompt: bool,
+) -> (Answer, Option<Fault>) {
+    let whole = |reply| (Answer::Reply(reply), None);
     let (dialect, parsed) = match endpoint {
-        Endpoint::Models => return Answer::Reply(Reply::ok(shared_models())),
-        Endpoint::GeminiModels => return Answer::Reply(Reply::ok(gemini::models())),
-        Endpoint::Embeddings => return Answer::Reply(embed(body)),
+        Endpoint::Models => return whole(Reply::ok(shared_models())),
+        Endpoint::GeminiModels => return whole(Reply::ok(gemini::models())),
+        Endpoint::Embeddings => return embed(body, read_prompt),
         Endpoint::ChatCompletions => {
             let ask = openai::parse_chat(body);
             let include_usage = ask.as_ref().is_ok_and(|a| a.include_usage);
@@ -164,25 +218,31 @@ pub fn answer(endpoint: Endpoint, req: &Request, format: MockFormat, tokens: u32
             (Dialect::Gemini, ask)
         }
     };
-    let ask = match parsed {
+    let mut ask = match parsed {
         Ok(ask) => ask,
-        Err(message) => return Answer::Reply(Reply::error(api, 400, &message)),
+        Err(message) => return whole(Reply::error(api, 400, &message)),
     };
-    if let Some(status) = fault_status(&ask.request.prompt) {
-        return Answer::Reply(Reply::fault(api, status));
-    }
+    let asked = if read_prompt {
+        match fault::from_prompt(&mut ask.request.prompt) {
+            Ok(asked) => asked,
+            Err(why) => return whole(Reply::error(api, 400, &why)),
+        }
+    } else {
+        None
+    };
     let script = MockScript::in_dialect(dialect, &ask.request, tokens);
     if ask.stream {
-        return Answer::Stream(script);
+        return (Answer::Stream(script), asked);
     }
     let g = script.generation();
-    Answer::Reply(Reply::ok(match dialect {
+    let body = match dialect {
         Dialect::OpenAiChat { .. } => openai::chat_completion(g),
         Dialect::OpenAiCompletion { .. } => openai::completion(g),
         Dialect::OpenAiResponses { max_output_tokens } => responses::response(g, max_output_tokens),
         Dialect::Gemini => gemini::generate_content(g),
         Dialect::Anthropic => anthropic::message(g),
-    }))
+    };
+    (Answer::Reply(Reply::ok(body)), asked)
 }
 
 /// `GET /v1/models`, which OpenAI, Anthropic and Gemini (its `v1` API, which the google-genai SDK uses) all
@@ -197,43 +257,35 @@ pub fn shared_models() -> Vec<u8> {
     list.to_string().into_bytes()
 }
 
-fn embed(body: &[u8]) -> Reply {
-    match embeddings::parse_embeddings(body) {
-        Err(message) => Reply::error(Api::OpenAi, 400, &message),
-        Ok(req) => match req.inputs.iter().find_map(|t| fault_status(t)) {
-            Some(status) => Reply::fault(Api::OpenAi, status),
-            None => Reply::ok(embeddings::embeddings(&req)),
-        },
+/// Embeddings: with `read_prompt`, every input is a prompt that may carry a spec (the first one counts).
+fn embed(body: &[u8], read_prompt: bool) -> (Answer, Option<Fault>) {
+    let whole = |reply| (Answer::Reply(reply), None);
+    let mut req = match embeddings::parse_embeddings(body) {
+        Ok(req) => req,
+        Err(message) => return whole(Reply::error(Api::OpenAi, 400, &message)),
+    };
+    let asked = if read_prompt {
+        match first_in(&mut req.inputs) {
+            Ok(asked) => asked,
+            Err(why) => return whole(Reply::error(Api::OpenAi, 400, &why)),
+        }
+    } else {
+        None
+    };
+    (
+        Answer::Reply(Reply::ok(embeddings::embeddings(&req))),
+        asked,
+    )
+}
+
+/// The spec of the first input that carries one.
+fn first_in(inputs: &mut [String]) -> Result<Option<Fault>, String> {
+    for input in inputs {
+        if let Some(asked) = fault::from_prompt(input)? {
+            return Ok(Some(asked));
+        }
     }
-}
-
-/// The status a prompt asks for: exactly `status:NNN`, NNN from 400 to 599, spaces around ignored.
-pub fn fault_status(prompt: &str) -> Option<u16> {
-    let digits = prompt.trim().strip_prefix("status:")?;
-    error_status(digits)
-}
-
-/// The status a query asks for with `mock_status=NNN`.
-pub fn query_fault(query: Option<&str>) -> Option<u16> {
-    query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("mock_status="))
-        .and_then(error_status)
-}
-
-/// The status a request asks for with a header field `x-mock-status: NNN`.
-pub fn header_fault(headers: &[(String, Vec<u8>)]) -> Option<u16> {
-    let (_, value) = headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("x-mock-status"))?;
-    error_status(std::str::from_utf8(value).ok()?.trim())
-}
-
-fn error_status(digits: &str) -> Option<u16> {
-    if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok().filter(|s| (400..=599).contains(s))
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use super::script::{MockAsk, MockRequest, json_object, last_user_text, stream_fl
 use super::sse::{json_body, write_named_event};
 
 /// Events before the first token: `message_start`, `content_block_start`, `ping`.
-const OPENING: usize = 3;
+pub const OPENING: usize = 3;
 
 /// `POST /v1/messages`: the prompt is the last user message (a string or text blocks); `system` may be a
 /// string or blocks and is otherwise ignored; `max_tokens` is required and at least 1.
@@ -130,6 +130,14 @@ pub fn message(g: &Generation) -> Vec<u8> {
         Some("end_turn"),
         g.token_count(),
     ))
+}
+
+/// The event Anthropic sends when a stream fails after it began (`error-after`): `event: error` with
+/// the error body, of type `overloaded_error`.
+pub fn write_stream_error(message: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"event: error\ndata: ");
+    out.extend_from_slice(&error_body(529, message));
+    out.extend_from_slice(b"\n\n");
 }
 
 /// Anthropic's error body: `{"type":"error","error":{"type":"rate_limit_error","message":..}}`.

@@ -40,6 +40,14 @@ pub fn models() -> Vec<u8> {
     br#"{"models":[{"name":"models/mock","version":"001","displayName":"Mock","description":"tokenpipe's deterministic mock model","inputTokenLimit":1048576,"outputTokenLimit":65536,"supportedGenerationMethods":["generateContent","streamGenerateContent"]}]}"#.to_vec()
 }
 
+/// What Gemini sends when a stream fails after it began (`error-after`): the error body as one more event,
+/// `data: {"error":{"code":503,..,"status":"UNAVAILABLE"}}`, separated like the others.
+pub fn write_stream_error(message: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&error_body(503, message));
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
 /// Gemini's error body: `{"error":{"code":429,"message":..,"status":"RESOURCE_EXHAUSTED"}}`.
 pub fn error_body(status: u16, message: &str) -> Vec<u8> {
     #[derive(Serialize)]

@@ -10,15 +10,22 @@
 //! [`Handler`]. With `--interval-ms 0` it writes as fast as the client takes the bytes, honouring the same
 //! per-stream cap as the relay, which makes it a fire hose for backpressure tests.
 //!
+//! Any request may ask it to fail in one exact way ([`fault`]): an error status, a late head or first
+//! token, a stream that stalls, resets, breaks its framing or reports an error after K tokens, an idle
+//! connection closed early; for the first N requests of a key only. Delays are timers too: the loop never
+//! sleeps.
+//!
 //! It shares the client driver with the relay ([`crate::conn::client::drive`]); what is its own is routing
-//! ([`routes`]), what each request gets ([`answer`], sans-IO, which calls the provider modules), the stream
-//! ([`MockStream`], the `Serving` state of its clients), and what it counts and remembers ([`MockStats`],
-//! served at `GET /stats`, and the last requests, at `GET /debug/requests`, [`record`]) so tests can check,
-//! for instance, that the relay reuses its upstream connections or what reached the upstream.
+//! ([`routes`]), what each request gets ([`answer`], sans-IO, which calls the provider modules), the answer
+//! in progress ([`MockWork`], the `Serving` state of its clients, and [`MockStream`]), and what it counts
+//! and remembers ([`MockStats`], served at `GET /stats`, and the last requests, at `GET /debug/requests`,
+//! [`record`]) so tests can check, for instance, that the relay reuses its upstream connections or what
+//! reached the upstream.
 
 pub mod answer;
 pub mod anthropic;
 pub mod embeddings;
+pub mod fault;
 pub mod gemini;
 pub mod generation;
 pub mod openai;
@@ -27,91 +34,50 @@ pub mod responses;
 pub mod routes;
 pub mod script;
 pub mod sse;
+pub mod stats;
+pub mod stream;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::net::TcpStream;
 
 use crate::conn::client::{
-    self, AfterReply, ClientApp, ClientConn, ClientState, ClientTimeouts, ClientWait, StreamFraming,
+    self, AfterReply, ClientApp, ClientConn, ClientState, ClientTimeouts, ClientWait,
 };
 use crate::conn::transport::accepted;
 use crate::http::request::{Limits, Request, RequestReader};
 use crate::reactor::{ConnId, Cx, Handler, Ready, TURN_BUDGET, Tag, TimerKey};
-use answer::Answer;
-use record::RequestLog;
+use answer::{Answer, Decision};
+use fault::{BAD_CHUNK, Cut, Fault};
 use routes::Route;
-use script::{MockFormat, MockScript};
-
-/// Counters shared by all mock workers (relaxed atomics: they are statistics, not synchronization), and the
-/// log of the last requests (behind a lock held only to record one or to copy the log out).
-#[derive(Default, Debug)]
-pub struct MockStats {
-    connections: AtomicU64,
-    closed: AtomicU64,
-    requests: AtomicU64,
-    streams_completed: AtomicU64,
-    bytes_sent: AtomicU64,
-    recent: Mutex<RequestLog>,
-}
-
-impl MockStats {
-    /// The counters as the JSON that `GET /stats` returns.
-    pub fn snapshot(&self) -> serde_json::Value {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let connections = get(&self.connections);
-        serde_json::json!({
-            "connections": connections,
-            "open_connections": connections.saturating_sub(get(&self.closed)),
-            "requests": get(&self.requests),
-            "streams_completed": get(&self.streams_completed),
-            "bytes_sent": get(&self.bytes_sent),
-        })
-    }
-
-    /// The last requests, as `GET /debug/requests` returns them.
-    pub fn recent_requests(&self) -> serde_json::Value {
-        self.log().to_json()
-    }
-
-    fn record(&self, req: &Request) {
-        self.log().record(req);
-    }
-
-    /// The log, even if a thread panicked while holding it (a log is never left half-written).
-    fn log(&self) -> std::sync::MutexGuard<'_, RequestLog> {
-        self.recent.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
+use script::MockFormat;
+pub use stats::MockStats;
+pub use stream::{Delivery, MockStream, MockWork, Step};
 
 /// What a mock deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MockTimer {
-    /// The interval before a stream's next event passed.
+    /// The next step of an answer is due: the head after a `head-delay`, a stream's first event after a
+    /// `first-token-delay`, its next event after the interval.
     Tick,
     /// A client deadline (`conn::client::ClientWait`) passed.
     Client(ClientWait),
+    /// `close-idle`: the connection may have been idle long enough since its answer.
+    CloseIdle,
 }
 
-/// One mock answer in progress.
-pub struct MockStream {
-    script: MockScript,
-    framing: StreamFraming,
-    /// Index of the next event to send.
-    next: usize,
-    /// Armed while waiting for the interval before the next event.
-    tick: Option<TimerKey>,
+/// A mock worker's slab entry: a client, and the `close-idle` deadline of its last answer.
+pub struct MockConn {
+    client: ClientConn<MockWork>,
+    /// Armed when an answer that asked for `close-idle=D` is queued, until the next request: the deadline,
+    /// and D.
+    close_idle: Option<(TimerKey, Duration)>,
 }
 
-/// A mock worker's slab entry: a client (boxed, so that the slab's slots stay small).
-pub type Entry = Box<ClientConn<MockStream>>;
+/// Boxed, so that the slab's slots stay small.
+pub type Entry = Box<MockConn>;
 
 /// The mock application of one worker.
 pub struct Mock {
@@ -169,46 +135,77 @@ impl Mock {
         self
     }
 
-    /// Starts streaming `script`: queues the stream head; the first event leaves with it (`Mock::pump`).
-    fn start(c: &mut Entry, script: MockScript, framing: StreamFraming) {
-        c.out.push(&client::stream_head(framing));
-        c.state = ClientState::Serving(MockStream {
-            script,
-            framing,
-            next: 0,
-            tick: None,
-        });
-    }
-
-    /// Answers a provider endpoint: starts a stream, or queues one complete reply.
+    /// Answers a provider endpoint with what `answer` decides: now, or when the fault's head delay is over.
     fn serve(&mut self, cx: &mut Cx<Self>, id: ConnId, endpoint: routes::Endpoint, req: &Request) {
-        let then = AfterReply::of(req);
-        let Some(c) = cx.conns.get_mut(id) else {
+        let Decision { answer, fault } =
+            answer::answer(endpoint, req, self.format, self.tokens, &self.stats.keys);
+        let delivery = Delivery::of(req);
+        if !fault.is_none() {
+            MockStats::add(&self.stats.faults, 1);
+            log::debug!(
+                "{}: {} {} asks for {fault}",
+                cx.name(),
+                req.method,
+                req.path
+            );
+        }
+        let Some(delay) = fault.head_delay else {
+            return self.begin(cx, id, answer, fault, delivery);
+        };
+        let Some(conn) = cx.conns.get_mut(id) else {
             return;
         };
-        match answer::answer(endpoint, req, self.format, self.tokens) {
-            Answer::Stream(script) => {
-                Mock::start(c, script, StreamFraming::for_request(req.version, then));
-                self.pump(cx, id);
-            }
+        let held = stream::Held {
+            answer,
+            fault,
+            delivery,
+        };
+        // `delay` is at most `fault::MAX_DELAY`: the sum cannot overflow.
+        let wake = cx.timers.insert(cx.now + delay, id, MockTimer::Tick);
+        conn.client.state = ClientState::Serving(MockWork::Held { held, wake });
+    }
+
+    /// Sends what was decided: resets the connection (`reset-after=request`), queues a whole reply, or
+    /// starts a stream.
+    fn begin(&mut self, cx: &mut Cx<Self>, id: ConnId, answer: Answer, fault: Fault, d: Delivery) {
+        if fault.cut == Some(Cut::ResetBeforeHead) {
+            return reset(cx, id);
+        }
+        let Some(conn) = cx.conns.get_mut(id) else {
+            return;
+        };
+        let c = &mut conn.client;
+        match answer {
             Answer::Reply(reply) => {
                 self.compose.clear();
-                let head_only = req.method == "HEAD";
-                reply.write(head_only, then == AfterReply::Close, &mut self.compose);
-                c.reply(&self.compose, then);
+                reply.write(d.head_only, d.then == AfterReply::Close, &mut self.compose);
+                c.reply(&self.compose, d.then);
                 c.status = reply.status;
+                arm_close_idle(cx, id, fault.close_idle);
+            }
+            Answer::Stream(script) => {
+                // The head is queued and leaves with the first event (`pump`), in one write; unless a
+                // first-token delay holds the event back, and the client driver sends the head alone.
+                c.out.push(&client::stream_head(d.framing));
+                let mut stream = MockStream::new(script, d.framing, &fault);
+                if let Some(delay) = fault.first_token_delay {
+                    stream.tick = Some(cx.timers.insert(cx.now + delay, id, MockTimer::Tick));
+                }
+                c.state = ClientState::Serving(MockWork::Streaming(stream));
+                self.pump(cx, id);
             }
         }
     }
 
     /// Sends events while the interval, the stream cap and the turn budget allow. The last event leaves
-    /// with the last chunk, in one write.
+    /// with the last chunk, in one write. A fault takes the place of an event ([`Step`]).
     fn pump(&mut self, cx: &mut Cx<Self>, id: ConnId) {
         for _ in 0..TURN_BUDGET {
-            let Some(c) = cx.conns.get_mut(id) else {
+            let Some(conn) = cx.conns.get_mut(id) else {
                 return;
             };
-            let ClientState::Serving(m) = &mut c.state else {
+            let c = &mut conn.client;
+            let ClientState::Serving(MockWork::Streaming(m)) = &mut c.state else {
                 return;
             };
             if m.tick.is_some() || c.out.len() >= self.cap {
@@ -216,22 +213,38 @@ impl Mock {
                 return;
             }
             self.compose.clear();
-            m.script.write_event(m.next, &mut self.compose);
-            m.next += 1;
-            let last = m.next >= m.script.len();
+            let last = match m.step(&mut self.compose) {
+                Step::Send { last } => last,
+                Step::Stall => {
+                    c.state = ClientState::Serving(MockWork::Stalled);
+                    return;
+                }
+                Step::BadChunk => {
+                    c.state = ClientState::Serving(MockWork::Stalled);
+                    if let Err(e) = c.out.send(&mut c.io, &[BAD_CHUNK]) {
+                        client::gone::<Self>(cx, id, &e.to_string());
+                    }
+                    return;
+                }
+                // An abort throws away what is still queued: the reset waits until the events before it
+                // have left (the driver calls `on_drained`, which pumps again, and the step is repeated).
+                Step::Reset if !c.out.is_empty() => return,
+                Step::Reset => return reset(cx, id),
+            };
             if !last && !self.interval.is_zero() {
                 m.tick = Some(
                     cx.timers
                         .insert(cx.now + self.interval, id, MockTimer::Tick),
                 );
             }
-            let framing = m.framing;
+            let (framing, close_idle) = (m.framing, m.close_idle);
             if let Err(e) = c.send_payload(framing, &self.compose, last) {
                 return client::gone::<Self>(cx, id, &e.to_string());
             }
             MockStats::add(&self.stats.bytes_sent, self.compose.len() as u64);
             if last {
                 c.finish(framing.after());
+                arm_close_idle(cx, id, close_idle);
                 MockStats::add(&self.stats.streams_completed, 1);
                 return;
             }
@@ -239,6 +252,48 @@ impl Mock {
         // Had its turn (only a zero-interval stream to a fast reader gets here): let the others run.
         cx.defer(id);
     }
+}
+
+/// `close-idle`, when its deadline falls due: closes the connection if it has been idle since its answer,
+/// or waits once more while its client is still reading that answer. A request on its way (bytes of it
+/// arrived) keeps it open.
+fn close_if_idle(cx: &mut Cx<Mock>, id: ConnId) {
+    let Some(conn) = cx.conns.get_mut(id) else {
+        return;
+    };
+    let Some((_, after)) = conn.close_idle.take() else {
+        return;
+    };
+    match conn.client.state {
+        ClientState::AwaitingRequest if conn.client.inbuf.is_empty() => cx.close(id),
+        ClientState::Replying { .. } => arm_close_idle(cx, id, Some(after)),
+        _ => {}
+    }
+}
+
+/// `close-idle=D`, for the answer just queued: arms the deadline that closes the connection once it has
+/// been idle for D. `D` is at most `fault::MAX_DELAY`, so `now + D` cannot overflow.
+fn arm_close_idle(cx: &mut Cx<Mock>, id: ConnId, after: Option<Duration>) {
+    let Some(after) = after else {
+        return;
+    };
+    let key = cx.timers.insert(cx.now + after, id, MockTimer::CloseIdle);
+    if let Some(conn) = cx.conns.get_mut(id) {
+        conn.close_idle = Some((key, after));
+    }
+}
+
+/// `reset-after`: closes the connection so that the client reads a reset (RST) rather than an end of file.
+fn reset(cx: &mut Cx<Mock>, id: ConnId) {
+    let failed = match cx.conns.get_mut(id) {
+        Some(conn) => conn.client.io.abort_on_close().err(),
+        None => return,
+    };
+    if let Some(e) = failed {
+        // The close below is then an ordinary one: the client still sees the answer cut short.
+        log::warn!("{}: cannot reset a connection: {e}", cx.name());
+    }
+    cx.close(id);
 }
 
 impl Handler for Mock {
@@ -252,13 +307,16 @@ impl Handler for Mock {
             MockStats::add(&self.stats.closed, 1);
             return;
         };
-        let client = ClientConn::new(io, peer, reader);
-        let Ok(id) = cx.conns.insert_with(|_| Box::new(client)) else {
+        let conn = MockConn {
+            client: ClientConn::new(io, peer, reader),
+            close_idle: None,
+        };
+        let Ok(id) = cx.conns.insert_with(|_| Box::new(conn)) else {
             MockStats::add(&self.stats.closed, 1);
             return log::warn!("{}: too many connections; dropping {peer}", cx.name());
         };
-        if let Some(c) = cx.conns.get_mut(id)
-            && let Err(e) = c.io.register(&cx.registry, id, Tag::MAIN)
+        if let Some(conn) = cx.conns.get_mut(id)
+            && let Err(e) = conn.client.io.register(&cx.registry, id, Tag::MAIN)
         {
             log::warn!("{}: cannot register client {peer}: {e}", cx.name());
             return cx.close(id);
@@ -267,8 +325,8 @@ impl Handler for Mock {
     }
 
     fn on_ready(&mut self, cx: &mut Cx<Self>, id: ConnId, _tag: Tag, ready: Ready) {
-        if let Some(c) = cx.conns.get_mut(id) {
-            c.io.absorb(ready);
+        if let Some(conn) = cx.conns.get_mut(id) {
+            conn.client.io.absorb(ready);
             client::drive(self, cx, id);
         }
     }
@@ -279,37 +337,48 @@ impl Handler for Mock {
     }
 
     fn on_timer(&mut self, cx: &mut Cx<Self>, id: ConnId, what: MockTimer) {
-        let Some(c) = cx.conns.get_mut(id) else {
+        let Some(conn) = cx.conns.get_mut(id) else {
             return;
         };
-        match (what, &mut c.state) {
-            (MockTimer::Tick, ClientState::Serving(m)) => {
+        match (what, &mut conn.client.state) {
+            (MockTimer::Tick, ClientState::Serving(MockWork::Streaming(m))) => {
                 m.tick = None;
                 self.pump(cx, id);
-                client::drive(self, cx, id);
             }
-            (MockTimer::Client(wait), _) => client::on_deadline(self, cx, id, wait),
-            _ => {}
+            // The head delay is over: what it held back goes out as if it had just been decided.
+            (MockTimer::Tick, ClientState::Serving(work)) => {
+                let Some(held) = work.take_held() else {
+                    return;
+                };
+                self.begin(cx, id, held.answer, held.fault, held.delivery);
+            }
+            (MockTimer::Client(wait), _) => return client::on_deadline(self, cx, id, wait),
+            (MockTimer::CloseIdle, _) => return close_if_idle(cx, id),
+            _ => return,
         }
+        client::drive(self, cx, id);
     }
 
-    fn on_close(&mut self, cx: &mut Cx<Self>, _id: ConnId, mut c: Entry) {
+    fn on_close(&mut self, cx: &mut Cx<Self>, _id: ConnId, mut conn: Entry) {
         MockStats::add(&self.stats.closed, 1);
-        c.cancel_deadline(&mut cx.timers);
-        if let ClientState::Serving(MockStream {
-            tick: Some(key), ..
-        }) = c.state
-        {
+        // The client's own deadline (a lingering close's included), then the answer's and the idle one.
+        conn.client.cancel_deadline(&mut cx.timers);
+        let work_timer = match &conn.client.state {
+            ClientState::Serving(work) => work.timer(),
+            _ => None,
+        };
+        let idle_timer = conn.close_idle.map(|(key, _)| key);
+        for key in [work_timer, idle_timer].into_iter().flatten() {
             cx.timers.cancel(key);
         }
     }
 }
 
 impl ClientApp for Mock {
-    type Work = MockStream;
+    type Work = MockWork;
 
-    fn client(c: &mut Entry) -> Option<&mut ClientConn<MockStream>> {
-        Some(c)
+    fn client(conn: &mut Entry) -> Option<&mut ClientConn<MockWork>> {
+        Some(&mut conn.client)
     }
 
     fn client_timer(wait: ClientWait) -> MockTimer {
@@ -326,6 +395,13 @@ impl ClientApp for Mock {
 
     fn on_request(&mut self, cx: &mut Cx<Self>, id: ConnId, req: Request) {
         MockStats::add(&self.stats.requests, 1);
+        let Some(conn) = cx.conns.get_mut(id) else {
+            return;
+        };
+        // A request: the connection is not idle, whatever the last answer asked for.
+        if let Some((key, _)) = conn.close_idle.take() {
+            cx.timers.cancel(key);
+        }
         let route = routes::resolve(&req.method, &req.path);
         if route != Ok(Route::Requests) {
             self.stats.record(&req);
@@ -336,16 +412,9 @@ impl ClientApp for Mock {
             Ok(Route::Stats) => self.stats.snapshot(),
             Ok(Route::Requests) => self.stats.recent_requests(),
             Ok(Route::Healthz) => serde_json::json!({"status": "ok"}),
-            Err(miss) => {
-                if let Some(c) = cx.conns.get_mut(id) {
-                    c.reply_miss(miss, &req.method, then);
-                }
-                return;
-            }
+            Err(miss) => return conn.client.reply_miss(miss, &req.method, then),
         };
-        if let Some(c) = cx.conns.get_mut(id) {
-            c.reply_json(&req.method, &json, then);
-        }
+        conn.client.reply_json(&req.method, &json, then);
     }
 
     fn on_drained(&mut self, cx: &mut Cx<Self>, id: ConnId) {

@@ -126,6 +126,14 @@ pub fn models() -> Vec<u8> {
     br#"{"object":"list","data":[{"id":"mock","object":"model","created":0,"owned_by":"tokenpipe","type":"model","display_name":"Mock","created_at":"1970-01-01T00:00:00Z"}],"has_more":false,"first_id":"mock","last_id":"mock"}"#.to_vec()
 }
 
+/// The event Chat Completions and Completions send when a stream fails after it began (`error-after`):
+/// the error body as the data of an unnamed event, `data: {"error":{..,"type":"server_error",..}}`.
+pub fn write_stream_error(message: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&error_body(500, message));
+    out.extend_from_slice(b"\n\n");
+}
+
 /// OpenAI's error body: `{"error":{"message":..,"type":..,"param":null,"code":..}}`.
 pub fn error_body(status: u16, message: &str) -> Vec<u8> {
     #[derive(Serialize)]

@@ -27,7 +27,7 @@ use super::script::{MockAsk, MockRequest, concat_texts, json_object, stream_flag
 use super::sse::{json_body, write_named_event};
 
 /// Events before the first delta.
-const OPENING: usize = 4;
+pub const OPENING: usize = 4;
 
 /// `POST /v1/responses`: the prompt is `input` when it is a string, else the last input item with role
 /// `"user"` (its `content` string, or the `text` of its parts); the limit is `max_output_tokens`.
@@ -168,6 +168,24 @@ pub fn write_event(g: &Generation, max_output_tokens: Option<u32>, i: usize, out
         }
         _ => {}
     }
+}
+
+/// The event the Responses API sends when a stream fails after it began (`error-after`), as event `i`:
+/// `event: error` with `{"type":"error","sequence_number":i,"code":"server_error","message":..,"param":null}`.
+pub fn write_stream_error(message: &str, i: usize, out: &mut Vec<u8>) {
+    #[derive(Serialize)]
+    struct Failure<'a> {
+        code: &'static str,
+        message: &'a str,
+        param: Option<()>,
+    }
+    let fields = Failure {
+        code: "server_error",
+        message,
+        param: None,
+    };
+    let e = Event::new("error", i as u64, fields);
+    write_named_event(e.kind, &e, out)
 }
 
 /// The completed `response` object of a non-streaming answer.

@@ -35,6 +35,9 @@ pub use super::generation::FALLBACK_WORD;
 use super::generation::Generation;
 use super::{anthropic, gemini, openai, responses};
 
+/// The message of an in-stream error event (`error-after`).
+pub const STREAM_ERROR: &str = "injected by the mock upstream: error-after";
+
 /// Which provider the mock imitates where a path does not say (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MockFormat {
@@ -312,6 +315,29 @@ impl MockScript {
     /// All the generated text: what a client of the relay should receive, concatenated.
     pub fn expected_text(&self) -> String {
         self.generation.text()
+    }
+
+    /// The index of the event that carries the first token: the events before it open the stream
+    /// (Anthropic's `message_start`, the Responses API's `response.created`, ...). Faults count tokens
+    /// from here (`fault::Cut`).
+    pub fn first_token_event(&self) -> usize {
+        match self.dialect {
+            Dialect::OpenAiChat { .. } | Dialect::OpenAiCompletion { .. } | Dialect::Gemini => 0,
+            Dialect::OpenAiResponses { .. } => responses::OPENING,
+            Dialect::Anthropic => anthropic::OPENING,
+        }
+    }
+
+    /// Append the provider's in-stream error event to `out`, as the stream's event `i` (`error-after`).
+    pub fn write_error_event(&self, i: usize, out: &mut Vec<u8>) {
+        match self.dialect {
+            Dialect::OpenAiChat { .. } | Dialect::OpenAiCompletion { .. } => {
+                openai::write_stream_error(STREAM_ERROR, out)
+            }
+            Dialect::OpenAiResponses { .. } => responses::write_stream_error(STREAM_ERROR, i, out),
+            Dialect::Gemini => gemini::write_stream_error(STREAM_ERROR, out),
+            Dialect::Anthropic => anthropic::write_stream_error(STREAM_ERROR, out),
+        }
     }
 
     /// Append event `i` (one complete SSE event, separator included) to `out`. An `i` outside `0..len()`

@@ -1,9 +1,11 @@
 //! Servers started inside the test process with `tokenpipe::Server::start`, for tests that need to see
 //! inside: the relay's counters (`Running::relay_stats`) and the workers' system-call counts
-//! (`Running::stats`). Tests of the command line keep spawning the binary ([`super::Proc`]).
+//! (`Running::stats`); and mock upstreams (`Server::start_mock`), which start faster than a process.
+//! Tests of the command line keep spawning the binary ([`super::Proc`]).
 
 use super::*;
-use tokenpipe::config::{Config, FdLimit};
+use tokenpipe::config::{Config, FdLimit, LoopConfig, MockConfig};
+use tokenpipe::mock::script::MockFormat;
 use tokenpipe::relay::dns::Resolver;
 use tokenpipe::relay::providers::{Provider, parse_upstream_url};
 use tokenpipe::{Running, Server};
@@ -40,6 +42,38 @@ impl InProcess {
             addr: running.addr(),
             running: Some(running),
         }
+    }
+
+    /// A one-worker mock upstream on 127.0.0.1:0: `tokens` tokens per answer (unless a request asks for
+    /// fewer), `interval` between events. Every provider's paths; any request may ask it for a fault
+    /// (docs/04-the-mock-upstream.md, and [`super::fault_prompt`]).
+    pub fn mock(tokens: u32, interval: Duration) -> InProcess {
+        let running = Server::start_mock(MockConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            workers: 1,
+            format: MockFormat::OpenAi,
+            tokens,
+            interval,
+            common: LoopConfig {
+                fd_limit: FdLimit::Keep,
+                ..LoopConfig::default()
+            },
+        })
+        .expect("start the mock in process");
+        InProcess {
+            addr: running.addr(),
+            running: Some(running),
+        }
+    }
+
+    /// `http://ADDR`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A mock's counters, as its `GET /stats` serves them.
+    pub fn mock_stats(&self) -> serde_json::Value {
+        self.running().mock_stats().expect("a mock has counters")
     }
 
     pub fn running(&self) -> &Running {

@@ -11,12 +11,14 @@
 //!
 //! Modules: this file starts and stops processes; [`http`] is a minimal blocking HTTP/1.1 client (and the
 //! server side of fake upstreams); [`inproc`] starts a relay inside the test process, for tests that read
-//! its counters; [`api`] builds the relay's and the mock's requests and checks their
-//! answers; [`sse`] picks SSE payloads apart; [`fake`] writes fake upstreams with hostile framing.
+//! its counters, or a mock upstream; [`api`] builds the relay's and the mock's requests and checks their
+//! answers; [`faults`] asks the mock for faults; [`sse`] picks SSE payloads apart; [`fake`] writes fake
+//! upstreams with hostile framing.
 #![allow(dead_code, unused_imports)] // each test crate uses a different subset
 
 mod api;
 mod fake;
+mod faults;
 mod http;
 mod inproc;
 mod pki;
@@ -24,6 +26,7 @@ mod sse;
 
 pub use api::*;
 pub use fake::*;
+pub use faults::*;
 pub use http::*;
 pub use inproc::*;
 pub use pki::*;
@@ -199,7 +202,9 @@ pub fn spawn_relay(upstream_url: &str, provider: &str, extra: &[&str]) -> Proc {
     Proc::spawn(&all)
 }
 
-/// An address on which nothing listens: bound to an ephemeral port, then closed.
+/// An address on which nothing listens: bound to an ephemeral port, then closed. A connection to it is
+/// refused, which is how a refusing upstream is tested: a listener cannot refuse one request and accept
+/// the next, so the mock's faults have no "refuse".
 pub fn closed_port_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("local_addr");
