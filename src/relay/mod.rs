@@ -17,6 +17,7 @@
 //! hot path is in `forward.rs`.
 
 pub mod api;
+pub mod auth;
 pub mod dns;
 pub mod exchange;
 pub mod forward;
