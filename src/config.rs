@@ -349,6 +349,8 @@ impl ServeArgs {
             idle_timeout: Duration::from_secs(self.upstream_idle_timeout),
             dns_ttl: Duration::from_secs(self.dns_ttl),
             common: self.common.loop_settings(),
+            client_keys: Vec::new(),
+            allow_unauthenticated: false,
         }
     }
 

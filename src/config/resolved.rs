@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::http::request::Limits;
 use crate::mock::script::MockFormat;
+use crate::relay::auth::ClientKey;
 use crate::relay::providers::{Origin, Provider, ProviderKey};
 
 /// What a server does with the process's descriptor limit at start (a process-wide setting).
@@ -129,6 +130,11 @@ pub struct Config {
     /// How long a resolved name is used.
     pub dns_ttl: Duration,
     pub common: LoopConfig,
+    /// The keys clients must present (`relay::auth`); none: every client is served, which only a loopback
+    /// listener or `allow_unauthenticated` permits. `ClientKey` prints no secret, so `Debug` stays safe.
+    pub client_keys: Vec<ClientKey>,
+    /// Listen beyond loopback without client keys (`--allow-unauthenticated`).
+    pub allow_unauthenticated: bool,
 }
 
 impl Config {
@@ -147,6 +153,8 @@ impl Config {
             idle_timeout: Duration::from_secs(30),
             dns_ttl: Duration::from_secs(60),
             common: LoopConfig::default(),
+            client_keys: Vec::new(),
+            allow_unauthenticated: false,
         }
     }
 

@@ -28,6 +28,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::auth::Identity;
 use crate::conn::client::StreamFraming;
 use crate::conn::upstream::UpstreamConn;
 use crate::http::chunked::ChunkError;
@@ -79,6 +80,9 @@ pub struct Exchange {
     pub replayable: bool,
     /// When the request was routed.
     pub started: Instant,
+    /// Who asked (`auth::authenticate`): what a per-client limit counts, and releases when the exchange
+    /// ends.
+    pub client: Identity,
     /// The reactor batch (`Context::batch`) in which the current upstream socket was registered under
     /// the client's id: events of that batch for the upstream token are for the socket it replaced.
     pub upstream_batch: u64,
@@ -94,8 +98,10 @@ impl Exchange {
         request: Vec<u8>,
         framing: StreamFraming,
         now: Instant,
+        client: Identity,
     ) -> Exchange {
         Exchange {
+            client,
             replayable: false,
             kind,
             event_stream: kind == Kind::Generate,

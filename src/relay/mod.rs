@@ -39,6 +39,7 @@ use crate::conn::client::{self, AfterReply, ClientApp, ClientConn, ClientState, 
 use crate::conn::transport::{IdleCheck, Transport, accepted};
 use crate::http::request::{Limits, Request, RequestReader};
 use crate::reactor::{ConnId, Cx, Handler, Ready, Tag, TimerKey};
+use auth::{ClientKeys, Refusal};
 use exchange::Exchange;
 use providers::{Origin, Provider, ProviderKey};
 use routes::{Route, Router};
@@ -161,12 +162,15 @@ pub struct RelaySettings {
     pub upstreams: Vec<(Arc<UpstreamTarget>, Option<Arc<rustls::ClientConfig>>)>,
     /// Which upstream serves which path.
     pub router: Router,
+    /// The keys clients must present (none: every client is served).
+    pub client_keys: Arc<ClientKeys>,
 }
 
 /// The relay application of one worker.
 pub struct Relay {
     limits: Limits,
     router: Router,
+    client_keys: Arc<ClientKeys>,
     upstreams: Upstreams,
     inbound_tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -193,6 +197,7 @@ impl Relay {
         });
         Relay {
             router: settings.router,
+            client_keys: settings.client_keys,
             upstreams,
             limits: settings.limits,
             inbound_tls: settings.inbound_tls,
@@ -326,11 +331,28 @@ impl ClientApp for Relay {
             return;
         };
         let framing = StreamFraming::for_request(req.version, then);
-        match self.router.resolve(&req.method, &req.path) {
+        let route = self.router.resolve(&req.method, &req.path);
+        // Who asks, before anything is done for them: without a valid key a request learns nothing, not
+        // even whether its path exists. The route only says where this path's SDK puts its key.
+        let provider = route
+            .as_ref()
+            .ok()
+            .and_then(|to| self.router.provider_of(to));
+        let who = match auth::authenticate(&self.client_keys, &req, provider, c.peer.ip()) {
+            Ok(who) => who,
+            // The request was read whole, so the connection stays usable: a client may try again on it
+            // with a key (RFC 9110 §11.6.1), as it may after any other 4xx.
+            Err(refusal) => {
+                let message = refusal.message(provider);
+                let challenge = [Refusal::CHALLENGE];
+                return c.reply_error(Refusal::STATUS, Refusal::CODE, &message, &challenge, then);
+            }
+        };
+        match route {
             Ok(to) if to.route == Route::Healthz => {
                 c.reply_json(&req.method, &serde_json::json!({"status": "ok"}), then)
             }
-            Ok(to) => self.upstreams.start(cx, id, &req, to, framing),
+            Ok(to) => self.upstreams.start(cx, id, &req, to, framing, who),
             Err(miss) => c.reply_miss(miss, &req.method, then),
         }
     }

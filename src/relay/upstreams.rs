@@ -29,6 +29,7 @@ use std::time::Duration;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 
+use super::auth::Identity;
 use super::dns::{Answer, DnsCache, Lookup, ResolverLink};
 use super::exchange::{Decision, Exchange, Failure, Kind, Phase};
 use super::forward::{Outcome, sse_error_event};
@@ -142,6 +143,7 @@ impl Upstreams {
         req: &Request,
         to: Target<'_>,
         framing: StreamFraming,
+        who: Identity,
     ) {
         let Some(t) = self.upstreams.get(to.upstream).map(|u| &u.target) else {
             return;
@@ -166,7 +168,7 @@ impl Upstreams {
         };
         match request {
             Ok(request) => {
-                let mut x = Exchange::new(kind, to.upstream, request, framing, cx.now);
+                let mut x = Exchange::new(kind, to.upstream, request, framing, cx.now, who);
                 x.replayable = matches!(req.method.as_str(), "GET" | "HEAD" | "OPTIONS")
                     || value(&req.headers, "idempotency-key").is_some();
                 c.state = ClientState::Serving(Box::new(x));
