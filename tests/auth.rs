@@ -1,7 +1,7 @@
 //! Client keys over real sockets: a relay with keys refuses requests without a valid one (401, JSON, a
 //! challenge, the connection kept), serves those with one wherever each provider's SDK puts it, and passes
-//! its own key, never the client's, to the upstream; health probes need none; and a relay that would
-//! listen beyond loopback without keys refuses to start. All on 127.0.0.1.
+//! its own key, never the client's, to the upstream; health probes need none; keys never reach the log;
+//! and a relay that would listen beyond loopback without keys refuses to start. All on 127.0.0.1.
 
 mod common;
 
@@ -226,6 +226,55 @@ fn gemini_paths_take_x_goog_api_key_and_key_in_the_query() {
     assert_unauthorized(&fetch(relay.addr, &wrong), "a wrong x-goog-api-key");
 }
 
+/// `--client-key`'s variable takes a comma-separated list; the log, even at debug level, shows names and
+/// paths but no key: not the right ones, not a wrong one, not one in a query.
+#[test]
+fn keys_never_reach_the_log() {
+    let mock = mock();
+    let keys = format!("{ALICE},{BOB}");
+    let upstream = mock.url();
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--upstream",
+        &upstream,
+        "--provider",
+        "gemini",
+    ];
+    let child = bare_command(
+        &args,
+        &[("TOKENPIPE_CLIENT_KEYS", &keys), ("RUST_LOG", "debug")],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn tokenpipe");
+    let mut child = Reaped(child);
+    let stderr = collect(child.0.stderr.take().expect("stderr"));
+    let addr = listening_addr(&mut child.0);
+    for key in [ALICE, BOB] {
+        let resp = fetch(addr, &generate(&[("Authorization", &bearer(key))]));
+        assert_eq!(resp.status(), 200, "{key}: {}", resp.text());
+    }
+    let resp = fetch(addr, &generate(&[("Authorization", &bearer(WRONG))]));
+    assert_eq!(resp.status(), 401);
+    let resp = fetch(addr, &get(&format!("/v1beta/models?key={ALICE}")));
+    assert_eq!(resp.status(), 200, "{}", resp.text());
+    // Every answer was logged before it was sent; the pipe ends with the process.
+    drop(child);
+    let log = stderr.recv_timeout(IO_TIMEOUT).expect("the relay's stderr");
+    assert!(
+        log.contains("clients need a key: 2 configured") && log.contains("/v1beta/models -> "),
+        "the log says too little to be checked: {log}"
+    );
+    for key in [ALICE, BOB, WRONG] {
+        assert!(!log.contains(key), "{key} in the log:\n{log}");
+    }
+}
+
 /// Beyond loopback without keys, the relay refuses to start, before it opens any socket; the message
 /// says what to do.
 #[test]
@@ -284,6 +333,24 @@ fn collect(mut from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
         let _ = tx.send(text);
     });
     rx
+}
+
+/// The address of the child's `listening on http://ADDR` line (its stdout is drained afterwards).
+fn listening_addr(child: &mut Child) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(STARTUP_DEADLINE)
+        .expect("a `listening on` line");
+    addr.parse().expect("an address")
 }
 
 /// A child process, killed and reaped on drop (also when a test panics).
