@@ -23,7 +23,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand,
 
 use crate::http::request::Limits;
 use crate::mock::script::MockFormat;
-use crate::relay::auth::{self, ClientKey};
+use crate::relay::auth::{self, ClientKey, ClientKeys};
 use crate::relay::providers::{self, Provider, ProviderKey, parse_upstream_url};
 
 pub mod file;
@@ -404,6 +404,8 @@ impl ServeArgs {
         if let Some(path) = &self.client_keys_file {
             keys.extend(auth::read_key_file(path)?);
         }
+        // A key or a name twice is refused now, rather than when the server starts.
+        ClientKeys::new(&keys)?;
         Ok(keys)
     }
 

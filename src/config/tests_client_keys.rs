@@ -84,6 +84,12 @@ fn a_bad_key_is_refused_without_being_shown() {
         .config(|_| None)
         .expect_err("a short key");
     assert!(e.contains("number 2") && !e.contains("short-secret"), "{e}");
+    let dir = Dir::new("twice", UPSTREAM);
+    let keys_file = dir.path("keys.txt");
+    let e = serve(&["--client-key", FILE_KEY, "--client-keys-file", &keys_file])
+        .config(|_| None)
+        .expect_err("the same key twice");
+    assert!(e.contains("twice") && !e.contains(FILE_KEY), "{e}");
     let e = serve(&["--client-keys-file", "/no/such/keys.txt"])
         .config(|_| None)
         .expect_err("a missing file");

@@ -340,8 +340,9 @@ impl ClientApp for Relay {
             .and_then(|to| self.router.provider_of(to));
         let who = match auth::authenticate(&self.client_keys, &req, provider, c.peer.ip()) {
             Ok(who) => who,
-            // The request was read whole, so the connection stays usable: a client may try again on it
-            // with a key (RFC 9110 §11.6.1), as it may after any other 4xx.
+            // The request was read whole, so its framing is sound and the connection stays usable (as
+            // after a 404): a client answers the challenge by repeating the request with a key (RFC 9110
+            // §11.6.1), on the same connection if it likes.
             Err(refusal) => {
                 let message = refusal.message(provider);
                 let challenge = [Refusal::CHALLENGE];
