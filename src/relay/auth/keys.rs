@@ -50,6 +50,10 @@ impl ClientKey {
                 ));
             }
         }
+        if secret.is_empty() {
+            // E.g. `TOKENPIPE_CLIENT_KEYS=` or `a,,b`: refused rather than read as "no keys" (fail closed).
+            return Err("the client key is empty".into());
+        }
         if !secret.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(
                 "a client key may hold only visible ASCII (no spaces or control characters)".into(),

@@ -86,6 +86,10 @@ fn keys_and_names_are_checked_and_never_printed() {
         let e = ClientKey::new(None, bad).unwrap_err();
         assert!(bad.is_empty() || !e.contains(bad), "{e}");
     }
+    assert_eq!(
+        ClientKey::new(None, ""),
+        Err("the client key is empty".into())
+    );
     assert!(ClientKey::new(Some(""), ALICE).is_err());
     assert!(ClientKey::new(Some("ci-bot.1@team_a"), ALICE).is_ok());
     let shown = format!("{:?} {:?}", ClientKey::new(Some("alice"), ALICE), keys());
