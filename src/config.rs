@@ -23,6 +23,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand,
 
 use crate::http::request::Limits;
 use crate::mock::script::MockFormat;
+use crate::relay::auth::{self, ClientKey, ClientKeys};
 use crate::relay::providers::{self, Provider, ProviderKey, parse_upstream_url};
 
 pub mod duration;
@@ -48,6 +49,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// One value per process, made at start: a boxed variant would only add noise for clap.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the relay (the default).
@@ -306,9 +309,43 @@ pub struct ServeArgs {
     /// `tokenpipe check-config FILE`.
     #[arg(long, env = "TOKENPIPE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// A key clients must present to be served (repeatable; the variable takes a comma-separated list):
+    /// `Authorization: Bearer KEY`, or where the provider's SDK puts its key. At least 16 visible ASCII
+    /// characters, e.g. from `openssl rand -hex 32`. A command line is visible to other users of the
+    /// machine (`ps`): prefer the variable or --client-keys-file.
+    #[arg(long = "client-key", env = "TOKENPIPE_CLIENT_KEYS", value_name = "KEY",
+          value_delimiter = ',', value_parser = Secret::parse, hide_env_values = true)]
+    pub client_key: Vec<Secret>,
+    /// A file of client keys: one per line, `KEY` or `NAME KEY` (the name shows in logs instead of the
+    /// key); blank lines and lines starting with # are ignored. Used with --client-key, the keys of both.
+    #[arg(long, env = "TOKENPIPE_CLIENT_KEYS_FILE", value_name = "FILE")]
+    pub client_keys_file: Option<PathBuf>,
+    /// Serve clients without keys on a non-loopback address, which is refused otherwise: for a relay
+    /// behind a front end that authenticates clients itself.
+    #[arg(long, env = "TOKENPIPE_ALLOW_UNAUTHENTICATED", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_unauthenticated: bool,
     /// Which options were given rather than defaulted (filled by [`Cli::parse_sourced`]).
     #[arg(skip)]
     pub given: Given,
+}
+
+/// A secret from the command line or the environment, as clap hands it over. It never prints itself (the
+/// options derive `Debug`); it is checked later, by [`ClientKey::new`], whose errors never repeat it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Always accepted here: clap would print a refused value in its error.
+    fn parse(s: &str) -> Result<Secret, String> {
+        Ok(Secret(s.trim().to_string()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// Options of `tokenpipe mock-upstream`.
@@ -353,13 +390,13 @@ impl ServeArgs {
     pub fn config(&self, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
         match &self.config {
             Some(path) => precedence::with_file(self, path, &env),
-            None => Ok(self.finish(self.upstream_from_options(&env)?)),
+            None => self.finish(self.upstream_from_options(&env)?),
         }
     }
 
     /// The [`Config`] of these options with `upstream`.
-    fn finish(&self, upstream: UpstreamConfig) -> Config {
-        Config {
+    fn finish(&self, upstream: UpstreamConfig) -> Result<Config, String> {
+        Ok(Config {
             listen: self.listen,
             workers: self.workers.map_or_else(cores, usize::from),
             upstream,
@@ -371,7 +408,27 @@ impl ServeArgs {
             retry: self.resilience.retry(),
             breaker: self.resilience.breaker(),
             common: self.common.loop_settings(),
+            client_keys: self.client_keys()?,
+            allow_unauthenticated: self.allow_unauthenticated,
+        })
+    }
+
+    /// The keys of `--client-key` (in order), then those of `--client-keys-file`. A bad key is named by its
+    /// position, never shown.
+    fn client_keys(&self) -> Result<Vec<ClientKey>, String> {
+        let mut keys = Vec::new();
+        for (i, Secret(key)) in self.client_key.iter().enumerate() {
+            let key = ClientKey::new(None, key).map_err(|e| {
+                format!("--client-key (TOKENPIPE_CLIENT_KEYS) number {}: {e}", i + 1)
+            })?;
+            keys.push(key);
         }
+        if let Some(path) = &self.client_keys_file {
+            keys.extend(auth::read_key_file(path)?);
+        }
+        // A key or a name twice is refused now, rather than when the server starts.
+        ClientKeys::new(&keys)?;
+        Ok(keys)
     }
 
     /// The upstream the options and the provider keys in the environment make: `--upstream`, else the
@@ -437,3 +494,7 @@ mod tests;
 #[cfg(test)]
 #[path = "config/tests_cli_file.rs"]
 mod tests_cli_file;
+
+#[cfg(test)]
+#[path = "config/tests_client_keys.rs"]
+mod tests_client_keys;

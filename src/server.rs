@@ -37,6 +37,7 @@ use crate::mock::{Mock, MockStats};
 use crate::reactor::instrument::{StatsSnapshot, WorkerStats};
 use crate::reactor::{Handler, Remote, Worker, fdlimit};
 use crate::relay::admission::{AdmissionLimits, Gate};
+use crate::relay::auth::{self, ClientKeys};
 use crate::relay::dns::{CacheConfig, Resolver};
 use crate::relay::health::{BreakerPolicy, Health};
 use crate::relay::providers::{Origin, Provider};
@@ -63,6 +64,11 @@ impl Server {
 
     /// [`Server::start`] with a resolver of the caller's (a test's slow or failing one).
     pub fn start_with(config: Config, resolver: Resolver) -> Result<Running, String> {
+        // First of all, before any socket is opened: a relay open to anyone is refused.
+        let keyed = !config.client_keys.is_empty();
+        auth::check_exposure(config.listen, keyed, config.allow_unauthenticated)?;
+        let client_keys = Arc::new(ClientKeys::new(&config.client_keys)?);
+        log_client_keys(&client_keys, config.listen);
         let mock_workers = usize::from(matches!(
             config.upstream,
             UpstreamConfig::EmbeddedMock { .. }
@@ -136,6 +142,7 @@ impl Server {
             client: config.common.client,
             timeouts: config.timeouts,
             retry: config.retry,
+            client_keys,
         };
         let listeners = bind_listeners(config.listen, config.workers, config.common.backlog)
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -253,6 +260,19 @@ fn upstream_targets(
     let generate = generate.map(index).transpose()?.unwrap_or(0);
     let providers = specs.iter().map(|s| s.provider).collect();
     Ok((targets, Router::new(providers, prefixes, generate)))
+}
+
+/// Says at start whether clients need a key (names only; a key is never logged).
+fn log_client_keys(keys: &ClientKeys, listen: SocketAddr) {
+    if keys.is_empty() && !listen.ip().to_canonical().is_loopback() {
+        log::warn!(
+            "no client keys: anyone who reaches {listen} is served (--allow-unauthenticated)"
+        );
+    } else if keys.is_empty() {
+        log::info!("no client keys: every client is served (listening on loopback only)");
+    } else {
+        log::info!("clients need a key: {} configured ({keys:?})", keys.len());
+    }
 }
 
 /// The listener's TLS configuration, when `--tls-cert` and `--tls-key` are given.

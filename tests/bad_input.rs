@@ -10,9 +10,43 @@ use std::time::Duration;
 #[test]
 fn head_over_16_kib_is_431() {
     let mut s = RelayWithMock::start();
-    let big = "a".repeat(17 * 1024);
-    let raw = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {big}\r\n\r\n");
-    check_error(&mut s.relay, raw.as_bytes(), 431, false, "head over 16 KiB");
+    // Three fields of 6 KiB: each within the 8 KiB field line limit, the head over 16 KiB.
+    let big = "a".repeat(6 * 1024);
+    let raw = format!(
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: {big}\r\nX-B: {big}\r\nX-C: {big}\r\n\r\n"
+    );
+    let resp = check_error(&mut s.relay, raw.as_bytes(), 431, false, "head over 16 KiB");
+    assert!(
+        resp.text().contains("request head exceeds"),
+        "{}",
+        resp.text()
+    );
+}
+
+/// The limits on parts of the head, over a real socket: a target over 8 KiB is a 414 (even though the
+/// same bytes make the head too long), a field line over 8 KiB a 431; both close the connection.
+#[test]
+fn a_long_target_is_414_and_a_long_field_line_431() {
+    let mut s = RelayWithMock::start();
+    let raw = get(&format!("/v1/models?q={}", "q".repeat(20 * 1024)));
+    let resp = check_error(&mut s.relay, &raw, 414, true, "target over 8 KiB");
+    assert_eq!(resp.json()["error"]["code"], "uri_too_long");
+    let raw = format!(
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9 * 1024)
+    );
+    let resp = check_error(
+        &mut s.relay,
+        raw.as_bytes(),
+        431,
+        true,
+        "field line over 8 KiB",
+    );
+    assert!(resp.text().contains("field line"), "{}", resp.text());
+    // Just within both limits: served.
+    let target = format!("/healthz?{}", "q".repeat(8 * 1024 - 9));
+    assert_eq!(target.len(), 8 * 1024);
+    assert_eq!(fetch(s.relay.addr, &get(&target)).status(), 200);
 }
 
 #[test]

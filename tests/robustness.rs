@@ -7,13 +7,15 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// The control cases for the size limits: a head just under 16 KiB and a body of exactly `--max-body-bytes`
-/// are accepted.
+/// The control cases for the size limits: a head just under 16 KiB (in two field lines, each within the
+/// 8 KiB field line limit) and a body of exactly `--max-body-bytes` are accepted.
 #[test]
 fn limits_are_inclusive_of_valid_sizes() {
     let s = RelayWithMock::start();
-    let filler = "a".repeat(15 * 1024);
-    let raw = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: {filler}\r\n\r\n");
+    let filler = "a".repeat(7 * 1024 + 512);
+    let raw = format!(
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: {filler}\r\nX-B: {filler}\r\n\r\n"
+    );
     let resp = fetch(s.relay.addr, raw.as_bytes());
     assert_eq!(
         resp.status(),

@@ -20,13 +20,14 @@
 //! ```
 //!
 //! The global settings are `listen`, `workers`, `upstream_idle_timeout`, `upstream_max_conns`, `dns_ttl`,
-//! `stream_buffer_bytes`, `max_body_bytes`, `loop_warn_ms`, `backlog`, `max_fds`, `tls_cert` and
-//! `tls_key`, with the bounds of the command-line options of the same name. **Precedence** (applied by
+//! `stream_buffer_bytes`, `max_body_bytes`, `loop_warn_ms`, `backlog`, `max_fds`, `tls_cert`, `tls_key`,
+//! `client_keys_file` and `allow_unauthenticated`, with the bounds of the command-line options of the same
+//! name. Like provider keys, client keys never go in this file, only the name of the file that holds them. **Precedence** (applied by
 //! `ServeArgs::config`): an option given on the command line or in its `TOKENPIPE_*` environment variable
 //! wins over the file, and the file wins over the option's default. The upstreams are the file's alone:
 //! `--upstream`, `--provider`, `--model` and `--upstream-ca` are refused next to `--config`, and the
 //! `*_API_KEY` variables are read only where an upstream's `key_env` names them. Relative paths (`ca`,
-//! `tls_cert`, `tls_key`) are relative to the file's directory.
+//! `tls_cert`, `tls_key`, `client_keys_file`) are relative to the file's directory.
 //!
 //! Every problem is reported, not just the first, each with the line it is on: syntax errors (all of
 //! them; the meaning of a file that does not parse is not checked), then every key and value. To get past
@@ -76,6 +77,9 @@ pub struct FileSettings {
     pub max_fds: Option<u64>,
     /// `tls_cert` and `tls_key` (both or neither).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// A file of client keys (checked to read as one); the keys themselves never go in this file.
+    pub client_keys_file: Option<PathBuf>,
+    pub allow_unauthenticated: Option<bool>,
 }
 
 /// One problem in a file: a line (`None`: the file as a whole) and what is wrong there.

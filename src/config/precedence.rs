@@ -8,7 +8,8 @@
 //! * Every other option (`listen`, `workers`, the limits, `tls_cert`/`tls_key`, ...): a value given on the
 //!   command line or in the option's environment variable wins over the file; the file wins over the
 //!   option's default. `tls_cert` and `tls_key` go as a pair: if either option is given, both come from
-//!   the options.
+//!   the options. Likewise the client keys: if `--client-key` or `--client-keys-file` is given, the
+//!   file's `client_keys_file` is not read for keys.
 //!
 //! "Given" is what clap's `ArgMatches::value_source` says (`CommandLine` or `EnvVariable`, not
 //! `DefaultValue`), recorded by [`super::Cli::parse_sourced`] in [`Given`].
@@ -82,7 +83,7 @@ pub(super) fn with_file(
         routes: file.routes,
         generate: file.generate,
     };
-    Ok(overlaid(args, &file.settings).finish(upstream))
+    overlaid(args, &file.settings).finish(upstream)
 }
 
 /// `args` with the file's settings `s` in place of the options that were not given.
@@ -121,6 +122,17 @@ pub(super) fn overlaid(args: &ServeArgs, s: &FileSettings) -> ServeArgs {
     take(&mut c.loop_warn_ms, wins("loop_warn_ms"), s.loop_warn_ms);
     take(&mut c.backlog, wins("backlog"), s.backlog.map(Some));
     take(&mut c.max_fds, wins("max_fds"), s.max_fds.map(Some));
+    // The keys go as one setting too: a key or a key file given as an option replaces the file's.
+    take(
+        &mut a.client_keys_file,
+        wins("client_key") && wins("client_keys_file"),
+        s.client_keys_file.clone().map(Some),
+    );
+    take(
+        &mut a.allow_unauthenticated,
+        wins("allow_unauthenticated"),
+        s.allow_unauthenticated,
+    );
     if let Some((cert, key)) = &s.tls {
         let pair = (Some(cert.clone()), Some(key.clone()));
         let mut options = (c.tls_cert.take(), c.tls_key.take());

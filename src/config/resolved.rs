@@ -10,6 +10,7 @@ use crate::conn::client::ClientTimeouts;
 use crate::http::request::Limits;
 use crate::mock::script::MockFormat;
 use crate::relay::admission::AdmissionLimits;
+use crate::relay::auth::ClientKey;
 use crate::relay::deadlines::UpstreamTimeouts;
 use crate::relay::health::BreakerPolicy;
 use crate::relay::providers::{Origin, Provider, ProviderKey};
@@ -152,6 +153,11 @@ pub struct Config {
     /// When an upstream's circuit breaker opens.
     pub breaker: BreakerPolicy,
     pub common: LoopConfig,
+    /// The keys clients must present (`relay::auth`); none: every client is served, which only a loopback
+    /// listener or `allow_unauthenticated` permits. `ClientKey` prints no secret, so `Debug` stays safe.
+    pub client_keys: Vec<ClientKey>,
+    /// Listen beyond loopback without client keys (`--allow-unauthenticated`).
+    pub allow_unauthenticated: bool,
 }
 
 impl Config {
@@ -174,6 +180,8 @@ impl Config {
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
             common: LoopConfig::default(),
+            client_keys: Vec::new(),
+            allow_unauthenticated: false,
         }
     }
 

@@ -51,6 +51,8 @@ pub use response::{ResponseError, ResponseHead, parse_response_head};
 #[cfg(test)]
 mod tests_chunked;
 #[cfg(test)]
+mod tests_limits;
+#[cfg(test)]
 mod tests_props;
 #[cfg(test)]
 mod tests_request;

@@ -18,8 +18,8 @@
 //! # Why it is cheap for tiny reads
 //!
 //! A slow or hostile client may send one byte per packet. The reader remembers how far it already
-//! searched for the blank line that ends the head (`scanned`), so each call looks only at new
-//! bytes; httparse runs once, on the complete head. Body bytes are decoded exactly once, because
+//! searched for the blank line that ends the head, and where the line it is in began (`HeadScan`), so
+//! each call looks only at new bytes; httparse runs once, on the complete head. Body bytes are decoded exactly once, because
 //! they are consumed when decoded.
 //!
 //! # Framing rules (RFC 9112 §6.3), and why each one rejects
@@ -30,7 +30,9 @@
 //!
 //! | Input                                              | Answer                    |
 //! |----------------------------------------------------|---------------------------|
-//! | head longer than `max_head_bytes`, too many fields | 431 `header_too_large`    |
+//! | request target longer than `max_target_bytes`      | 414 `uri_too_long`        |
+//! | head longer than `max_head_bytes`, a field line    | 431 `header_too_large`    |
+//! | longer than `max_field_line_bytes`, too many fields|                           |
 //! | malformed head (httparse error), bad Host          | 400 `bad_request`         |
 //! | Transfer-Encoding with Content-Length              | 400 `bad_framing`         |
 //! | Transfer-Encoding in HTTP/1.0                      | 400 `bad_framing`         |
@@ -45,7 +47,7 @@ use std::fmt;
 use std::ops::Range;
 
 use super::body::{self, BodyDecoder, ContentLengthError, Framing};
-use super::head_scan::{HeadSearch, find_head_end, leading_empty_lines};
+use super::head_scan::{HeadLimits, HeadScan, HeadSearch, leading_empty_lines};
 use super::{header_values, keep_alive, trim_ows};
 
 /// Payload ranges whose capacity a reader keeps between reads (see `RequestReader::advance`).
@@ -60,6 +62,11 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most header fields in one head.
     pub max_headers: usize,
+    /// Longest request target (the path and query, or an absolute URL), in bytes: 414 above it. It bounds
+    /// what a request line alone can make a route, a log line or an upstream request carry.
+    pub max_target_bytes: usize,
+    /// Longest header field line (name, colon and value, without the line ending), in bytes: 431 above it.
+    pub max_field_line_bytes: usize,
 }
 
 impl Default for Limits {
@@ -68,6 +75,8 @@ impl Default for Limits {
             max_head_bytes: 16 * 1024,
             max_body_bytes: 1024 * 1024,
             max_headers: 64,
+            max_target_bytes: 8 * 1024,
+            max_field_line_bytes: 8 * 1024,
         }
     }
 }
@@ -157,9 +166,9 @@ pub struct RequestReader {
 /// ```
 #[derive(Debug)]
 enum ReadState {
-    /// Looking for the end of the head in the caller's buffer. Invariant: no head ends before
-    /// `buf[scanned]`, so the search resumes there; the caller re-presents those bytes, unconsumed.
-    AwaitingHead { scanned: usize },
+    /// Looking for the end of the head in the caller's buffer, checking its limits on the way. The scan
+    /// resumes where it stopped (`HeadScan`); the caller re-presents those bytes, unconsumed.
+    AwaitingHead(HeadScan),
     /// The head is parsed and consumed; reading its body. Boxed: a connection spends most of its life
     /// between requests, and the reader is part of every connection's memory.
     ReadingBody(Box<PendingRequest>),
@@ -180,7 +189,7 @@ impl RequestReader {
     pub fn new(limits: Limits) -> Self {
         RequestReader {
             limits,
-            state: ReadState::AwaitingHead { scanned: 0 },
+            state: ReadState::AwaitingHead(HeadScan::default()),
             ranges: Vec::new(),
         }
     }
@@ -205,7 +214,7 @@ impl RequestReader {
     /// happened. At EOF, the client closed cleanly if this holds and the caller's buffer holds no
     /// request bytes.
     pub fn is_idle(&self) -> bool {
-        matches!(self.state, ReadState::AwaitingHead { .. })
+        matches!(self.state, ReadState::AwaitingHead(_))
     }
 
     /// Body bytes held by the reader for the request being read (never more than `max_body_bytes`).
@@ -220,25 +229,35 @@ impl RequestReader {
         loop {
             match &mut self.state {
                 ReadState::Failed(error) => return Err(error.clone()),
-                ReadState::AwaitingHead { scanned } => {
-                    if *scanned == 0 {
+                ReadState::AwaitingHead(scan) => {
+                    if scan.is_fresh() {
                         // RFC 9112 §2.2: ignore empty lines before a request line (some clients
                         // send an extra CRLF after a body). They are consumed so they cost no
                         // memory.
                         *consumed += leading_empty_lines(buf);
                     }
                     let rest = &buf[*consumed..];
-                    let head_len = match find_head_end(rest, scanned, self.limits.max_head_bytes) {
+                    let limits = &self.limits;
+                    let head_len = match scan.advance(rest, head_limits(limits)) {
                         HeadSearch::Found(len) => len,
                         HeadSearch::NotYet => return Ok(Progress::NeedMore),
                         HeadSearch::TooLong => {
+                            return Err(too_large(format!(
+                                "request head exceeds {} bytes",
+                                limits.max_head_bytes
+                            )));
+                        }
+                        HeadSearch::FieldTooLong => {
+                            return Err(too_large(format!(
+                                "a header field line exceeds {} bytes",
+                                limits.max_field_line_bytes
+                            )));
+                        }
+                        HeadSearch::TargetTooLong => {
                             return Err(HttpError::closing(
-                                431,
-                                "header_too_large",
-                                format!(
-                                    "request head exceeds {} bytes",
-                                    self.limits.max_head_bytes
-                                ),
+                                414,
+                                "uri_too_long",
+                                format!("request target exceeds {} bytes", limits.max_target_bytes),
                             ));
                         }
                     };
@@ -300,7 +319,7 @@ impl RequestReader {
                         return Ok(Progress::NeedMore);
                     }
                     let request = std::mem::take(&mut pending.request);
-                    self.state = ReadState::AwaitingHead { scanned: 0 };
+                    self.state = ReadState::AwaitingHead(HeadScan::default());
                     return Ok(Progress::Complete(request));
                 }
             }
@@ -329,11 +348,10 @@ fn parse_head(bytes: &[u8], limits: &Limits) -> Result<ParsedHead, HttpError> {
         Ok(httparse::Status::Complete(len)) if len == bytes.len() => {}
         Ok(_) => return Err(bad_request("request head is malformed")),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(HttpError::closing(
-                431,
-                "header_too_large",
-                format!("request has more than {} header fields", limits.max_headers),
-            ));
+            return Err(too_large(format!(
+                "request has more than {} header fields",
+                limits.max_headers
+            )));
         }
         Err(error) => return Err(bad_request(format!("malformed request head: {error}"))),
     }
@@ -440,6 +458,20 @@ fn origin_form(target: &str) -> &str {
     };
     // `http://host` or `http://host?q` have an empty path, which the caller reads as `/`.
     rest.find(['/', '?']).map_or("", |i| &rest[i..])
+}
+
+/// The limits the head scan checks, from the reader's.
+fn head_limits(limits: &Limits) -> HeadLimits {
+    HeadLimits {
+        max_head: limits.max_head_bytes,
+        max_target: limits.max_target_bytes,
+        max_field_line: limits.max_field_line_bytes,
+    }
+}
+
+/// A 431: the head, one of its lines, or its number of fields is over a limit.
+fn too_large(message: String) -> HttpError {
+    HttpError::closing(431, "header_too_large", message)
 }
 
 fn bad_request(message: impl Into<String>) -> HttpError {

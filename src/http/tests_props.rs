@@ -237,6 +237,9 @@ const REQUEST_TOKENS: &[&str] = &[
     "HTTP/1.1 100 Continue\r\n",
     "HTTP/1.1 200 OK\r\n",
     "x",
+    " ",
+    "GET /a-long-request-target?with=a&query HTTP/1.1\r\n",
+    "X-Long: a field line long enough to break a small limit\r\n",
 ];
 
 fn garbage(tokens: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
@@ -248,11 +251,15 @@ fn garbage(tokens: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn small_limits() -> impl Strategy<Value = Limits> {
-    (0..160usize, 0..40usize, 0..8usize).prop_map(
-        |(max_head_bytes, max_body_bytes, max_headers)| Limits {
-            max_head_bytes,
-            max_body_bytes,
-            max_headers,
+    (0..160usize, 0..40usize, 0..8usize, 0..60usize, 0..60usize).prop_map(
+        |(max_head_bytes, max_body_bytes, max_headers, max_target_bytes, max_field_line_bytes)| {
+            Limits {
+                max_head_bytes,
+                max_body_bytes,
+                max_headers,
+                max_target_bytes,
+                max_field_line_bytes,
+            }
         },
     )
 }

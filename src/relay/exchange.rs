@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::admission::{Permit, Ticket};
+use super::auth::Identity;
 use super::deadlines::{ExchangeTimers, StepFacts};
 use super::health::Probe;
 use super::sse::SseWatch;
@@ -108,6 +109,9 @@ pub struct Exchange {
     pub replayable: bool,
     /// When the request was routed.
     pub started: Instant,
+    /// Who asked (`auth::authenticate`): what a per-client limit counts, and releases when the exchange
+    /// ends.
+    pub client: Identity,
     /// The reactor batch (`Context::batch`) in which the current upstream socket was registered under
     /// the client's id: events of that batch for the upstream token are for the socket it replaced.
     pub upstream_batch: u64,
@@ -148,8 +152,10 @@ impl Exchange {
         request: Vec<u8>,
         framing: StreamFraming,
         now: Instant,
+        client: Identity,
     ) -> Exchange {
         Exchange {
+            client,
             replayable: false,
             kind,
             event_stream: kind == Kind::Generate,

@@ -18,6 +18,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 mod connector;
 pub mod deadlines;
 pub mod dns;
@@ -50,6 +51,7 @@ use crate::conn::client::{
 use crate::conn::transport::{IdleCheck, Transport, accepted};
 use crate::http::request::{Limits, Request, RequestReader};
 use crate::reactor::{ConnId, Cx, Handler, Ready, Tag, TimerKey};
+use auth::{ClientKeys, Refusal};
 use deadlines::{UpstreamTimeouts, Wait};
 use exchange::Exchange;
 use providers::{Origin, Provider, ProviderKey};
@@ -219,12 +221,15 @@ pub struct RelaySettings {
     pub timeouts: UpstreamTimeouts,
     /// How failed requests are tried again.
     pub retry: retry::RetryPolicy,
+    /// The keys clients must present (none: every client is served).
+    pub client_keys: Arc<ClientKeys>,
 }
 
 /// The relay application of one worker.
 pub struct Relay {
     limits: Limits,
     router: Router,
+    client_keys: Arc<ClientKeys>,
     upstreams: Upstreams,
     inbound_tls: Option<Arc<rustls::ServerConfig>>,
     client_timeouts: ClientTimeouts,
@@ -258,6 +263,7 @@ impl Relay {
         });
         Relay {
             router: settings.router,
+            client_keys: settings.client_keys,
             upstreams,
             limits: settings.limits,
             inbound_tls: settings.inbound_tls,
@@ -410,11 +416,29 @@ impl ClientApp for Relay {
             return;
         };
         let framing = StreamFraming::for_request(req.version, then);
-        match self.router.resolve(&req.method, &req.path) {
+        let route = self.router.resolve(&req.method, &req.path);
+        // Who asks, before anything is done for them: without a valid key a request learns nothing, not
+        // even whether its path exists. The route only says where this path's SDK puts its key.
+        let provider = route
+            .as_ref()
+            .ok()
+            .and_then(|to| self.router.provider_of(to));
+        let who = match auth::authenticate(&self.client_keys, &req, provider, c.peer.ip()) {
+            Ok(who) => who,
+            // The request was read whole, so its framing is sound and the connection stays usable (as
+            // after a 404): a client answers the challenge by repeating the request with a key (RFC 9110
+            // §11.6.1), on the same connection if it likes.
+            Err(refusal) => {
+                let message = refusal.message(provider);
+                let challenge = [Refusal::CHALLENGE];
+                return c.reply_error(Refusal::STATUS, Refusal::CODE, &message, &challenge, then);
+            }
+        };
+        match route {
             Ok(to) if to.route == Route::Healthz => {
                 c.reply_json(&req.method, &serde_json::json!({"status": "ok"}), then)
             }
-            Ok(to) => self.upstreams.start(cx, id, &req, to, framing),
+            Ok(to) => self.upstreams.start(cx, id, &req, to, framing, who),
             Err(miss) => c.reply_miss(miss, &req.method, then),
         }
     }

@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use super::api::{self, ApiError, GenerateRequest};
+use super::auth::Identity;
 use super::exchange::{Exchange, Kind};
 use super::routes::{Route, Target};
 use super::{UpstreamTarget, passthrough, providers};
@@ -22,8 +23,8 @@ pub(super) fn exchange_for(
     t: &UpstreamTarget,
     req: &Request,
     to: &Target<'_>,
-    framing: StreamFraming,
-    now: Instant,
+    (framing, now): (StreamFraming, Instant),
+    who: Identity,
 ) -> Result<Exchange, ApiError> {
     let (kind, request) = match to.route {
         Route::PassThrough => (
@@ -40,7 +41,7 @@ pub(super) fn exchange_for(
             }),
         ),
     };
-    let mut x = Exchange::new(kind, to.upstream, request?, framing, now);
+    let mut x = Exchange::new(kind, to.upstream, request?, framing, now, who);
     x.replayable = matches!(req.method.as_str(), "GET" | "HEAD" | "OPTIONS")
         || value(&req.headers, "idempotency-key").is_some();
     if t.fallback.is_some() {

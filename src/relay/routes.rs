@@ -73,6 +73,14 @@ impl Router {
         Router::new(vec![provider], Vec::new(), 0)
     }
 
+    /// The provider whose own API `to` passes a request through to (`None` for the relay's own routes).
+    pub fn provider_of(&self, to: &Target<'_>) -> Option<Provider> {
+        match to.route {
+            Route::PassThrough => self.providers.get(to.upstream).copied(),
+            Route::Healthz | Route::Generate => None,
+        }
+    }
+
     /// Finds where `method` `path` (the path without its query) goes.
     pub fn resolve<'a>(&self, method: &str, path: &'a str) -> Result<Target<'a>, Miss> {
         let ours = |route, allow| {

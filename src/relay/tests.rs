@@ -45,6 +45,7 @@ fn relay_to(origin: &TcpListener, cap: usize, https: bool) -> (Worker<Relay>, So
         client: ClientTimeouts::default(),
         timeouts: UpstreamTimeouts::default(),
         retry: retry::RetryPolicy::default(),
+        client_keys: Arc::default(),
     };
     let resolver = dns::Resolver::new().unwrap();
     let make = |remote| Relay::new(settings, Arc::default(), resolver, remote);

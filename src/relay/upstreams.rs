@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 
+use super::auth::Identity;
 use super::connector::{Connector, Found};
 use super::deadlines::{Fired, UpstreamTimeouts, Wait, wanted};
 use super::dns::{Answer, DnsCache, ResolverLink};
@@ -131,11 +132,12 @@ impl Upstreams {
         req: &Request,
         to: Target<'_>,
         framing: StreamFraming,
+        who: Identity,
     ) {
         let Some(t) = self.conn.target(to.upstream) else {
             return;
         };
-        let made = rebuild::exchange_for(t, req, &to, framing, cx.now);
+        let made = rebuild::exchange_for(t, req, &to, (framing, cx.now), who);
         let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
             return;
         };

@@ -2,15 +2,19 @@
 """The providers' official Python SDKs against tokenpipe: the mock reached directly, and the relay in front of it.
 
 Starts one `tokenpipe mock-upstream` and three relays (`--provider openai|gemini|anthropic`, each with a fake
-key of its own in its environment), all on 127.0.0.1, then, for each provider, runs the same SDK calls twice:
-(a) with the SDK's base URL pointing at the mock, (b) pointing at the relay. Nothing else about the client
-changes. It checks that
+key of its own in its environment, and the SDKs' key as its one client key), all on 127.0.0.1, then, for each
+provider, runs the same SDK calls twice: (a) with the SDK's base URL pointing at the mock, (b) pointing at the
+relay. Nothing else about the client changes. It checks that
 
 * streamed and non-streamed answers are identical both ways and not empty (streams: the same chunks, in order);
 * the SDK's own credential (a distinctive fake key) never reaches the upstream through a relay, and the
   relay's key does, in the provider's header (read back from the mock's `GET /debug/requests`);
 * an upstream 429 (the mock's fault hook, header `x-mock-status: 429`) reaches the SDK through the relay as
-  its rate-limit error, with `retry-after: 7` (SDK retries disabled).
+  its rate-limit error, with `retry-after: 7` (SDK retries disabled);
+* the relay takes the SDK's key where the SDK puts it (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`)
+  as its client key (`--client-key`, here `TOKENPIPE_CLIENT_KEYS`): every relayed call above depends on it;
+  and an SDK with a wrong key gets a 401, which it raises as its authentication error, and nothing of that
+  request reaches the upstream.
 
 Each result is one line starting with PASS, FAIL or NOTE (NOTE: information, not a check); the last line is
 `N passed, N failed`, and the exit status is non-zero on any failure. Only loopback is used. Every SDK call has a timeout, a watchdog bounds
@@ -40,8 +44,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-# The credential given to every SDK client: it must never reach the upstream through a relay.
+# The credential given to every SDK client: the relays' client key, which must never reach the upstream.
 CLIENT_SECRET = "client-secret-must-not-leak"
+# A key the relays do not know: the SDK must get a 401 and raise its authentication error.
+WRONG_SECRET = "wrong-client-secret-0000"
+# The error each SDK raises for a 401.
+AUTH_ERRORS = {"openai": "AuthenticationError", "anthropic": "AuthenticationError", "gemini": "ClientError"}
 # The keys the relays inject, one per provider, and the header each provider's upstream expects it in.
 RELAY_KEYS = {
     "openai": ("OPENAI_API_KEY", "sk-relay-key", "authorization", "Bearer sk-relay-key"),
@@ -204,12 +212,12 @@ def short(value, limit: int = 80) -> str:
 # {check name: callable returning (chunks or None, text)}, so the same calls run against mock and relay.
 
 
-def openai_calls(base: str, route: str, timeout: float):
+def openai_calls(base: str, route: str, timeout: float, api_key: str = CLIENT_SECRET):
     import openai
 
     client = openai.OpenAI(
         base_url=f"{base}/v1",
-        api_key=CLIENT_SECRET,
+        api_key=api_key,
         max_retries=0,
         timeout=timeout,
         default_headers={ROUTE_HEADER: route},
@@ -273,12 +281,12 @@ def openai_calls(base: str, route: str, timeout: float):
     )
 
 
-def anthropic_calls(base: str, route: str, timeout: float):
+def anthropic_calls(base: str, route: str, timeout: float, api_key: str = CLIENT_SECRET):
     import anthropic
 
     client = anthropic.Anthropic(
         base_url=base,
-        api_key=CLIENT_SECRET,
+        api_key=api_key,
         max_retries=0,
         timeout=timeout,
         default_headers={ROUTE_HEADER: route},
@@ -338,7 +346,7 @@ def anthropic_calls(base: str, route: str, timeout: float):
     )
 
 
-def gemini_client(base: str, route: str, timeout: float, api_version: str | None):
+def gemini_client(base: str, route: str, timeout: float, api_version: str | None, api_key: str = CLIENT_SECRET):
     from google import genai
     from google.genai import types
 
@@ -350,7 +358,7 @@ def gemini_client(base: str, route: str, timeout: float, api_version: str | None
     )
     if api_version:
         options.api_version = api_version
-    return genai.Client(api_key=CLIENT_SECRET, http_options=options)
+    return genai.Client(api_key=api_key, http_options=options)
 
 
 # google-genai's default API version (`v1` in recent releases); the relay passes `/v1` and `/v1beta` through, so
@@ -358,10 +366,10 @@ def gemini_client(base: str, route: str, timeout: float, api_version: str | None
 GEMINI_API_VERSION = None
 
 
-def gemini_calls(base: str, route: str, timeout: float):
+def gemini_calls(base: str, route: str, timeout: float, api_key: str = CLIENT_SECRET):
     from google.genai import errors
 
-    client = gemini_client(base, route, timeout, GEMINI_API_VERSION)
+    client = gemini_client(base, route, timeout, GEMINI_API_VERSION, api_key)
 
     def stream():
         chunks = [c.text or "" for c in client.models.generate_content_stream(model="gemini-2.5-flash", contents=PROMPT)]
@@ -436,6 +444,15 @@ def check_provider(provider: str, sdk_version: str, calls, mock: Proc, relay: Pr
             res.check(f"{tag} {name} through the relay -> {error_name}, retry-after 7", got == want,
                       f"status {got[0]}, retry-after {got[1]!r}, {got[2]}" + ("" if got == want else f" (wanted {want})"))
 
+    # A wrong key: the relay answers 401 and the SDK raises its authentication error, streamed or not.
+    wrong_calls, _, _ = calls(relay.url, "relay-wrong-key", timeout, api_key=WRONG_SECRET)
+    for name in list(wrong_calls)[:2]:
+        got = res.run(f"{tag} {name} with a wrong key [relay]", lambda: auth_failure(wrong_calls[name]))
+        if got is not None:
+            want = (401, AUTH_ERRORS[provider])
+            res.check(f"{tag} {name} with a wrong key -> 401 {want[1]}", got == want,
+                      f"status {got[0]}, {got[1]}" + ("" if got == want else f" (wanted {want})"))
+
     # What reached the upstream: the SDK's key only on the direct requests, the relay's key on the relayed ones.
     log = res.run(f"{tag} read /debug/requests", lambda: get_json(f"{mock.url}/debug/requests", timeout))
     if log is None:
@@ -453,6 +470,9 @@ def check_provider(provider: str, sdk_version: str, calls, mock: Proc, relay: Pr
 
     relayed = [r for r in fresh if route_of(r) == "relay"]
     direct = [r for r in fresh if route_of(r) == "direct"]
+    refused = [f"{r['method']} {r['path']}" for r in fresh if route_of(r) == "relay-wrong-key"]
+    res.check(f"{tag} a request with a wrong key never reaches the upstream", not refused,
+              "none did" if not refused else f"{refused} did")
     _, relay_key, key_header, key_value = RELAY_KEYS[provider]
     leaks = [
         f"{r['method']} {r['path']}"
@@ -476,6 +496,16 @@ def check_provider(provider: str, sdk_version: str, calls, mock: Proc, relay: Pr
     relay_key_direct = [r["path"] for r in direct if relay_key in json.dumps(r["headers"])]
     res.check(f"{tag} (control) relay's key absent from the direct requests", not relay_key_direct,
               "absent" if not relay_key_direct else f"present on {relay_key_direct}")
+
+
+def auth_failure(call):
+    """Runs an SDK call that must fail; returns (HTTP status, exception class name) of its error."""
+    try:
+        call()
+    except Exception as err:  # noqa: BLE001 - each SDK has its own error classes
+        status = getattr(err, "status_code", None) or getattr(err, "code", None)
+        return status, type(err).__name__
+    raise AssertionError("no error raised")
 
 
 def gemini_default_version_note(mock: Proc, relay: Proc, timeout: float) -> str:
@@ -563,7 +593,8 @@ def main() -> int:
                 f"relay-{provider}",
                 [str(binary), "--upstream", mock.url, "--provider", provider, "--workers", "1",
                  "--listen", "127.0.0.1:0"],
-                {**env, var: key},
+                # The client key in the environment, not on the command line (which `ps` shows).
+                {**env, var: key, "TOKENPIPE_CLIENT_KEYS": CLIENT_SECRET},
                 args.timeout,
             )
         res.line(f"started: mock {mock.url}; relays " + ", ".join(f"{p} {r.url}" for p, r in relays.items()))

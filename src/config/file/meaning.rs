@@ -10,6 +10,7 @@ use super::raw::{Checker, RawRoute, RawSettings, RawUpstream, Read};
 use super::{BOUNDS, FileSettings};
 use crate::config::parse_listen;
 use crate::config::resolved::{RouteSpec, UpstreamSpec};
+use crate::relay::auth::{ClientKeys, read_key_file};
 use crate::relay::providers::{Provider, ProviderKey, parse_upstream_url, validate_model};
 
 /// A number within its option's bounds.
@@ -83,6 +84,17 @@ pub(super) fn settings(c: &mut Checker<'_>, raw: &RawSettings, dir: &Path) -> Fi
         ),
         (None, None) => {}
     }
+    // Read now, so that a bad key file is reported with the line that names it (and by check-config).
+    let client_keys_file = raw.client_keys_file.as_ref().and_then(|path| {
+        let full = existing_file(c, "`client_keys_file`", path, dir)?;
+        match read_key_file(&full).and_then(|keys| ClientKeys::new(&keys)) {
+            Ok(_) => Some(full),
+            Err(e) => {
+                c.at(path.span(), format!("`client_keys_file`: {e}"));
+                None
+            }
+        }
+    });
     FileSettings {
         listen,
         workers: narrow(number(c, "workers", &raw.workers)),
@@ -95,6 +107,8 @@ pub(super) fn settings(c: &mut Checker<'_>, raw: &RawSettings, dir: &Path) -> Fi
         backlog: narrow(number(c, "backlog", &raw.backlog)),
         max_fds: number(c, "max_fds", &raw.max_fds),
         tls,
+        client_keys_file,
+        allow_unauthenticated: raw.allow_unauthenticated.as_ref().map(|a| *a.get_ref()),
     }
 }
 

@@ -27,6 +27,8 @@ pub(super) struct RawSettings {
     pub(super) max_fds: Option<Spanned<i64>>,
     pub(super) tls_cert: Option<Spanned<PathBuf>>,
     pub(super) tls_key: Option<Spanned<PathBuf>>,
+    pub(super) client_keys_file: Option<Spanned<PathBuf>>,
+    pub(super) allow_unauthenticated: Option<Spanned<bool>>,
 }
 
 /// One `[[upstream]]` as written. Required keys are checked after serde, so that one missing key does not
@@ -105,6 +107,11 @@ impl Checker<'_> {
         {
             message.push_str(
                 " (a key never goes in the file: set `key_env` to the variable that holds it)",
+            );
+        }
+        if message.starts_with("unknown field `client_key") {
+            message.push_str(
+                " (client keys never go in this file: set `client_keys_file` to a file of keys)",
             );
         }
         self.at(e.span().unwrap_or(fallback), message);

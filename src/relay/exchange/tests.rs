@@ -33,7 +33,8 @@ fn exchange(reused: bool) -> (Exchange, std::net::TcpListener) {
     let (up, l) = upstream(reused);
     let framing = StreamFraming::Chunked(AfterReply::KeepAlive);
     let request = b"POST / HTTP/1.1\r\n\r\n".to_vec();
-    let mut x = Exchange::new(Kind::Generate, 0, request, framing, Instant::now());
+    let who = Identity::Ip([127, 0, 0, 1].into());
+    let mut x = Exchange::new(Kind::Generate, 0, request, framing, Instant::now(), who);
     assert!(matches!(x.phase, Phase::Resolving { .. }));
     assert!(
         x.upstream().is_none(),
