@@ -407,6 +407,7 @@ impl ServeArgs {
             admission: self.resilience.admission(),
             retry: self.resilience.retry(),
             breaker: self.resilience.breaker(),
+            rate_limit: self.resilience.rate_limit(),
             common: self.common.loop_settings(),
             client_keys: self.client_keys()?,
             allow_unauthenticated: self.allow_unauthenticated,

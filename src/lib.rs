@@ -28,4 +28,4 @@ pub mod relay;
 pub mod server;
 
 pub use config::Config;
-pub use server::{Running, Server};
+pub use server::{Running, Server, UpstreamLoad};

@@ -41,6 +41,7 @@ use crate::relay::auth::{self, ClientKeys};
 use crate::relay::dns::{CacheConfig, Resolver};
 use crate::relay::health::{BreakerPolicy, Health};
 use crate::relay::providers::{Origin, Provider};
+use crate::relay::ratelimit::RateLimiter;
 use crate::relay::routes::Router;
 use crate::relay::{Relay, RelayCounts, RelaySettings, RelayStats, UpstreamTarget};
 use rustls::RootCertStore;
@@ -80,6 +81,7 @@ impl Server {
             mock_addr: None,
             mock_stats: None,
             relay_stats: None,
+            upstreams: Vec::new(),
             workers: Vec::new(),
             exits,
         };
@@ -142,6 +144,7 @@ impl Server {
             client: config.common.client,
             timeouts: config.timeouts,
             retry: config.retry,
+            rate_limiter: config.rate_limit.map(|l| Arc::new(RateLimiter::new(l))),
             client_keys,
         };
         let listeners = bind_listeners(config.listen, config.workers, config.common.backlog)
@@ -149,6 +152,7 @@ impl Server {
         group.addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
         let stats = Arc::new(RelayStats::default());
         group.relay_stats = Some(stats.clone());
+        group.upstreams = targets.iter().map(|(t, _)| t.clone()).collect();
         for (i, listener) in listeners.into_iter().enumerate() {
             // Each worker its own TLS configurations, and with them its own session caches.
             let mut settings = settings.clone();
@@ -185,6 +189,7 @@ impl Server {
             mock_addr: Some(addr),
             mock_stats: Some(stats),
             relay_stats: None,
+            upstreams: Vec::new(),
             workers,
             exits,
         })
@@ -416,8 +421,22 @@ pub struct Running {
     mock_addr: Option<SocketAddr>,
     mock_stats: Option<Arc<MockStats>>,
     relay_stats: Option<Arc<RelayStats>>,
+    /// The relay's upstreams, for their admission and breaker figures.
+    upstreams: Vec<Arc<UpstreamTarget>>,
     workers: Vec<WorkerHandle>,
     exits: Receiver<Exit>,
+}
+
+/// How busy an upstream is now, and how its breaker has fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamLoad {
+    pub name: String,
+    /// Requests holding a permit (in flight).
+    pub in_flight: usize,
+    /// Requests waiting for a turn.
+    pub queued: usize,
+    /// Times its circuit breaker opened.
+    pub breaker_opened: u64,
 }
 
 impl Running {
@@ -439,6 +458,19 @@ impl Running {
     /// What the relay's workers did (none for a mock on its own).
     pub fn relay_stats(&self) -> Option<RelayCounts> {
         self.relay_stats.as_ref().map(|s| s.snapshot())
+    }
+
+    /// Each upstream's load now (none for a mock on its own).
+    pub fn upstream_load(&self) -> Vec<UpstreamLoad> {
+        self.upstreams
+            .iter()
+            .map(|t| UpstreamLoad {
+                name: t.name.clone(),
+                in_flight: t.gate.in_flight(),
+                queued: t.gate.queued(),
+                breaker_opened: t.health.times_opened(),
+            })
+            .collect()
     }
 
     /// Every worker's figures, added up (published once per loop iteration).

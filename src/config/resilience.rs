@@ -8,6 +8,7 @@ use clap::Args;
 use super::duration::parse_positive_duration;
 use crate::relay::admission::AdmissionLimits;
 use crate::relay::health::BreakerPolicy;
+use crate::relay::ratelimit::RateLimit;
 use crate::relay::retry::RetryPolicy;
 
 /// How many requests each upstream gets, retries, and the breaker.
@@ -57,6 +58,15 @@ pub struct ResilienceArgs {
         value_name = "N"
     )]
     pub breaker_failures: u32,
+    /// Requests per second each client may send (by client key, else by address; 0: no limit). Past it,
+    /// 429 with Retry-After. Per instance: N instances allow N times this.
+    #[arg(long, env = "TOKENPIPE_RATE_LIMIT", default_value_t = 0.0, value_name = "RPS",
+          value_parser = parse_rate)]
+    pub rate_limit: f64,
+    /// How many requests a client may send at once after a pause [default: the rate, at least 1].
+    #[arg(long, env = "TOKENPIPE_RATE_BURST", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_burst: Option<u32>,
     /// How long an open breaker waits before it lets one probe through.
     #[arg(long, env = "TOKENPIPE_BREAKER_COOLDOWN", default_value = "30s",
           value_name = "DURATION", value_parser = parse_positive_duration)]
@@ -81,10 +91,29 @@ impl ResilienceArgs {
         }
     }
 
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        (self.rate_limit > 0.0).then(|| RateLimit {
+            per_second: self.rate_limit,
+            burst: self
+                .rate_burst
+                .map_or(self.rate_limit.ceil().max(1.0), f64::from),
+        })
+    }
+
     pub fn breaker(&self) -> BreakerPolicy {
         BreakerPolicy {
             failures: self.breaker_failures,
             cooldown: self.breaker_cooldown,
         }
+    }
+}
+
+/// A rate: a number of requests per second, from 0 (off) to a million.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1e6).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "{s:?}: expected requests per second, from 0 (off) to 1000000"
+        )),
     }
 }

@@ -14,6 +14,7 @@ use crate::relay::auth::ClientKey;
 use crate::relay::deadlines::UpstreamTimeouts;
 use crate::relay::health::BreakerPolicy;
 use crate::relay::providers::{Origin, Provider, ProviderKey};
+use crate::relay::ratelimit::RateLimit;
 use crate::relay::retry::RetryPolicy;
 
 /// What a server does with the process's descriptor limit at start (a process-wide setting).
@@ -152,6 +153,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// When an upstream's circuit breaker opens.
     pub breaker: BreakerPolicy,
+    /// How fast each client may send requests (`None`: no limit).
+    pub rate_limit: Option<RateLimit>,
     pub common: LoopConfig,
     /// The keys clients must present (`relay::auth`); none: every client is served, which only a loopback
     /// listener or `allow_unauthenticated` permits. `ClientKey` prints no secret, so `Debug` stays safe.
@@ -179,6 +182,7 @@ impl Config {
             admission: AdmissionLimits::default(),
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
+            rate_limit: None,
             common: LoopConfig::default(),
             client_keys: Vec::new(),
             allow_unauthenticated: false,

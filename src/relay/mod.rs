@@ -29,6 +29,7 @@ pub mod passthrough;
 pub mod policy;
 pub mod pool;
 pub mod providers;
+pub mod ratelimit;
 pub mod rebuild;
 pub mod retry;
 pub mod routes;
@@ -132,6 +133,7 @@ pub struct RelayStats {
     queue_timeouts: AtomicU64,
     backoffs: AtomicU64,
     fallbacks: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 /// A copy of [`RelayStats`].
@@ -167,6 +169,8 @@ pub struct RelayCounts {
     pub backoffs: u64,
     /// Requests moved to a fallback upstream.
     pub fallbacks: u64,
+    /// Requests refused with 429 by the per-client rate limit.
+    pub rate_limited: u64,
 }
 
 impl RelayStats {
@@ -188,6 +192,7 @@ impl RelayStats {
             queue_timeouts: get(&self.queue_timeouts),
             backoffs: get(&self.backoffs),
             fallbacks: get(&self.fallbacks),
+            rate_limited: get(&self.rate_limited),
         }
     }
 
@@ -221,6 +226,8 @@ pub struct RelaySettings {
     pub timeouts: UpstreamTimeouts,
     /// How failed requests are tried again.
     pub retry: retry::RetryPolicy,
+    /// Every client's token bucket, shared by the workers (`None`: no limit).
+    pub rate_limiter: Option<Arc<ratelimit::RateLimiter>>,
     /// The keys clients must present (none: every client is served).
     pub client_keys: Arc<ClientKeys>,
 }
@@ -233,6 +240,7 @@ pub struct Relay {
     upstreams: Upstreams,
     inbound_tls: Option<Arc<rustls::ServerConfig>>,
     client_timeouts: ClientTimeouts,
+    rate_limiter: Option<Arc<ratelimit::RateLimiter>>,
     stats: Arc<RelayStats>,
 }
 
@@ -268,6 +276,7 @@ impl Relay {
             limits: settings.limits,
             inbound_tls: settings.inbound_tls,
             client_timeouts: settings.client,
+            rate_limiter: settings.rate_limiter,
             stats,
         }
     }
@@ -438,7 +447,18 @@ impl ClientApp for Relay {
             Ok(to) if to.route == Route::Healthz => {
                 c.reply_json(&req.method, &serde_json::json!({"status": "ok"}), then)
             }
-            Ok(to) => self.upstreams.start(cx, id, &req, to, framing, who),
+            Ok(to) => {
+                // Only what would reach an upstream is limited (a probe never is).
+                if let Some(Err(wait)) = self.rate_limiter.as_ref().map(|l| l.take(&who, cx.now)) {
+                    RelayStats::count(&self.stats.rate_limited);
+                    let after = wait.as_secs_f64().ceil().max(1.0).to_string();
+                    let message =
+                        format!("too many requests from this client; retry after {after} s");
+                    let extra = [("Retry-After", after.as_str())];
+                    return c.reply_error(429, "rate_limited", &message, &extra, then);
+                }
+                self.upstreams.start(cx, id, &req, to, framing, who)
+            }
             Err(miss) => c.reply_miss(miss, &req.method, then),
         }
     }

@@ -2,8 +2,8 @@
 //! `Retry-After` asks for.
 //!
 //! Retries use exponential backoff with jitter: the n-th waits `backoff × 2^(n-1)`, scaled by a random
-//! factor between ½ and 1, so that clients that failed together do not come back together. An upstream's
-//! `Retry-After` (seconds) replaces the computed wait when it gives one, but only up to `max_wait`: a
+//! factor between ½ and 1, so that clients that failed together do not come back together. The
+//! `Retry-After` (seconds) of a 429 or a 503 replaces the computed wait, but only up to `max_wait`: a
 //! request is not held longer than that for a retry (nor past its head deadline); then the answer the
 //! upstream gave goes to the client instead.
 

@@ -146,7 +146,11 @@ pub(super) fn read_head(
     // again, here after a wait or at the fallback upstream. Otherwise the simple route answers a non-2xx
     // with a 502 that says what the upstream said, and a pass-through passes it as it is.
     x.status = Some(head.status);
-    let retry_after = retry::retry_after(&head.headers);
+    // `Retry-After` means something on a 429 and a 503 (RFC 6585 §4, RFC 9110 §10.2.3), not on another 5xx.
+    let retry_after = match head.status {
+        429 | 503 => retry::retry_after(&head.headers),
+        _ => None,
+    };
     let retried = x
         .retry_room
         .is_some_and(|r| r.takes(head.status, retry_after));

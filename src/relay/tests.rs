@@ -45,6 +45,7 @@ fn relay_to(origin: &TcpListener, cap: usize, https: bool) -> (Worker<Relay>, So
         client: ClientTimeouts::default(),
         timeouts: UpstreamTimeouts::default(),
         retry: retry::RetryPolicy::default(),
+        rate_limiter: None,
         client_keys: Arc::default(),
     };
     let resolver = dns::Resolver::new().unwrap();
