@@ -25,26 +25,22 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
 mod listeners;
+mod targets;
+use targets::upstream_targets;
 
 pub use listeners::bind_listeners;
 
-use crate::config::{
-    Config, FdLimit, LoopConfig, MockConfig, RouteSpec, UpstreamConfig, UpstreamSpec,
-};
+use crate::config::{Config, FdLimit, LoopConfig, MockConfig, UpstreamConfig, UpstreamSpec};
 use crate::conn::tls;
 use crate::mock::script::MockFormat;
 use crate::mock::{Mock, MockStats};
 use crate::reactor::instrument::{StatsSnapshot, WorkerStats};
 use crate::reactor::{Handler, Remote, Worker, fdlimit};
-use crate::relay::admission::{AdmissionLimits, Gate};
 use crate::relay::auth::{self, ClientKeys};
 use crate::relay::dns::{CacheConfig, Resolver};
-use crate::relay::health::{BreakerPolicy, Health};
 use crate::relay::providers::{Origin, Provider};
 use crate::relay::ratelimit::RateLimiter;
-use crate::relay::routes::Router;
 use crate::relay::{Relay, RelayCounts, RelaySettings, RelayStats, UpstreamTarget};
-use rustls::RootCertStore;
 
 /// Descriptors a process needs besides its streams: standard streams, and per worker its listener, its
 /// epoll instance and its waker; plus two for one stream, or nothing could be served.
@@ -194,77 +190,6 @@ impl Server {
             exits,
         })
     }
-}
-
-/// Each upstream as the workers share it (with the roots its certificates must chain to, for `https`),
-/// and the routing table over them.
-#[allow(clippy::type_complexity)]
-fn upstream_targets(
-    specs: &[UpstreamSpec],
-    routes: &[RouteSpec],
-    generate: Option<&str>,
-    (admission, breaker): (AdmissionLimits, BreakerPolicy),
-) -> Result<
-    (
-        Vec<(Arc<UpstreamTarget>, Option<Arc<RootCertStore>>)>,
-        Router,
-    ),
-    String,
-> {
-    let index = |name: &str| {
-        specs
-            .iter()
-            .position(|s| s.name == name)
-            .ok_or_else(|| format!("no upstream named {name:?}"))
-    };
-    let mut targets = Vec::new();
-    for spec in specs {
-        log::info!(
-            "upstream {}: the {} API at {}",
-            spec.name,
-            spec.provider,
-            spec.origin
-        );
-        let (tls_name, roots) = match spec.origin.tls {
-            true => (
-                Some(tls::server_name(&spec.origin.host)?),
-                Some(Arc::new(tls::root_store(spec.ca.as_deref())?)),
-            ),
-            false => (None, None),
-        };
-        let fallback = match &spec.fallback {
-            Some(name) if *name == spec.name => {
-                return Err(format!(
-                    "upstream {:?} cannot be its own fallback",
-                    spec.name
-                ));
-            }
-            Some(name) => Some(index(name)?),
-            None => None,
-        };
-        let target = UpstreamTarget {
-            name: spec.name.clone(),
-            provider: spec.provider,
-            origin: spec.origin.clone(),
-            key: spec.key.clone(),
-            default_model: spec.model.clone(),
-            tls_name,
-            gate: Gate::new(spec.admission.unwrap_or(admission)),
-            health: Health::new(breaker),
-            fallback,
-        };
-        targets.push((Arc::new(target), roots));
-    }
-    if targets.is_empty() {
-        return Err("no upstream is configured".into());
-    }
-    let prefixes = routes
-        .iter()
-        .map(|r| Ok((r.prefix.clone(), index(&r.upstream)?)))
-        .collect::<Result<Vec<_>, String>>()?;
-    let generate = generate.map(index).transpose()?.unwrap_or(0);
-    let providers = specs.iter().map(|s| s.provider).collect();
-    Ok((targets, Router::new(providers, prefixes, generate)))
 }
 
 /// Says at start whether clients need a key (names only; a key is never logged).

@@ -16,7 +16,7 @@
 //! [`OutBuf`], which tries the socket first and keeps only what the socket would not take.
 //!
 //! [`drive`] is the client driver every application shares. It is a loop of three moves: flush what is
-//! queued; *decide* the next step from the connection's state alone ([`decide`], a pure function of
+//! queued; *decide* the next step from the connection's state alone ([`decide()`], a pure function of
 //! [`Facts`]); *do* it. Only the steps that need the application ([`ClientApp`]) leave this module: a
 //! complete request, and a queue that drained under a paused stream.
 
@@ -259,7 +259,7 @@ impl<W> ClientConn<W> {
         self.status = 200;
     }
 
-    /// The facts [`decide`] looks at.
+    /// The facts [`decide()`] looks at.
     pub fn facts(&self, flushed: Flushed, max_head: usize) -> Facts {
         Facts {
             state: match &self.state {

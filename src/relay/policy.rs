@@ -181,7 +181,7 @@ pub struct Facts {
     pub attempt: u32,
     /// The connection came from the pool.
     pub reused: bool,
-    /// The request may be sent twice ([`Exchange::replayable`]).
+    /// The request may be sent twice (`Exchange::replayable`).
     pub replayable: bool,
     /// Some byte of the request was written.
     pub request_sent: bool,
