@@ -25,13 +25,15 @@ use crate::http::request::Limits;
 use crate::mock::script::MockFormat;
 use crate::relay::providers::{self, Provider, ProviderKey, parse_upstream_url};
 
+pub mod duration;
 pub mod file;
 pub mod precedence;
 pub mod resolved;
 
+pub use duration::parse_duration;
 pub use precedence::Given;
 pub use resolved::{
-    Config, FdLimit, LoopConfig, MockConfig, RouteSpec, UpstreamConfig, UpstreamSpec,
+    Config, DrainPlan, FdLimit, LoopConfig, MockConfig, RouteSpec, UpstreamConfig, UpstreamSpec,
 };
 
 /// Relays streamed LLM responses (SSE over chunked HTTP/1.1) on a hand-written mio event loop.
@@ -213,6 +215,19 @@ pub struct CommonArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    /// On SIGTERM or SIGINT, how long streams in flight may take to finish, from the signal to the exit
+    /// (--drain-grace included); whatever is left then is cut, and the process exits with status 0. A
+    /// second signal exits at once (status 128 + the signal: 143 for SIGTERM, 130 for SIGINT).
+    /// 500ms, 30s, 2m, 1h, or a bare number of seconds.
+    #[arg(long, env = "TOKENPIPE_DRAIN_TIMEOUT", default_value = "30s", value_name = "DURATION",
+          value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// On SIGTERM or SIGINT, how long to keep accepting, with GET /readyz answering 503 and every answer
+    /// saying Connection: close, before the listener closes: the time a load balancer needs to see the
+    /// 503 and stop sending (its probe interval times its failure threshold). 0: close at once.
+    #[arg(long, env = "TOKENPIPE_DRAIN_GRACE", default_value = "0s", value_name = "DURATION",
+          value_parser = parse_duration)]
+    pub drain_grace: Duration,
 }
 
 impl CommonArgs {
@@ -227,7 +242,22 @@ impl CommonArgs {
             },
             stream_buffer: usize::try_from(self.stream_buffer_bytes).unwrap_or(usize::MAX),
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
+            drain: DrainPlan {
+                grace: self.drain_grace,
+                timeout: self.drain_timeout,
+            },
         }
+    }
+
+    /// A grace as long as the whole drain would leave no time for the streams to finish.
+    fn check_drain(&self) -> Result<(), String> {
+        if !self.drain_grace.is_zero() && self.drain_grace >= self.drain_timeout {
+            return Err(format!(
+                "--drain-grace ({:?}) must be shorter than --drain-timeout ({:?}), which it is part of",
+                self.drain_grace, self.drain_timeout
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -273,6 +303,13 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub upstream_max_conns: usize,
+    /// Most client connections served at once, for the whole process (each worker takes its share,
+    /// rounded up); past it a new client gets a fast 503 (overloaded, Retry-After: 1) instead of taking
+    /// descriptors from the streams in flight [default: derived from the descriptor limit; see
+    /// docs/12-drain-and-the-fd-budget.md].
+    #[arg(long, env = "TOKENPIPE_MAX_CLIENTS", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_clients: Option<u64>,
     /// Tokens per answer of the embedded mock (used when no upstream is configured).
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub mock_tokens: u32,
@@ -333,6 +370,7 @@ impl ServeArgs {
     /// Checks the options and decides the upstream, with `env` as the environment (`GEMINI_API_KEY`,
     /// `OPENAI_API_KEY`, or with `--config` the variables the file's `key_env` entries name).
     pub fn config(&self, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        self.common.check_drain()?;
         match &self.config {
             Some(path) => precedence::with_file(self, path, &env),
             None => Ok(self.finish(self.upstream_from_options(&env)?)),
@@ -348,6 +386,7 @@ impl ServeArgs {
             pool_max_idle: self.upstream_max_conns,
             idle_timeout: Duration::from_secs(self.upstream_idle_timeout),
             dns_ttl: Duration::from_secs(self.dns_ttl),
+            max_clients: self.max_clients,
             common: self.common.loop_settings(),
         }
     }

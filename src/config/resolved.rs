@@ -19,6 +19,23 @@ pub enum FdLimit {
     Keep,
 }
 
+/// How a server drains on SIGTERM or SIGINT (`Running::drain`): for `grace` it keeps accepting while
+/// `/readyz` answers 503, then its listeners close; at `timeout` after the start, what is left is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainPlan {
+    pub grace: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for DrainPlan {
+    fn default() -> Self {
+        DrainPlan {
+            grace: Duration::ZERO,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// What every server needs, relay or mock: its listener, its loop, its limits.
 #[derive(Debug, Clone)]
 pub struct LoopConfig {
@@ -33,6 +50,8 @@ pub struct LoopConfig {
     pub stream_buffer: usize,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How to drain (`--drain-grace`, `--drain-timeout`).
+    pub drain: DrainPlan,
 }
 
 impl Default for LoopConfig {
@@ -44,6 +63,7 @@ impl Default for LoopConfig {
             limits: Limits::default(),
             stream_buffer: 64 * 1024,
             tls: None,
+            drain: DrainPlan::default(),
         }
     }
 }
@@ -128,6 +148,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long a resolved name is used.
     pub dns_ttl: Duration,
+    /// Most clients served at once by the whole process (`--max-clients`); `None`: as many as the
+    /// descriptor limit allows (`server::budget`).
+    pub max_clients: Option<u64>,
     pub common: LoopConfig,
 }
 
@@ -146,6 +169,7 @@ impl Config {
             pool_max_idle: 64,
             idle_timeout: Duration::from_secs(30),
             dns_ttl: Duration::from_secs(60),
+            max_clients: None,
             common: LoopConfig::default(),
         }
     }
