@@ -22,6 +22,10 @@
 
 use std::net::SocketAddr;
 
+mod decide;
+
+pub use decide::{Facts, Next, StateKind, decide};
+
 use super::outbuf::{Flushed, OutBuf};
 use super::transport::{ReadOutcome, Transport};
 use crate::http::request::{Progress, Request, RequestReader};
@@ -126,6 +130,9 @@ pub struct ClientConn<W> {
     pub state: ClientState<W>,
     /// The status of the last response queued, for the log.
     pub status: u16,
+    /// It has been answered and kept alive at least once: waiting with nothing buffered, it is idle (a
+    /// drain closes it), where a fresh connection's first request may be on its way.
+    pub kept_alive: bool,
 }
 
 impl<W> ClientConn<W> {
@@ -139,6 +146,7 @@ impl<W> ClientConn<W> {
             out: OutBuf::default(),
             state: ClientState::AwaitingRequest,
             status: 0,
+            kept_alive: false,
         }
     }
 
@@ -217,8 +225,14 @@ impl<W> ClientConn<W> {
         }
     }
 
-    /// A `200` with a JSON body; for `HEAD`, the same head without the body.
-    pub fn reply_json(&mut self, method: &str, body: &serde_json::Value, then: AfterReply) {
+    /// A JSON body with `status`; for `HEAD`, the same head without the body.
+    pub fn reply_json(
+        &mut self,
+        status: u16,
+        method: &str,
+        body: &serde_json::Value,
+        then: AfterReply,
+    ) {
         let body = body.to_string();
         let len = body.len().to_string();
         let mut out = Vec::with_capacity(128 + body.len());
@@ -229,16 +243,16 @@ impl<W> ClientConn<W> {
         if then == AfterReply::Close {
             headers.push(("Connection", "close"));
         }
-        write_head(&mut out, 200, &headers);
+        write_head(&mut out, status, &headers);
         if method != "HEAD" {
             out.extend_from_slice(body.as_bytes());
         }
         self.reply(&out, then);
-        self.status = 200;
+        self.status = status;
     }
 
-    /// The facts [`decide`] looks at.
-    pub fn facts(&self, flushed: Flushed, max_head: usize) -> Facts {
+    /// The facts [`decide`] looks at; `draining` is the application's (`ClientApp::draining`).
+    pub fn facts(&self, flushed: Flushed, max_head: usize, draining: bool) -> Facts {
         Facts {
             state: match &self.state {
                 ClientState::AwaitingRequest => StateKind::AwaitingRequest,
@@ -251,6 +265,12 @@ impl<W> ClientConn<W> {
             read_closed: self.io.read_closed(),
             input: self.input,
             inbuf_full: self.inbuf.len() >= max_head,
+            // Nothing of a next request: no byte buffered, no body being read, no `100 Continue` queued.
+            idle: self.kept_alive
+                && self.inbuf.is_empty()
+                && self.reader.is_idle()
+                && self.out.is_empty(),
+            draining,
         }
     }
 }
@@ -290,82 +310,6 @@ pub fn stream_head(framing: StreamFraming) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Deciding
-// ---------------------------------------------------------------------------------------------------------
-
-/// The state, without its data: what [`decide`] needs to know of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateKind {
-    AwaitingRequest,
-    Serving,
-    Replying(AfterReply),
-    Lingering,
-}
-
-/// Everything [`decide`] looks at, so that it can be tested without a socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Facts {
-    pub state: StateKind,
-    /// What the flush just before came to.
-    pub flushed: Flushed,
-    pub readable: bool,
-    pub read_closed: bool,
-    pub input: Input,
-    /// `inbuf` holds a head's worth of bytes: read no more while a response is in progress.
-    pub inbuf_full: bool,
-}
-
-/// What a client connection should do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Run the request reader over `inbuf`.
-    Parse,
-    /// Read request bytes into `inbuf`.
-    Read,
-    /// A response is in progress: read (keeping pipelined bytes) so as to notice the client leaving.
-    Watch,
-    /// Lingering: read and discard until the client closes.
-    Discard,
-    /// The queue drained under a stream that may have paused for it: let the application go on.
-    Resume,
-    /// The reply is out; the connection stays for the next request.
-    EndReply,
-    /// The reply is out and the connection must close: half-close and linger.
-    Linger,
-    /// Close now: the client closed its side and nothing it sent is left to answer.
-    Close,
-    /// The client closed its side while its response was in progress: it left.
-    Left,
-    /// Nothing to do until the next event or timer.
-    Wait,
-}
-
-/// Decides the next step from the facts alone. The order of the arms is the order of priorities: a
-/// departure first, then finishing what is in progress, then reading.
-pub fn decide(f: &Facts) -> Next {
-    let drained = f.flushed != Flushed::Pending;
-    match f.state {
-        // A client that shuts its side mid-response has left (as nginx assumes too): stop serving it.
-        StateKind::Serving if f.read_closed => Next::Left,
-        StateKind::Serving if f.flushed == Flushed::Drained => Next::Resume,
-        StateKind::Replying(AfterReply::KeepAlive) if drained => Next::EndReply,
-        StateKind::Replying(AfterReply::Close) if drained => Next::Linger,
-        StateKind::AwaitingRequest if f.input == Input::Unparsed => Next::Parse,
-        StateKind::AwaitingRequest if f.readable => Next::Read,
-        // Every request the client sent before closing its side has been answered.
-        StateKind::AwaitingRequest if f.read_closed => Next::Close,
-        StateKind::Lingering if f.readable => Next::Discard,
-        StateKind::Lingering if f.read_closed => Next::Close,
-        StateKind::Serving | StateKind::Replying(_)
-            if f.readable && !f.read_closed && !f.inbuf_full =>
-        {
-            Next::Watch
-        }
-        _ => Next::Wait,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------
 // Doing
 // ---------------------------------------------------------------------------------------------------------
 
@@ -384,12 +328,18 @@ pub trait ClientApp: Handler + Sized {
     fn on_request(&mut self, cx: &mut Cx<Self>, id: ConnId, req: Request);
     /// The client's queue drained while serving: a stream paused by backpressure may go on.
     fn on_drained(&mut self, cx: &mut Cx<Self>, id: ConnId);
+    /// The application drains (its listener is closed): a kept-alive connection closes as soon as it is
+    /// idle, instead of waiting for a next request.
+    fn draining(&self) -> bool {
+        false
+    }
 }
 
 /// Moves client `id` forward as far as it can go now: flush, decide, do; until the decision is to wait, or
 /// the turn is used up (then it yields, [`crate::reactor::Context::defer`]).
 pub fn drive<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
     let max_head = app.max_head();
+    let draining = app.draining();
     for _ in 0..CLIENT_STEPS {
         let Some(c) = cx.conns.get_mut(id).and_then(A::client) else {
             return;
@@ -398,7 +348,7 @@ pub fn drive<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
             Ok(f) => f,
             Err(e) => return gone::<A>(cx, id, &e.to_string()),
         };
-        match decide(&c.facts(flushed, max_head)) {
+        match decide(&c.facts(flushed, max_head, draining)) {
             Next::Wait => return,
             Next::Parse => {
                 let (consumed, progress) = c.reader.advance(&c.inbuf);
@@ -428,7 +378,9 @@ pub fn drive<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
                     }
                     // Discarded bytes, or an end-of-file: recorded in the readiness, which `decide` reads.
                     ReadOutcome::Data(_) | ReadOutcome::Eof => {}
-                    ReadOutcome::Drained => return,
+                    // Nothing more to read: decide again, which now knows it (an idle connection of a
+                    // draining application closes then; otherwise the next decision is to wait).
+                    ReadOutcome::Drained => {}
                     ReadOutcome::Failed(e) => return gone::<A>(cx, id, &e.to_string()),
                 }
             }
@@ -436,6 +388,7 @@ pub fn drive<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
             Next::EndReply => {
                 c.state = ClientState::AwaitingRequest;
                 c.input = Input::Unparsed;
+                c.kept_alive = true;
             }
             // Lingering reads at once what is already there (and the end-of-file, if it came).
             Next::Linger => linger::<A>(cx, id),

@@ -299,6 +299,18 @@ pub fn accepted(
     Some(io)
 }
 
+/// Turns away a client just accepted, for a worker with no room for it: one read that drops whatever
+/// the client has sent so far, one write of `reply`, and the close. The read is not for the request
+/// (nothing is parsed, and no more than one read is made): a socket closed with unread bytes sends a reset
+/// instead of a FIN, and a reset can destroy the reply in the client's buffer before it is read. A
+/// socket just accepted has room for a short reply, so one write is enough; what it does not take is lost.
+pub fn refuse(sock: TcpStream, reply: &[u8], scratch: &mut [u8]) {
+    count(Syscall::Read);
+    let _ = (&sock).read(scratch);
+    count(Syscall::Write);
+    let _ = (&sock).write(reply);
+}
+
 impl Drop for Transport {
     /// A TLS session says goodbye (`close_notify`, or the alert of a failed handshake, already queued)
     /// before its descriptor closes; without waiting, so closing never blocks the loop.

@@ -128,6 +128,8 @@ pub struct Mock {
     compose: Vec<u8>,
     /// Terminate TLS on accepted connections.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The worker drains (`on_drain`): kept-alive clients close when idle.
+    draining: bool,
 }
 
 impl Mock {
@@ -148,6 +150,7 @@ impl Mock {
             stats,
             compose: Vec::new(),
             tls: None,
+            draining: false,
         }
     }
 
@@ -281,6 +284,20 @@ impl Handler for Mock {
         }
     }
 
+    /// Like the relay: idle kept-alive clients close now, the others when they become idle.
+    fn on_drain(&mut self, cx: &mut Cx<Self>) {
+        self.draining = true;
+        let idle: Vec<ConnId> = cx
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.state, ClientState::AwaitingRequest))
+            .map(|(id, _)| id)
+            .collect();
+        for id in idle {
+            client::drive(self, cx, id);
+        }
+    }
+
     fn on_close(&mut self, cx: &mut Cx<Self>, _id: ConnId, c: Entry) {
         MockStats::add(&self.stats.closed, 1);
         match c.state {
@@ -328,12 +345,16 @@ impl ClientApp for Mock {
             }
         };
         if let Some(c) = cx.conns.get_mut(id) {
-            c.reply_json(&req.method, &json, then);
+            c.reply_json(200, &req.method, &json, then);
         }
     }
 
     fn on_drained(&mut self, cx: &mut Cx<Self>, id: ConnId) {
         self.pump(cx, id);
+    }
+
+    fn draining(&self) -> bool {
+        self.draining
     }
 }
 

@@ -42,6 +42,10 @@ use super::{ACCEPT_BUDGET, Cx, Handler};
 /// closed in between (nginx waits 500 ms too).
 pub const ACCEPT_RETRY: Duration = Duration::from_millis(500);
 
+/// At most one warning about pauses per this long: under a sustained overload the door may pause and
+/// resume many times a second, and one line with a count says as much as a hundred.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Most connections a closing door accepts from its backlog before it drops the listener (the backlog's
 /// default depth, `somaxconn`, is 4096 on current Linux).
 const FINAL_ACCEPTS: usize = 64 * ACCEPT_BUDGET;
@@ -60,8 +64,9 @@ pub struct Door {
     drain_asked: Arc<AtomicBool>,
     /// The door was closed by a drain: it never opens again.
     draining: bool,
-    /// A pause was logged and accepting has not worked since (one line when it starts, one when it ends).
-    starved: bool,
+    /// When a pause was last logged, and the pauses since (logged with the next line).
+    warned: Option<Instant>,
+    unwarned: u64,
     stats: Arc<WorkerStats>,
 }
 
@@ -75,7 +80,8 @@ impl Door {
             spare: None,
             drain_asked,
             draining: false,
-            starved: false,
+            warned: None,
+            unwarned: 0,
             stats,
         }
     }
@@ -165,10 +171,6 @@ impl Door {
             count(Syscall::Accept);
             match listener.accept() {
                 Ok((sock, peer)) => {
-                    if self.starved {
-                        self.starved = false;
-                        log::info!("{}: accepting again", cx.name());
-                    }
                     if self.spare.is_none() {
                         self.spare = open_spare();
                     }
@@ -200,13 +202,20 @@ impl Door {
         }
         self.paused_until = Some(cx.now + ACCEPT_RETRY);
         self.stats.count_accept_pause();
-        if !self.starved {
-            self.starved = true;
+        self.unwarned += 1;
+        if self
+            .warned
+            .is_none_or(|at| cx.now.saturating_duration_since(at) >= WARN_EVERY)
+        {
             log::warn!(
-                "{}: accept failed: {e}; accepting pauses until a connection closes (or for {} ms)",
+                "{}: accept failed: {e}; accepting pauses until a connection closes (or for {} ms) \
+                 ({} pauses since the last such line, this one included)",
                 cx.name(),
-                ACCEPT_RETRY.as_millis()
+                ACCEPT_RETRY.as_millis(),
+                self.unwarned
             );
+            self.warned = Some(cx.now);
+            self.unwarned = 0;
         }
     }
 

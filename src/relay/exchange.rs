@@ -84,6 +84,9 @@ pub struct Exchange {
     pub upstream_batch: u64,
     /// The deadlines armed for this exchange.
     pub deadlines: Deadlines,
+    /// Its place in the relay's gauge of exchanges in flight (set by whoever starts it with the relay's
+    /// counters; tests leave it out).
+    pub in_flight: Option<super::InFlight>,
 }
 
 impl Exchange {
@@ -106,6 +109,7 @@ impl Exchange {
             started: now,
             upstream_batch: 0,
             deadlines: Deadlines::default(),
+            in_flight: None,
         }
     }
 

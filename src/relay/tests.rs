@@ -39,6 +39,8 @@ fn relay_to(origin: &TcpListener, cap: usize, https: bool) -> (Worker<Relay>, So
         dns: dns::CacheConfig::default(),
         upstreams: vec![(target, None)],
         router: Router::single(Provider::OpenAi),
+        max_clients: usize::MAX,
+        draining: Arc::default(),
     };
     let resolver = dns::Resolver::new().unwrap();
     let make = |remote| Relay::new(settings, Arc::default(), resolver, remote);

@@ -35,7 +35,7 @@ use super::forward::{Outcome, sse_error_event};
 use super::pool::Pool;
 use super::routes::{Route, Target};
 use super::steps::{self, Client, Shaken};
-use super::{Entry, RelayStats, UPSTREAM, UpstreamTarget, api, passthrough, providers};
+use super::{Entry, InFlight, RelayStats, UPSTREAM, UpstreamTarget, api, passthrough, providers};
 use crate::conn::client::{AfterReply, ClientConn, ClientState, StreamFraming, send_body};
 use crate::conn::tls::Tls;
 use crate::conn::transport::IdleCheck;
@@ -123,6 +123,11 @@ impl Upstreams {
         self.upstreams.iter().map(|u| u.pool.len()).sum()
     }
 
+    /// The worker drains: the idle connections close, and the pools keep none from now on.
+    pub fn drain(&mut self, cx: &mut RelayCx) {
+        self.upstreams.iter_mut().for_each(|u| u.pool.close_all(cx));
+    }
+
     /// An idle connection of upstream `via` was closed (expired, or the server closed it): it leaves
     /// the pool.
     pub fn forget(&mut self, via: usize, id: ConnId) {
@@ -153,7 +158,7 @@ impl Upstreams {
                 },
                 passthrough::build_request(t.provider, &t.origin, t.key.as_ref(), req, to.path),
             ),
-            Route::Generate | Route::Healthz => (
+            Route::Generate | Route::Healthz | Route::Readyz => (
                 Kind::Generate,
                 api::parse_generate(&req.body).and_then(|g| {
                     let (key, model) = (t.key.as_ref(), &t.default_model);
@@ -169,6 +174,7 @@ impl Upstreams {
                 let mut x = Exchange::new(kind, to.upstream, request, framing, cx.now);
                 x.replayable = matches!(req.method.as_str(), "GET" | "HEAD" | "OPTIONS")
                     || value(&req.headers, "idempotency-key").is_some();
+                x.in_flight = Some(InFlight::new(&self.stats));
                 c.state = ClientState::Serving(Box::new(x));
             }
             Err(e) => return c.reply_error(e.status, e.code, &e.message, &[], framing.after()),
