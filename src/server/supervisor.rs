@@ -185,13 +185,13 @@ impl Supervisor {
     fn start(&self, plan: DrainPlan) -> Drain {
         let at_start = self.counts();
         let what = match self.relay {
-            Some(_) => format!("{} streams in flight", at_start.in_flight),
-            None => "no new connections".to_string(),
+            Some(_) => format!(" ({} in flight)", at_start.in_flight),
+            None => String::new(),
         };
         log::info!(
-            "draining: {what}; the listeners close in {:?}, whatever is left is cut in {:?}",
-            plan.grace.min(plan.timeout),
-            plan.timeout
+            "draining{what}: the listeners close in {:.1} s, what is left is cut in {:.1} s",
+            plan.grace.min(plan.timeout).as_secs_f64(),
+            plan.timeout.as_secs_f64()
         );
         Drain {
             plan,
@@ -270,7 +270,7 @@ impl Supervisor {
         };
         match self.relay {
             Some(_) => log::info!(
-                "drained in {:.1} s: {} streams completed, {} failed, {} cut",
+                "drained in {:.1} s: completed {}, failed {}, cut {}",
                 done.took.as_secs_f64(),
                 done.completed,
                 done.failed,
