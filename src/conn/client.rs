@@ -22,9 +22,9 @@
 
 use std::net::SocketAddr;
 
-mod decide;
+mod deciding;
 
-pub use decide::{Facts, Next, StateKind, decide};
+pub use deciding::{Facts, Next, StateKind, decide};
 
 use super::outbuf::{Flushed, OutBuf};
 use super::transport::{ReadOutcome, Transport};
