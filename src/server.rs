@@ -112,6 +112,7 @@ impl Server {
         };
         let (targets, router) = upstream_targets(&specs, &routes, generate.as_deref())?;
         let budget = client_budget(
+            &config.common,
             limit,
             &Inputs {
                 limit: limit.unwrap_or(u64::MAX),

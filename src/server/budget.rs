@@ -14,7 +14,8 @@
 //! share     = (limit - reserved) / relay workers                  descriptors one relay worker may hold
 //! u         = 1, or 2 with the embedded mock                      one upstream connection (the mock holds
 //!                                                                 the other end in the same process)
-//! pool      = min(upstreams × --upstream-max-conns, share / 4)    idle pooled connections, per worker
+//! pool      = min(upstreams × --upstream-max-conns, share / 4u)   idle pooled connections, per worker:
+//!                                                                 at most a quarter of the share
 //! clients   = (share - u × pool) / (1 + u)                        each client, and the upstream it streams from
 //! ```
 //!
@@ -76,10 +77,11 @@ pub struct Budget {
     pub derived: usize,
 }
 
-/// The smallest limit that leaves every relay worker one client: the reserve, and per worker twice
-/// what one client costs (the pool's quarter of a small share takes one descriptor of it).
+/// The smallest limit that leaves every relay worker one client: the reserve, and per worker what one
+/// client costs. (A share that small leaves the pool nothing: it only takes a share of `4u` or more, and
+/// then at most a quarter of it.)
 pub fn minimum_limit(i: &Inputs) -> u64 {
-    reserved(i.relay_workers + i.mock_workers) + i.relay_workers as u64 * 2 * (1 + upstream_cost(i))
+    reserved(i.relay_workers + i.mock_workers) + i.relay_workers as u64 * (1 + upstream_cost(i))
 }
 
 /// The budget of each relay worker (see the module docs), or why the limit is too low to serve.
@@ -90,7 +92,7 @@ pub fn plan(i: &Inputs) -> Result<Budget, String> {
     let u = upstream_cost(i);
     let pool = (i.upstreams as u64)
         .saturating_mul(i.max_idle as u64)
-        .min(share / 4);
+        .min(share / (4 * u));
     let derived = share.saturating_sub(u * pool) / (1 + u);
     if derived == 0 {
         return Err(format!(
@@ -139,10 +141,7 @@ pub(super) fn prepare_fds(common: &LoopConfig, workers: usize) -> Result<Option<
 
 /// The refusal of a limit below `needed`, naming the option that set it.
 pub(super) fn too_low(common: &LoopConfig, limit: u64, needed: u64, workers: usize) -> String {
-    let what = match common.fd_limit {
-        FdLimit::Raise(Some(_)) => format!("--max-fds {limit}"),
-        _ => format!("the descriptor limit {limit}"),
-    };
+    let what = limit_name(common, limit);
     format!(
         "{what} is too low: {workers} worker(s) need at least {needed} file descriptors to listen and \
          serve"
@@ -151,7 +150,19 @@ pub(super) fn too_low(common: &LoopConfig, limit: u64, needed: u64, workers: usi
 
 /// Each relay worker's budget from the descriptor limit in force (`None`: unknown, so no budget), logged
 /// once; a limit too low to serve is refused.
-pub(super) fn client_budget(limit: Option<u64>, inputs: &Inputs) -> Result<Budget, String> {
+/// The limit as the operator set it: the option, when it was one.
+fn limit_name(common: &LoopConfig, limit: u64) -> String {
+    match common.fd_limit {
+        FdLimit::Raise(Some(_)) => format!("--max-fds {limit}"),
+        _ => format!("the descriptor limit {limit}"),
+    }
+}
+
+pub(super) fn client_budget(
+    common: &LoopConfig,
+    limit: Option<u64>,
+    inputs: &Inputs,
+) -> Result<Budget, String> {
     let Some(limit) = limit else {
         return Ok(Budget {
             clients: usize::MAX,
@@ -159,7 +170,7 @@ pub(super) fn client_budget(limit: Option<u64>, inputs: &Inputs) -> Result<Budge
             derived: usize::MAX,
         });
     };
-    let b = plan(inputs).map_err(|e| format!("the descriptor limit {limit} is {e}"))?;
+    let b = plan(inputs).map_err(|e| format!("{} is {e}", limit_name(common, limit)))?;
     log::info!(
         "client budget: {} per worker (the limit {limit} allows {}); {} idle upstream connections per \
          upstream and worker",
@@ -212,14 +223,15 @@ mod tests {
         })
         .unwrap();
         assert_eq!((b.clients, b.max_idle), (4_960, 64));
-        // The embedded mock holds the other end of each upstream connection: a client costs 3.
+        // The embedded mock holds the other end of each upstream connection: a client costs 3, an idle
+        // pooled connection 2; reserved 30, share 34, pool min(64, 34 / 8) = 4, clients (34 - 8) / 3.
         let b = plan(&Inputs {
             mock_workers: 1,
             embedded_mock: true,
             ..inputs(64)
         })
         .unwrap();
-        assert_eq!((b.clients, b.max_idle), (6, 8));
+        assert_eq!((b.clients, b.max_idle), (8, 4));
     }
 
     /// Every descriptor the budget promises exists: clients and their upstreams, the capped pools and the
@@ -243,6 +255,7 @@ mod tests {
                             assert!(limit < minimum_limit(&i), "{i:?} refused");
                             continue;
                         };
+                        assert!(limit >= minimum_limit(&i), "{i:?} served below the minimum");
                         let u = 1 + u64::from(embedded_mock);
                         let per_worker =
                             b.clients as u64 * (1 + u) + (b.max_idle * upstreams) as u64 * u;
@@ -256,9 +269,9 @@ mod tests {
         }
     }
 
-    /// The minimum the error names is enough, and one less is refused.
+    /// The minimum the error names is exact: it serves, and one less is refused.
     #[test]
-    fn the_minimum_limit_is_exact_enough() {
+    fn the_minimum_limit_is_exact() {
         for embedded_mock in [false, true] {
             let i = Inputs {
                 mock_workers: usize::from(embedded_mock),
@@ -268,7 +281,11 @@ mod tests {
             };
             let min = minimum_limit(&i);
             assert!(plan(&Inputs { limit: min, ..i }).is_ok(), "{i:?} at {min}");
-            let err = plan(&Inputs { limit: 6, ..i }).unwrap_err();
+            let err = plan(&Inputs {
+                limit: min - 1,
+                ..i
+            })
+            .unwrap_err();
             assert!(err.contains(&min.to_string()), "{err}");
         }
     }
