@@ -60,7 +60,7 @@
 //! 8. **measure**: record how long the iteration was busy, warn when it passed `--loop-warn-ms`, and
 //!    publish the worker's figures ([`instrument::WorkerStats`]).
 
-pub mod door;
+mod door;
 pub mod fdlimit;
 pub mod instrument;
 pub mod timers;

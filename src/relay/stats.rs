@@ -37,8 +37,8 @@ pub struct RelayCounts {
     pub tls_full: u64,
     /// TLS handshakes with an upstream that resumed an earlier session.
     pub tls_resumed: u64,
-    /// Clients turned away with a 503 `overloaded`: past the descriptor budget, or with the spare
-    /// descriptor when none was left (`shed_503` for the metrics).
+    /// Clients turned away with a 503 `overloaded` (on an HTTPS listener: only closed), past the
+    /// descriptor budget or with the spare descriptor when none was left (`shed_503` for the metrics).
     pub shed: u64,
     /// Exchanges in progress now, from routing to their end (a gauge).
     pub in_flight: u64,
