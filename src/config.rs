@@ -26,7 +26,9 @@ use crate::mock::script::MockFormat;
 use crate::relay::auth::{self, ClientKey, ClientKeys};
 use crate::relay::providers::{self, Provider, ProviderKey, parse_upstream_url};
 
+mod common;
 pub mod duration;
+pub use common::CommonArgs;
 mod listen;
 pub use listen::parse_listen;
 pub mod file;
@@ -35,9 +37,10 @@ pub mod resilience;
 pub mod resolved;
 pub mod timeouts;
 
+pub use duration::parse_duration;
 pub use precedence::Given;
 pub use resolved::{
-    Config, FdLimit, LoopConfig, MockConfig, RouteSpec, UpstreamConfig, UpstreamSpec,
+    Config, DrainPlan, FdLimit, LoopConfig, MockConfig, RouteSpec, UpstreamConfig, UpstreamSpec,
 };
 
 /// Relays streamed LLM responses (SSE over chunked HTTP/1.1) on a hand-written mio event loop.
@@ -156,64 +159,6 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Options shared by the relay and the mock: limits and loop health.
-#[derive(Args, Debug, Clone)]
-pub struct CommonArgs {
-    /// Soft limit for open file descriptors [default: the hard limit].
-    #[arg(long, env = "TOKENPIPE_MAX_FDS", value_name = "N")]
-    pub max_fds: Option<u64>,
-    /// Pending connections the kernel may queue per listener [default: the kernel's maximum, somaxconn].
-    #[arg(long, env = "TOKENPIPE_BACKLOG", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub backlog: Option<u32>,
-    /// Warn when one loop iteration is busy for longer than this.
-    #[arg(long, env = "TOKENPIPE_LOOP_WARN_MS", default_value_t = 10, value_name = "MS",
-          value_parser = clap::value_parser!(u64).range(0..=MAX_SECS * 1000))]
-    pub loop_warn_ms: u64,
-    /// Most bytes held per stream that the client has not read yet; the upstream is not read past it.
-    #[arg(long, env = "TOKENPIPE_STREAM_BUFFER_BYTES", default_value_t = 64 * 1024, value_name = "BYTES",
-          value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
-    pub stream_buffer_bytes: u64,
-    /// Largest accepted request body (413 above it).
-    #[arg(long, env = "TOKENPIPE_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES",
-          value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
-    pub max_body_bytes: u64,
-    /// Serve HTTPS: the listener's certificate chain (PEM); needs --tls-key.
-    #[arg(
-        long,
-        env = "TOKENPIPE_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
-    pub tls_cert: Option<PathBuf>,
-    /// Serve HTTPS: the private key (PEM) of --tls-cert.
-    #[arg(
-        long,
-        env = "TOKENPIPE_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
-    pub tls_key: Option<PathBuf>,
-    #[command(flatten)]
-    pub client_timeouts: timeouts::ClientTimeoutArgs,
-}
-
-impl CommonArgs {
-    fn loop_settings(&self) -> LoopConfig {
-        LoopConfig {
-            fd_limit: FdLimit::Raise(self.max_fds),
-            backlog: self.backlog,
-            loop_warn: Duration::from_millis(self.loop_warn_ms),
-            limits: Limits {
-                max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
-                ..Limits::default()
-            },
-            stream_buffer: usize::try_from(self.stream_buffer_bytes).unwrap_or(usize::MAX),
-            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
-            client: self.client_timeouts.timeouts(),
-        }
-    }
-}
-
 /// Options of `tokenpipe serve`.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -260,6 +205,13 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub upstream_max_conns: usize,
+    /// Most client connections served at once, for the whole process (each worker takes its share,
+    /// rounded up); past it a new client gets a fast 503 (overloaded, Retry-After: 1) instead of taking
+    /// descriptors from the streams in flight [default: derived from the descriptor limit; see
+    /// docs/12-drain-and-the-fd-budget.md].
+    #[arg(long, env = "TOKENPIPE_MAX_CLIENTS", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_clients: Option<u64>,
     /// Tokens per answer of the embedded mock (used when no upstream is configured).
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub mock_tokens: u32,
@@ -354,6 +306,7 @@ impl ServeArgs {
     /// Checks the options and decides the upstream, with `env` as the environment (`GEMINI_API_KEY`,
     /// `OPENAI_API_KEY`, or with `--config` the variables the file's `key_env` entries name).
     pub fn config(&self, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        self.common.check_drain()?;
         match &self.config {
             Some(path) => precedence::with_file(self, path, &env),
             None => self.finish(self.upstream_from_options(&env)?),
@@ -374,6 +327,7 @@ impl ServeArgs {
             retry: self.resilience.retry(),
             breaker: self.resilience.breaker(),
             rate_limit: self.resilience.rate_limit(),
+            max_clients: self.max_clients,
             common: self.common.loop_settings(),
             client_keys: self.client_keys()?,
             allow_unauthenticated: self.allow_unauthenticated,

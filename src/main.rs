@@ -1,11 +1,13 @@
-//! The `tokenpipe` binary: command line -> configuration -> `Server::start`. Everything else lives in the
-//! library.
+//! The `tokenpipe` binary: command line -> configuration -> `Server::start`, then wait; SIGTERM or SIGINT
+//! drains (`server::signals`) and the process exits with status 0 once the drain is over. Everything else
+//! lives in the library.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use tokenpipe::Server;
 use tokenpipe::config::{Cli, Command};
+use tokenpipe::server::signals;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -34,6 +36,9 @@ fn main() -> ExitCode {
             .and_then(Server::start),
     };
     let result = started.and_then(|running| {
+        // Before the `listening on` line: a signal sent once it is printed must find the handlers.
+        signals::drain_on_signals(running.drainer(), running.drain_plan())
+            .map_err(|e| format!("cannot watch for signals: {e}"))?;
         let mut out = std::io::stdout().lock();
         // Nothing useful can be done if stdout is gone; the server runs on.
         if running.mock_addr() != Some(running.addr()) && let Some(mock) = running.mock_addr() {
@@ -49,7 +54,8 @@ fn main() -> ExitCode {
         running.wait()
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        // Drained: the supervisor logged what it did.
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tokenpipe: {e}");
             ExitCode::FAILURE

@@ -5,7 +5,12 @@
 //! off the loop, when a connection is first needed), starts the embedded mock when
 //! no upstream is configured, binds one listening socket per worker and starts each worker on its own
 //! thread, serving the relay. It returns a [`Running`]: the bound addresses, the workers' figures, a way to
-//! wait for the first worker that stops, and a way to stop them all.
+//! drain them (what the binary does on SIGTERM or SIGINT, [`signals`]), a way to wait until they are done,
+//! and a way to stop them all at once.
+//!
+//! Two more things are decided here, once: each relay worker's descriptor budget ([`budget`]: how many
+//! clients it serves before it turns new ones away with a 503), and who watches the workers
+//! ([`supervisor`]: one thread that hears every worker's end and runs a drain).
 //!
 //! Each worker has its own listener bound to the same address with `SO_REUSEPORT`, so the kernel spreads
 //! incoming connections across workers and no worker ever touches another's sockets: there is no shared
@@ -21,32 +26,33 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
+pub mod budget;
 mod listeners;
+pub mod signals;
+pub mod supervisor;
 mod targets;
-use targets::upstream_targets;
 
 pub use listeners::bind_listeners;
+pub use supervisor::{Drained, Drainer};
 
-use crate::config::{Config, FdLimit, LoopConfig, MockConfig, UpstreamConfig, UpstreamSpec};
+use crate::config::{Config, DrainPlan, LoopConfig, MockConfig, UpstreamConfig, UpstreamSpec};
 use crate::conn::tls;
 use crate::mock::script::MockFormat;
 use crate::mock::{Mock, MockStats};
 use crate::reactor::instrument::{StatsSnapshot, WorkerStats};
-use crate::reactor::{Handler, Remote, Worker, fdlimit};
+use crate::reactor::{Handler, Remote, Worker};
 use crate::relay::auth::{self, ClientKeys};
 use crate::relay::dns::{CacheConfig, Resolver};
 use crate::relay::providers::{Origin, Provider};
 use crate::relay::ratelimit::RateLimiter;
 use crate::relay::{Relay, RelayCounts, RelaySettings, RelayStats, UpstreamTarget};
-
-/// Descriptors a process needs besides its streams: standard streams, and per worker its listener, its
-/// epoll instance and its waker; plus two for one stream, or nothing could be served.
-fn fds_needed(workers: usize) -> u64 {
-    3 + 3 * workers as u64 + 2
-}
+use budget::{Inputs, client_budget, prepare_fds, too_low};
+use supervisor::{Member, Note, Supervisor};
+use targets::upstream_targets;
 
 /// Starts servers.
 pub struct Server;
@@ -66,21 +72,11 @@ impl Server {
         auth::check_exposure(config.listen, keyed, config.allow_unauthenticated)?;
         let client_keys = Arc::new(ClientKeys::new(&config.client_keys)?);
         log_client_keys(&client_keys, config.listen);
-        let mock_workers = usize::from(matches!(
-            config.upstream,
-            UpstreamConfig::EmbeddedMock { .. }
-        ));
-        prepare_fds(&config.common, config.workers + mock_workers)?;
-        let (to, exits) = mpsc::channel();
-        let mut group = Running {
-            addr: config.listen,
-            mock_addr: None,
-            mock_stats: None,
-            relay_stats: None,
-            upstreams: Vec::new(),
-            workers: Vec::new(),
-            exits,
-        };
+        let embedded = matches!(config.upstream, UpstreamConfig::EmbeddedMock { .. });
+        let mock_workers = usize::from(embedded);
+        let limit = prepare_fds(&config.common, config.workers + mock_workers)?;
+        let (to, notes) = mpsc::channel();
+        let mut crew = Crew::default();
         let (specs, routes, generate) = match config.upstream.clone() {
             UpstreamConfig::Remote {
                 upstreams,
@@ -105,9 +101,9 @@ impl Server {
                     common: config.common.clone(),
                 };
                 let stats = Arc::new(MockStats::default());
-                let addr = spawn_mock(&mock, stats.clone(), &to, &mut group.workers)?;
-                group.mock_addr = Some(addr);
-                group.mock_stats = Some(stats);
+                // Behind the relay: stopped once the relay's workers have drained, not drained itself.
+                let addr = spawn_mock(&mock, stats.clone(), &to, &mut crew, false)?;
+                crew.mock = Some((addr, stats));
                 let origin = Origin {
                     tls: false,
                     host: "127.0.0.1".into(),
@@ -125,10 +121,25 @@ impl Server {
             generate.as_deref(),
             (config.admission, config.breaker),
         )?;
+        crew.upstreams = targets.iter().map(|(t, _)| t.clone()).collect();
+        let budget = client_budget(
+            &config.common,
+            limit,
+            &Inputs {
+                limit: limit.unwrap_or(u64::MAX),
+                relay_workers: config.workers,
+                mock_workers,
+                upstreams: specs.len(),
+                max_idle: config.pool_max_idle,
+                embedded_mock: embedded,
+                max_clients: config.max_clients,
+            },
+        )?;
+        let draining = Arc::new(AtomicBool::new(false));
         let settings = RelaySettings {
             limits: config.common.limits.clone(),
             stream_buffer: config.common.stream_buffer,
-            max_idle: config.pool_max_idle,
+            max_idle: budget.max_idle,
             idle_timeout: config.idle_timeout,
             inbound_tls: inbound_tls(&config.common)?,
             dns: CacheConfig {
@@ -137,6 +148,8 @@ impl Server {
             },
             upstreams: Vec::new(),
             router,
+            max_clients: budget.clients,
+            draining: draining.clone(),
             client: config.common.client,
             timeouts: config.timeouts,
             retry: config.retry,
@@ -145,10 +158,8 @@ impl Server {
         };
         let listeners = bind_listeners(config.listen, config.workers, config.common.backlog)
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-        group.addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
+        let addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
         let stats = Arc::new(RelayStats::default());
-        group.relay_stats = Some(stats.clone());
-        group.upstreams = targets.iter().map(|(t, _)| t.clone()).collect();
         for (i, listener) in listeners.into_iter().enumerate() {
             // Each worker its own TLS configurations, and with them its own session caches.
             let mut settings = settings.clone();
@@ -161,33 +172,78 @@ impl Server {
             }
             let (stats, resolver) = (stats.clone(), resolver.clone());
             let make = move |remote| Relay::new(settings, stats, resolver, remote);
-            spawn(
-                format!("relay-{i}"),
-                listener,
-                &config.common,
-                make,
-                &to,
-                &mut group.workers,
-            )?;
+            let name = format!("relay-{i}");
+            spawn(name, listener, &config.common, make, &to, &mut crew, true)?;
         }
-        Ok(group)
+        crew.launch(addr, Some(stats), to, notes, draining, config.common.drain)
     }
 
     /// Starts the mock upstream on its own.
     pub fn start_mock(config: MockConfig) -> Result<Running, String> {
-        prepare_fds(&config.common, config.workers)?;
-        let (to, exits) = mpsc::channel();
+        let limit = prepare_fds(&config.common, config.workers)?;
+        // A mock has no budget; it needs its reserve and one connection.
+        let needed = budget::reserved(config.workers) + 1;
+        if let Some(limit) = limit.filter(|&l| l < needed) {
+            return Err(too_low(&config.common, limit, needed, config.workers));
+        }
+        let (to, notes) = mpsc::channel();
         let stats = Arc::new(MockStats::default());
-        let mut workers = Vec::new();
-        let addr = spawn_mock(&config, stats.clone(), &to, &mut workers)?;
+        let mut crew = Crew::default();
+        let addr = spawn_mock(&config, stats.clone(), &to, &mut crew, true)?;
+        crew.mock = Some((addr, stats));
+        let draining = Arc::new(AtomicBool::new(false));
+        crew.launch(addr, None, to, notes, draining, config.common.drain)
+    }
+}
+
+/// The workers started so far, and the embedded (or standalone) mock's address and counters.
+#[derive(Default)]
+struct Crew {
+    workers: Vec<WorkerHandle>,
+    mock: Option<(SocketAddr, Arc<MockStats>)>,
+    /// The relay's upstreams, for their admission and breaker figures.
+    upstreams: Vec<Arc<UpstreamTarget>>,
+}
+
+impl Crew {
+    /// Starts the supervisor over the workers and hands them over as a [`Running`].
+    fn launch(
+        self,
+        addr: SocketAddr,
+        relay_stats: Option<Arc<RelayStats>>,
+        to: Sender<Note>,
+        notes: Receiver<Note>,
+        draining: Arc<AtomicBool>,
+        plan: DrainPlan,
+    ) -> Result<Running, String> {
+        let supervisor = Supervisor {
+            notes,
+            crew: self
+                .workers
+                .iter()
+                .map(|w| Member {
+                    name: w.name.clone(),
+                    remote: w.remote.clone(),
+                    front: w.front,
+                    running: true,
+                })
+                .collect(),
+            relay: relay_stats.clone(),
+        };
+        let supervisor = std::thread::Builder::new()
+            .name("supervisor".into())
+            .spawn(move || supervisor.run())
+            .map_err(|e| format!("cannot start the supervisor thread: {e}"))?;
         Ok(Running {
             addr,
-            mock_addr: Some(addr),
-            mock_stats: Some(stats),
-            relay_stats: None,
-            upstreams: Vec::new(),
-            workers,
-            exits,
+            mock_addr: self.mock.as_ref().map(|(a, _)| *a),
+            mock_stats: self.mock.map(|(_, s)| s),
+            relay_stats,
+            upstreams: self.upstreams,
+            workers: self.workers,
+            drainer: Drainer::new(to, draining),
+            plan,
+            supervisor,
         })
     }
 }
@@ -213,37 +269,14 @@ fn inbound_tls(common: &LoopConfig) -> Result<Option<Arc<rustls::ServerConfig>>,
     }
 }
 
-/// Raises the descriptor limit and grows the table (both process-wide), and refuses a limit too low to
-/// serve anything.
-fn prepare_fds(common: &LoopConfig, workers: usize) -> Result<(), String> {
-    let FdLimit::Raise(wanted) = common.fd_limit else {
-        return Ok(());
-    };
-    let limit = match fdlimit::raise(wanted) {
-        Ok(limit) => limit.after,
-        Err(e) => {
-            log::warn!("could not raise the file descriptor limit: {e}");
-            return Ok(());
-        }
-    };
-    let needed = fds_needed(workers);
-    if limit < needed {
-        return Err(format!(
-            "--max-fds {limit} is too low: {workers} worker(s) need at least {needed} file descriptors \
-             to listen and serve one stream"
-        ));
-    }
-    if let Err(e) = fdlimit::grow_table(limit) {
-        log::warn!("could not grow the descriptor table: {e}");
-    }
-    Ok(())
-}
-
+/// Starts the mock's workers; `front`: it faces clients and drains (a mock on its own), rather than
+/// being stopped after the relay (the embedded mock).
 fn spawn_mock(
     config: &MockConfig,
     stats: Arc<MockStats>,
-    to: &Sender<Exit>,
-    workers: &mut Vec<WorkerHandle>,
+    to: &Sender<Note>,
+    crew: &mut Crew,
+    front: bool,
 ) -> Result<SocketAddr, String> {
     let tls = inbound_tls(&config.common)?;
     let listeners = bind_listeners(config.listen, config.workers, config.common.backlog)
@@ -260,26 +293,20 @@ fn spawn_mock(
         )
         .with_tls(tls.clone())
         .with_client_timeouts(config.common.client);
-        spawn(
-            format!("mock-{i}"),
-            listener,
-            &config.common,
-            |_| mock,
-            to,
-            workers,
-        )?;
+        let name = format!("mock-{i}");
+        spawn(name, listener, &config.common, |_| mock, to, crew, front)?;
     }
     Ok(addr)
 }
 
-/// A worker's name and result when it stopped.
-type Exit = (String, io::Result<()>);
-
 /// One running worker.
 struct WorkerHandle {
+    name: String,
     remote: Remote,
     stats: Arc<WorkerStats>,
     thread: JoinHandle<()>,
+    /// It faces clients and drains (see `supervisor`).
+    front: bool,
 }
 
 fn spawn<H>(
@@ -287,8 +314,9 @@ fn spawn<H>(
     listener: TcpListener,
     common: &LoopConfig,
     make: impl FnOnce(Remote) -> H,
-    to: &Sender<Exit>,
-    workers: &mut Vec<WorkerHandle>,
+    to: &Sender<Note>,
+    crew: &mut Crew,
+    front: bool,
 ) -> Result<(), String>
 where
     H: Handler + Send + 'static,
@@ -314,10 +342,12 @@ where
             report.result = Some(worker.run());
         })
         .map_err(fail)?;
-    workers.push(WorkerHandle {
+    crew.workers.push(WorkerHandle {
+        name,
         remote,
         stats,
         thread,
+        front,
     });
     Ok(())
 }
@@ -326,7 +356,7 @@ where
 struct ExitReport {
     name: String,
     result: Option<io::Result<()>>,
-    to: Sender<Exit>,
+    to: Sender<Note>,
 }
 
 impl Drop for ExitReport {
@@ -336,20 +366,10 @@ impl Drop for ExitReport {
             .take()
             .unwrap_or_else(|| Err(io::Error::other("panicked")));
         // The receiver may be gone if the process is already stopping; nothing to do then.
-        let _ = self.to.send((std::mem::take(&mut self.name), result));
+        let _ = self
+            .to
+            .send(Note::Exit(std::mem::take(&mut self.name), result));
     }
-}
-
-/// Running workers.
-pub struct Running {
-    addr: SocketAddr,
-    mock_addr: Option<SocketAddr>,
-    mock_stats: Option<Arc<MockStats>>,
-    relay_stats: Option<Arc<RelayStats>>,
-    /// The relay's upstreams, for their admission and breaker figures.
-    upstreams: Vec<Arc<UpstreamTarget>>,
-    workers: Vec<WorkerHandle>,
-    exits: Receiver<Exit>,
 }
 
 /// How busy an upstream is now, and how its breaker has fared.
@@ -362,6 +382,21 @@ pub struct UpstreamLoad {
     pub queued: usize,
     /// Times its circuit breaker opened.
     pub breaker_opened: u64,
+}
+
+/// Running workers.
+pub struct Running {
+    addr: SocketAddr,
+    mock_addr: Option<SocketAddr>,
+    mock_stats: Option<Arc<MockStats>>,
+    relay_stats: Option<Arc<RelayStats>>,
+    /// The relay's upstreams, for their admission and breaker figures.
+    upstreams: Vec<Arc<UpstreamTarget>>,
+    workers: Vec<WorkerHandle>,
+    drainer: Drainer,
+    /// The configured drain (`--drain-grace`, `--drain-timeout`), for the binary's signal thread.
+    plan: DrainPlan,
+    supervisor: JoinHandle<Result<Drained, String>>,
 }
 
 impl Running {
@@ -406,14 +441,29 @@ impl Running {
             .fold(StatsSnapshot::default(), |a, b| a + b)
     }
 
-    /// Waits until any worker stops, and says why. A worker only stops on a fatal error (or a bug that
-    /// panicked it); running on with fewer workers would hide that, so the caller should exit.
-    pub fn wait(self) -> Result<(), String> {
-        match self.exits.recv() {
-            Ok((name, Ok(()))) => Err(format!("worker {name} stopped")),
-            Ok((name, Err(e))) => Err(format!("worker {name} failed: {e}")),
-            Err(_) => Err("all workers are gone".into()),
-        }
+    /// Starts a graceful drain and returns at once (see [`Drainer::drain`]); [`Running::wait`] returns
+    /// when it is over. The binary's signal thread does the same through [`Running::drainer`].
+    pub fn drain(&self, plan: DrainPlan) {
+        self.drainer.drain(plan);
+    }
+
+    /// A handle that starts the drain from another thread.
+    pub fn drainer(&self) -> Drainer {
+        self.drainer.clone()
+    }
+
+    /// The drain the configuration asks for (`--drain-grace`, `--drain-timeout`).
+    pub fn drain_plan(&self) -> DrainPlan {
+        self.plan
+    }
+
+    /// Waits until the server is done. `Ok` after a drain, with what it did. `Err` when a worker stopped
+    /// on its own: only a fatal error (or a bug that panicked it) does that, and running on with fewer
+    /// workers would hide it, so the caller should exit.
+    pub fn wait(self) -> Result<Drained, String> {
+        self.supervisor
+            .join()
+            .unwrap_or_else(|_| Err("the supervisor thread panicked".into()))
     }
 
     /// Stops every worker and waits for their threads. Connections still open are closed.

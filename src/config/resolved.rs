@@ -26,6 +26,23 @@ pub enum FdLimit {
     Keep,
 }
 
+/// How a server drains on SIGTERM or SIGINT (`Running::drain`): for `grace` it keeps accepting while
+/// `/readyz` answers 503, then its listeners close; at `timeout` after the start, what is left is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainPlan {
+    pub grace: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for DrainPlan {
+    fn default() -> Self {
+        DrainPlan {
+            grace: Duration::ZERO,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// What every server needs, relay or mock: its listener, its loop, its limits.
 #[derive(Debug, Clone)]
 pub struct LoopConfig {
@@ -42,6 +59,8 @@ pub struct LoopConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// How long a client may take at each step.
     pub client: ClientTimeouts,
+    /// How to drain (`--drain-grace`, `--drain-timeout`).
+    pub drain: DrainPlan,
 }
 
 impl Default for LoopConfig {
@@ -54,6 +73,7 @@ impl Default for LoopConfig {
             stream_buffer: 64 * 1024,
             tls: None,
             client: ClientTimeouts::default(),
+            drain: DrainPlan::default(),
         }
     }
 }
@@ -155,6 +175,9 @@ pub struct Config {
     pub breaker: BreakerPolicy,
     /// How fast each client may send requests (`None`: no limit).
     pub rate_limit: Option<RateLimit>,
+    /// Most clients served at once by the whole process (`--max-clients`); `None`: as many as the
+    /// descriptor limit allows (`server::budget`).
+    pub max_clients: Option<u64>,
     pub common: LoopConfig,
     /// The keys clients must present (`relay::auth`); none: every client is served, which only a loopback
     /// listener or `allow_unauthenticated` permits. `ClientKey` prints no secret, so `Debug` stays safe.
@@ -183,6 +206,7 @@ impl Config {
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
             rate_limit: None,
+            max_clients: None,
             common: LoopConfig::default(),
             client_keys: Vec::new(),
             allow_unauthenticated: false,

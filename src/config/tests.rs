@@ -171,3 +171,32 @@ fn mock_upstream_options() {
     assert_eq!((config.tokens, config.format), (5, MockFormat::Gemini));
     assert!(config.interval.is_zero());
 }
+
+/// The drain's durations take units (or bare seconds), default to 30 s with no grace, and a grace that
+/// would fill the whole drain is refused; `--max-clients` is optional and at least 1.
+#[test]
+fn drain_durations_and_the_client_cap() {
+    let config = serve(&[]).config(no_env).unwrap();
+    assert_eq!(config.common.drain, DrainPlan::default());
+    assert_eq!(config.common.drain.timeout, Duration::from_secs(30));
+    assert_eq!(config.max_clients, None);
+    let config = serve(&["--drain-timeout", "2500ms", "--drain-grace", "1"])
+        .config(no_env)
+        .unwrap();
+    assert_eq!(
+        config.common.drain,
+        DrainPlan {
+            grace: Duration::from_secs(1),
+            timeout: Duration::from_millis(2500)
+        }
+    );
+    assert!(refused(&["--drain-timeout", "1.5s"]).contains("1500ms"));
+    assert!(refused(&["--drain-timeout", "2d"]).contains("unknown unit"));
+    let err = serve(&["--drain-timeout", "5s", "--drain-grace", "5s"])
+        .config(no_env)
+        .unwrap_err();
+    assert!(err.contains("--drain-grace"), "{err}");
+    let config = serve(&["--max-clients", "100"]).config(no_env).unwrap();
+    assert_eq!(config.max_clients, Some(100));
+    assert!(refused(&["--max-clients", "0"]).contains("0"));
+}

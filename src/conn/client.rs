@@ -22,6 +22,10 @@
 
 use std::net::SocketAddr;
 
+mod deciding;
+
+pub use deciding::{Facts, Next, StateKind, decide};
+
 use super::outbuf::{Flushed, OutBuf};
 use super::transport::{ReadOutcome, Transport};
 use crate::http::request::{Progress, Request, RequestReader};
@@ -134,6 +138,9 @@ pub struct ClientConn<W> {
     pub taken_seen: u64,
     /// Requests read on this connection so far.
     pub served: u32,
+    /// It has been answered and kept alive at least once: waiting with nothing buffered, it is idle (a
+    /// drain closes it), where a fresh connection's first request may be on its way.
+    pub kept_alive: bool,
 }
 
 impl<W> ClientConn<W> {
@@ -151,6 +158,7 @@ impl<W> ClientConn<W> {
             progress_at: None,
             taken_seen: 0,
             served: 0,
+            kept_alive: false,
         }
     }
 
@@ -239,8 +247,14 @@ impl<W> ClientConn<W> {
         }
     }
 
-    /// A `200` with a JSON body; for `HEAD`, the same head without the body.
-    pub fn reply_json(&mut self, method: &str, body: &serde_json::Value, then: AfterReply) {
+    /// A JSON body with `status`; for `HEAD`, the same head without the body.
+    pub fn reply_json(
+        &mut self,
+        status: u16,
+        method: &str,
+        body: &serde_json::Value,
+        then: AfterReply,
+    ) {
         let body = body.to_string();
         let len = body.len().to_string();
         let mut out = Vec::with_capacity(128 + body.len());
@@ -251,16 +265,16 @@ impl<W> ClientConn<W> {
         if then == AfterReply::Close {
             headers.push(("Connection", "close"));
         }
-        write_head(&mut out, 200, &headers);
+        write_head(&mut out, status, &headers);
         if method != "HEAD" {
             out.extend_from_slice(body.as_bytes());
         }
         self.reply(&out, then);
-        self.status = 200;
+        self.status = status;
     }
 
-    /// The facts [`decide()`] looks at.
-    pub fn facts(&self, flushed: Flushed, max_head: usize) -> Facts {
+    /// The facts [`decide`] looks at; `draining` is the application's (`ClientApp::draining`).
+    pub fn facts(&self, flushed: Flushed, max_head: usize, draining: bool) -> Facts {
         Facts {
             state: match &self.state {
                 ClientState::AwaitingRequest => StateKind::AwaitingRequest,
@@ -273,6 +287,12 @@ impl<W> ClientConn<W> {
             read_closed: self.io.read_closed(),
             input: self.input,
             inbuf_full: self.inbuf.len() >= max_head,
+            // Nothing of a next request: no byte buffered, no body being read, no `100 Continue` queued.
+            idle: self.kept_alive
+                && self.inbuf.is_empty()
+                && self.reader.is_idle()
+                && self.out.is_empty(),
+            draining,
         }
     }
 }
@@ -334,6 +354,11 @@ pub trait ClientApp: Handler + Sized {
     fn on_request(&mut self, cx: &mut Cx<Self>, id: ConnId, req: Request);
     /// The client's queue drained while serving: a stream paused by backpressure may go on.
     fn on_drained(&mut self, cx: &mut Cx<Self>, id: ConnId);
+    /// The application drains (its listener is closed): a kept-alive connection closes as soon as it is
+    /// idle, instead of waiting for a next request.
+    fn draining(&self) -> bool {
+        false
+    }
 }
 
 /// Moves client `id` forward as far as it can go now: flush, decide, do; until the decision is to wait, or
@@ -351,6 +376,7 @@ pub fn accepted_client<A: ClientApp>(app: &A, cx: &mut Cx<A>, id: ConnId) {
 
 fn steps<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
     let max_head = app.max_head();
+    let draining = app.draining();
     for _ in 0..CLIENT_STEPS {
         let Some(c) = cx.conns.get_mut(id).and_then(A::client) else {
             return;
@@ -359,7 +385,7 @@ fn steps<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
             Ok(f) => f,
             Err(e) => return gone::<A>(cx, id, &e.to_string()),
         };
-        match decide(&c.facts(flushed, max_head)) {
+        match decide(&c.facts(flushed, max_head, draining)) {
             Next::Wait => return,
             Next::Parse => {
                 let (consumed, progress) = c.reader.advance(&c.inbuf);
@@ -390,7 +416,9 @@ fn steps<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
                     }
                     // Discarded bytes, or an end-of-file: recorded in the readiness, which `decide` reads.
                     ReadOutcome::Data(_) | ReadOutcome::Eof => {}
-                    ReadOutcome::Drained => return,
+                    // Nothing more to read: decide again, which now knows it (an idle connection of a
+                    // draining application closes then; otherwise the next decision is to wait).
+                    ReadOutcome::Drained => {}
                     ReadOutcome::Failed(e) => return gone::<A>(cx, id, &e.to_string()),
                 }
             }
@@ -398,6 +426,7 @@ fn steps<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
             Next::EndReply => {
                 c.state = ClientState::AwaitingRequest;
                 c.input = Input::Unparsed;
+                c.kept_alive = true;
             }
             // Lingering reads at once what is already there (and the end-of-file, if it came).
             Next::Linger => linger::<A>(cx, id),
@@ -451,9 +480,7 @@ fn linger<A: ClientApp>(cx: &mut Cx<A>, id: ConnId) {
 }
 
 mod deadlines;
-mod decide;
 pub use deadlines::{ClientTimeouts, ClientWait, WaitFacts, on_deadline, wanted};
-pub use decide::{Facts, Next, StateKind, decide};
 
 #[cfg(test)]
 mod tests;

@@ -98,6 +98,8 @@ pub struct Mock {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// How long a client may take at each step.
     client_timeouts: ClientTimeouts,
+    /// The worker drains (`on_drain`): kept-alive clients close when idle.
+    draining: bool,
 }
 
 impl Mock {
@@ -119,6 +121,7 @@ impl Mock {
             compose: Vec::new(),
             tls: None,
             client_timeouts: ClientTimeouts::default(),
+            draining: false,
         }
     }
 
@@ -359,6 +362,20 @@ impl Handler for Mock {
         client::drive(self, cx, id);
     }
 
+    /// Like the relay: idle kept-alive clients close now, the others when they become idle.
+    fn on_drain(&mut self, cx: &mut Cx<Self>) {
+        self.draining = true;
+        let idle: Vec<ConnId> = cx
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.client.state, ClientState::AwaitingRequest))
+            .map(|(id, _)| id)
+            .collect();
+        for id in idle {
+            client::drive(self, cx, id);
+        }
+    }
+
     fn on_close(&mut self, cx: &mut Cx<Self>, _id: ConnId, mut conn: Entry) {
         MockStats::add(&self.stats.closed, 1);
         // The client's own deadline (a lingering close's included), then the answer's and the idle one.
@@ -414,11 +431,15 @@ impl ClientApp for Mock {
             Ok(Route::Healthz) => serde_json::json!({"status": "ok"}),
             Err(miss) => return conn.client.reply_miss(miss, &req.method, then),
         };
-        conn.client.reply_json(&req.method, &json, then);
+        conn.client.reply_json(200, &req.method, &json, then);
     }
 
     fn on_drained(&mut self, cx: &mut Cx<Self>, id: ConnId) {
         self.pump(cx, id);
+    }
+
+    fn draining(&self) -> bool {
+        self.draining
     }
 }
 

@@ -62,6 +62,11 @@ pub fn raise(wanted: Option<u64>) -> std::io::Result<FdLimit> {
     })
 }
 
+/// The soft limit in force, for a server that leaves it as it is (`FdLimit::Keep`).
+pub fn current() -> std::io::Result<u64> {
+    Ok(Resource::NOFILE.get()?.0)
+}
+
 /// Grows the descriptor table to hold `limit` descriptors (at most [`TABLE_CAP`]); see the module docs.
 /// Returns the highest descriptor number it reached.
 pub fn grow_table(limit: u64) -> std::io::Result<u64> {

@@ -138,6 +138,9 @@ pub struct WorkerStats {
     iterations: AtomicU64,
     slow_iterations: AtomicU64,
     max_busy_micros: AtomicU64,
+    /// Times accepting paused because `accept` failed (above all for lack of descriptors): counted when
+    /// it happens, which is rare, rather than published per iteration.
+    accept_paused: AtomicU64,
 }
 
 /// A copy of [`WorkerStats`] at one moment; several workers' copies add up.
@@ -147,6 +150,8 @@ pub struct StatsSnapshot {
     pub iterations: u64,
     pub slow_iterations: u64,
     pub max_busy: Duration,
+    /// Times accepting paused: `accept` failed, above all with `EMFILE`/`ENFILE` (`reactor::door`).
+    pub accept_paused: u64,
 }
 
 impl WorkerStats {
@@ -158,7 +163,13 @@ impl WorkerStats {
             iterations: get(&self.iterations),
             slow_iterations: get(&self.slow_iterations),
             max_busy: Duration::from_micros(get(&self.max_busy_micros)),
+            accept_paused: get(&self.accept_paused),
         }
+    }
+
+    /// Counts one pause of accepting (the worker's door, when `accept` fails).
+    pub fn count_accept_pause(&self) {
+        self.accept_paused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Copies the loop's figures and this thread's system-call counts (phase 8 of every iteration).
@@ -183,6 +194,7 @@ impl std::ops::Add for StatsSnapshot {
             iterations: self.iterations + other.iterations,
             slow_iterations: self.slow_iterations + other.slow_iterations,
             max_busy: self.max_busy.max(other.max_busy),
+            accept_paused: self.accept_paused + other.accept_paused,
         }
     }
 }

@@ -11,8 +11,10 @@
 //!   on_ready(cx, id, tag, Ready)           socket `tag` of entry `id` changed readiness
 //!   on_resume(cx, id)                      `id` yielded its turn (cx.defer) and may go on
 //!   on_timer(cx, id, Timer)                a deadline set with cx.timers fell due
-//!   on_wake(cx)                            another thread called Remote::wake
+//!   on_wake(cx)                            another thread called Remote::wake (or stop, or drain)
 //!   on_close(cx, id, Conn)                 reap: `id` was closed (cx.close); release what it held
+//!   on_drain(cx)                           Remote::drain closed the listener: close what is idle
+//!   on_shed(cx, socket, peer)              out of descriptors: turn this connection away, drop it
 //!
 //! struct Context                         what every callback gets
 //!   now                                    the instant this iteration read (phase 3)
@@ -25,7 +27,14 @@
 //!
 //! struct Worker                          the loop
 //!   new(name, loop_warn, handler) | build(.., |remote| handler), listen(listener), remote(), stats()
-//!   run(), turn()                          loop for ever (until Remote::stop); one iteration
+//!   run(), turn()                          loop until Remote::stop (or a drain empties the slab); one
+//!                                          iteration
+//!
+//! struct Remote                          for other threads
+//!   wake()                                 on_wake soon
+//!   stop()                                 run returns after this iteration; the slab is dropped
+//!   drain()                                stop accepting (what is queued is accepted first), on_drain,
+//!                                          and run returns once the slab is empty
 //! ```
 //!
 //! # The phases of one iteration
@@ -33,22 +42,25 @@
 //! [`Worker::turn`] is one iteration; [`Worker::run`] repeats it. The phases, in this order:
 //!
 //! 1. **timeout**: the time to the earliest deadline (none: wait for ever), or zero when some connection,
-//!    or the listener, yielded its turn and waits to continue;
+//!    or the listener, yielded its turn and waits to continue; a listener paused for lack of descriptors
+//!    counts as a deadline ([`ACCEPT_RETRY`]);
 //! 2. **poll**: sleep in `epoll_wait` until a socket is ready, the waker is woken or the timeout passes;
 //! 3. **clock**: read `Instant::now()` once; that is `now` for the whole batch, whose number `batch` counts
 //!    up here;
 //! 4. **dispatch**: hand each event to its entry (events for entries closed earlier find nothing and are
-//!    dropped); a listener event accepts up to [`ACCEPT_BUDGET`] connections. Handlers write eagerly: there
-//!    is no flush phase, because a byte that can be written now should not wait for the end of the batch;
+//!    dropped); a listener event accepts up to [`ACCEPT_BUDGET`] connections; the waker's event starts a
+//!    drain if [`Remote::drain`] asked for one. Handlers write eagerly: there is no flush phase, because a
+//!    byte that can be written now should not wait for the end of the batch;
 //! 5. **timers**: fire every deadline that is due;
 //! 6. **resume**: give another turn to the entries that used up theirs ([`TURN_BUDGET`]), and to the
 //!    listener if its backlog is not empty yet, now that the rest of the batch has been served; one that
 //!    yields again here waits for the next iteration;
 //! 7. **reap**: free the entries that handlers closed, calling [`Handler::on_close`] for each; handlers
-//!    never free anything themselves;
+//!    never free anything themselves. A freed entry ends a pause of the listener: descriptors are free;
 //! 8. **measure**: record how long the iteration was busy, warn when it passed `--loop-warn-ms`, and
 //!    publish the worker's figures ([`instrument::WorkerStats`]).
 
+mod door;
 pub mod fdlimit;
 pub mod instrument;
 pub mod timers;
@@ -64,6 +76,8 @@ use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Waker};
 
+pub use door::ACCEPT_RETRY;
+use door::Door;
 use instrument::{LoopStats, Syscall, WorkerStats, count};
 pub use timers::{TimerKey, Timers};
 pub use token::{ConnId, Conns, Tag, Target};
@@ -97,11 +111,19 @@ pub trait Handler {
     fn on_resume(&mut self, cx: &mut Cx<Self>, id: ConnId);
     /// A deadline of `id` fell due.
     fn on_timer(&mut self, cx: &mut Cx<Self>, id: ConnId, what: Self::Timer);
-    /// Another thread called [`Remote::wake`].
+    /// Another thread called [`Remote::wake`] (wakes coalesce; `stop` and `drain` wake too).
     fn on_wake(&mut self, _cx: &mut Cx<Self>) {}
     /// Reap: `conn` was closed and is out of the slab. Release what it holds elsewhere (its timers, its
     /// place in a pool); dropping it closes its sockets.
     fn on_close(&mut self, _cx: &mut Cx<Self>, _id: ConnId, _conn: Self::Conn) {}
+    /// The worker drains ([`Remote::drain`]), called once: its listener is closed (the connections it had
+    /// queued were accepted first) and [`Worker::run`] returns as soon as the slab is empty. Close what is
+    /// idle now, let what is in progress finish, and keep nothing new (a pool) alive.
+    fn on_drain(&mut self, _cx: &mut Cx<Self>) {}
+    /// The worker is out of descriptors: `sock` was accepted with its spare descriptor only to be turned
+    /// away. Write a short refusal if there is one, without reading (be quick), and let it drop: the spare
+    /// is taken back right after, for the next. The default closes it at once.
+    fn on_shed(&mut self, _cx: &mut Cx<Self>, _sock: TcpStream, _peer: SocketAddr) {}
 }
 
 /// The context of handler `H`.
@@ -176,11 +198,12 @@ impl<C, T> Context<C, T> {
     }
 }
 
-/// A handle other threads use to wake a worker or stop it.
+/// A handle other threads use to wake a worker, stop it or drain it.
 #[derive(Clone)]
 pub struct Remote {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
+    drain: Arc<AtomicBool>,
 }
 
 impl Remote {
@@ -194,19 +217,21 @@ impl Remote {
         self.stop.store(true, Ordering::Release);
         self.waker.wake()
     }
-}
 
-/// The listening socket and whether its backlog may hold more connections (edge-triggered, like the rest).
-struct Listener {
-    sock: TcpListener,
-    ready: bool,
+    /// Makes the worker drain: at its next wake it accepts what its listener has queued, closes the
+    /// listener, calls [`Handler::on_drain`] (once, however often this is called), and from then on
+    /// [`Worker::run`] returns as soon as its slab is empty. [`Remote::stop`] still cuts a drain short.
+    pub fn drain(&self) -> io::Result<()> {
+        self.drain.store(true, Ordering::Release);
+        self.waker.wake()
+    }
 }
 
 /// One event loop and everything it owns.
 pub struct Worker<H: Handler> {
     poll: Poll,
     events: Events,
-    listener: Option<Listener>,
+    door: Door,
     handler: H,
     cx: Cx<H>,
     stats: LoopStats,
@@ -234,11 +259,13 @@ impl<H: Handler> Worker<H> {
         let remote = Remote {
             waker,
             stop: Arc::default(),
+            drain: Arc::default(),
         };
+        let shared = Arc::<WorkerStats>::default();
         Ok(Worker {
             poll,
             events: Events::with_capacity(1024),
-            listener: None,
+            door: Door::new(remote.drain.clone(), shared.clone()),
             cx: Context {
                 now: Instant::now(),
                 batch: 0,
@@ -250,13 +277,14 @@ impl<H: Handler> Worker<H> {
                 deferred: Vec::new(),
             },
             stats: LoopStats::new(loop_warn),
-            shared: Arc::default(),
+            shared,
             handler: make(remote.clone()),
             remote,
         })
     }
 
-    /// Accepts connections from `listener` (made non-blocking here) for [`Handler::on_accept`].
+    /// Accepts connections from `listener` (made non-blocking here) for [`Handler::on_accept`]; opens the
+    /// spare descriptor that turns clients away when no other is left (`door`).
     pub fn listen(&mut self, listener: std::net::TcpListener) -> io::Result<()> {
         listener.set_nonblocking(true)?;
         let mut sock = TcpListener::from_std(listener);
@@ -264,7 +292,7 @@ impl<H: Handler> Worker<H> {
         self.poll
             .registry()
             .register(&mut sock, token::LISTENER, Interest::READABLE)?;
-        self.listener = Some(Listener { sock, ready: false });
+        self.door.open(sock);
         Ok(())
     }
 
@@ -293,29 +321,39 @@ impl<H: Handler> Worker<H> {
         (&mut self.handler, &mut self.cx)
     }
 
-    /// Runs iterations until [`Remote::stop`] or an unrecoverable `poll` error. Errors of one connection
-    /// close that connection only.
+    /// Runs iterations until [`Remote::stop`], a drain that has emptied the slab ([`Remote::drain`]), or
+    /// an unrecoverable `poll` error. Errors of one connection close that connection only.
     pub fn run(mut self) -> io::Result<()> {
         while !self.remote.stop.load(Ordering::Acquire) {
             self.turn(None)?;
+            // Checked after the reap: a drained worker leaves when its last entry has been freed.
+            if self.door.draining() && self.cx.conns.is_empty() {
+                break;
+            }
         }
         Ok(())
+    }
+
+    /// True once a drain has begun: the listener is closed and [`Handler::on_drain`] was called.
+    pub fn draining(&self) -> bool {
+        self.door.draining()
     }
 
     /// One iteration of the loop. `max_wait` caps the poll's wait (tests and examples pass one; `run`
     /// waits as long as the deadlines allow).
     pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
         // 1. timeout: zero if someone waits to continue its turn (then we only collect what is ready)
-        let more_to_do =
-            !self.cx.deferred.is_empty() || self.listener.as_ref().is_some_and(|l| l.ready);
+        let more_to_do = !self.cx.deferred.is_empty() || self.door.wants_turn();
         let timeout = if more_to_do {
             Some(Duration::ZERO)
         } else {
+            // A listener paused for lack of descriptors tries again at a deadline of its own.
             let now = Instant::now();
-            let until_deadline = self
-                .cx
-                .timers
-                .next_deadline()
+            let next = self.cx.timers.next_deadline();
+            let until_deadline = next
+                .into_iter()
+                .chain(self.door.resume_at())
+                .min()
                 .map(|at| at.saturating_duration_since(now));
             until_deadline.into_iter().chain(max_wait).min()
         };
@@ -334,7 +372,7 @@ impl<H: Handler> Worker<H> {
         let mut n_events = 0;
         for event in self.events.iter() {
             n_events += 1;
-            dispatch(event, &mut self.handler, &mut self.cx, &mut self.listener);
+            dispatch(event, &mut self.handler, &mut self.cx, &mut self.door);
         }
         // 5. timers
         while let Some((due, id, what)) = self.cx.timers.pop_due(self.cx.now) {
@@ -348,6 +386,8 @@ impl<H: Handler> Worker<H> {
         // 7. reap
         while let Some((id, conn)) = self.cx.conns.pop_closing() {
             self.handler.on_close(&mut self.cx, id, conn);
+            // Its sockets are closed: a listener paused for lack of descriptors may accept again.
+            self.door.freed();
         }
         // 8. measure
         self.stats
@@ -367,18 +407,13 @@ impl<H: Handler> Worker<H> {
                 self.handler.on_resume(&mut self.cx, id);
             }
         }
-        accept(&mut self.handler, &mut self.cx, &mut self.listener);
+        self.door.accept(&mut self.handler, &mut self.cx);
     }
 }
 
 /// Phase 4 for one event. A free function over the worker's parts, so that the batch of events can stay
 /// borrowed while the handler runs.
-fn dispatch<H: Handler>(
-    event: &Event,
-    handler: &mut H,
-    cx: &mut Cx<H>,
-    listener: &mut Option<Listener>,
-) {
+fn dispatch<H: Handler>(event: &Event, handler: &mut H, cx: &mut Cx<H>, door: &mut Door) {
     let ready = Ready::of(event);
     match Target::of(event.token()) {
         Target::Conn(id, tag) => {
@@ -388,40 +423,15 @@ fn dispatch<H: Handler>(
             }
         }
         Target::Listener => {
-            if let Some(l) = listener {
-                l.ready = true;
-            }
-            accept(handler, cx, listener);
+            door.on_event();
+            door.accept(handler, cx);
         }
-        Target::Waker => handler.on_wake(cx),
-    }
-}
-
-/// Accepts at most [`ACCEPT_BUDGET`] connections. A listener whose backlog may hold more stays `ready`:
-/// phase 6 gives it another turn, and the next poll does not wait.
-fn accept<H: Handler>(handler: &mut H, cx: &mut Cx<H>, listener: &mut Option<Listener>) {
-    let Some(l) = listener else {
-        return;
-    };
-    for _ in 0..ACCEPT_BUDGET {
-        if !l.ready {
-            return;
-        }
-        count(Syscall::Accept);
-        match l.sock.accept() {
-            Ok((sock, peer)) => handler.on_accept(cx, sock, peer),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => l.ready = false,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                ) => {}
-            Err(e) => {
-                // EMFILE/ENFILE and the like: stop until the next incoming connection raises an edge.
-                // Retrying at once would spin, since nothing frees a descriptor in between.
-                log::warn!("{}: accept failed: {e}", cx.name);
-                l.ready = false;
+        Target::Waker => {
+            if door.drain_requested() {
+                door.close(handler, cx);
+                handler.on_drain(cx);
             }
+            handler.on_wake(cx);
         }
     }
 }

@@ -17,6 +17,7 @@ enum Call {
     Timer(ConnId, u8),
     Wake,
     Close(ConnId),
+    Drain,
 }
 
 /// A handler that keeps each accepted socket in the slab and does what the test scripted.
@@ -75,6 +76,10 @@ impl Handler for Probe {
 
     fn on_close(&mut self, _cx: &mut Cx<Self>, id: ConnId, _conn: TcpStream) {
         self.calls.push(Call::Close(id));
+    }
+
+    fn on_drain(&mut self, _cx: &mut Cx<Self>) {
+        self.calls.push(Call::Drain);
     }
 }
 
@@ -311,4 +316,61 @@ fn slow_iterations_and_system_calls_are_published() {
         "the accept and the empty backlog: {snap:?}"
     );
     drop(peers.pop());
+}
+
+/// A drain accepts what the backlog holds (a queued connection would be reset with the listener), then
+/// closes the listener, so that connecting is refused; the handler hears of it once, however often the
+/// drain is asked for, and the entries it has stay.
+#[test]
+fn a_drain_accepts_what_is_queued_then_refuses_connections() {
+    let (mut w, addr) = worker();
+    let (_peers, _ids) = clients(&mut w, addr, 1);
+    let _queued = StdStream::connect(addr).unwrap();
+    let remote = w.remote();
+    remote.drain().unwrap();
+    remote.drain().unwrap();
+    turn_until(&mut w, "the drain", |w| {
+        w.handler().calls.contains(&Call::Drain)
+    });
+    assert!(w.draining());
+    let calls = w.handler().calls.clone();
+    let drain = calls.iter().position(|c| *c == Call::Drain).unwrap();
+    assert!(
+        calls[..drain].contains(&Call::Accept),
+        "the queued connection was not accepted first: {calls:?}"
+    );
+    assert_eq!(w.context().conns.len(), 2, "entries stay while they drain");
+    let refused = StdStream::connect(addr).expect_err("the listener is closed");
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    remote.drain().unwrap();
+    w.turn(WAIT).unwrap();
+    w.turn(WAIT).unwrap();
+    let drains = w
+        .handler()
+        .calls
+        .iter()
+        .filter(|c| **c == Call::Drain)
+        .count();
+    assert_eq!(drains, 1, "{:?}", w.handler().calls);
+}
+
+/// A drained worker's `run` returns on its own once its last entry is gone: no `stop` is needed.
+#[test]
+fn a_drained_worker_returns_once_its_slab_is_empty() {
+    let (mut w, addr) = worker();
+    let (mut peers, ids) = clients(&mut w, addr, 1);
+    w.remote().drain().unwrap();
+    turn_until(&mut w, "the drain", |w| w.draining());
+    // The client hangs up: its event makes the handler close it, and the reap empties the slab.
+    w.handler().close_on_ready = ids;
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(w.run().is_ok());
+    });
+    drop(peers.pop());
+    assert_eq!(
+        finished.recv_timeout(Duration::from_secs(10)),
+        Ok(true),
+        "run did not return once the slab was empty"
+    );
 }

@@ -102,6 +102,11 @@ impl Connector {
         }
     }
 
+    /// Closes every idle connection, and keeps none from now on (the worker drains).
+    pub(super) fn close_pools(&mut self, cx: &mut RelayCx) {
+        self.upstreams.iter_mut().for_each(|u| u.pool.close_all(cx));
+    }
+
     /// Parks a connection to upstream `via` that finished an exchange, for the next one.
     pub(super) fn park(&mut self, cx: &mut RelayCx, io: Transport, via: usize, idle: Duration) {
         if let Some(u) = self.upstreams.get_mut(via) {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::admission::{Permit, Ticket};
 use super::auth::Identity;
-use super::deadlines::{ExchangeTimers, StepFacts};
+use super::deadlines::{ExchangeTimers, StepFacts, UpstreamTimeouts, wanted};
 use super::health::Probe;
 use super::sse::SseWatch;
 use crate::conn::client::StreamFraming;
@@ -142,6 +142,9 @@ pub struct Exchange {
     /// What the request was made from, to make it again for a fallback upstream (kept only when the
     /// upstream has a fallback, and only until the stream begins).
     pub rebuild: Option<Box<super::rebuild::Rebuild>>,
+    /// Its place in the relay's gauge of exchanges in flight (set by whoever starts it with the relay's
+    /// counters; tests leave it out).
+    pub in_flight: Option<super::InFlight>,
 }
 
 impl Exchange {
@@ -177,6 +180,7 @@ impl Exchange {
             rebuild: None,
             timers: ExchangeTimers::default(),
             seen: BodySeen::default(),
+            in_flight: None,
         }
     }
 
@@ -354,6 +358,22 @@ impl Exchange {
                 ..none
             },
         }
+    }
+
+    /// Arms the deadline of what the exchange waits for now, if that changed (`ExchangeTimers::expect`);
+    /// `id` is its client's.
+    pub fn watch(
+        &mut self,
+        timers: &mut Timers<super::RelayTimer>,
+        timeouts: &UpstreamTimeouts,
+        now: Instant,
+        id: ConnId,
+    ) {
+        let wait = wanted(self.step_facts());
+        let keepalive = self.seen.sse.is_some() && matches!(self.phase, Phase::Streaming { .. });
+        let key = super::RelayTimer::Exchange;
+        self.timers
+            .expect(timers, timeouts, wait, keepalive, now, id, key);
     }
 
     /// Releases the exchange's deadlines (it ended, or its client left).

@@ -34,6 +34,7 @@ pub mod rebuild;
 pub mod retry;
 pub mod routes;
 pub mod sse;
+pub mod stats;
 mod steps;
 mod tell;
 mod turns;
@@ -41,7 +42,7 @@ mod upstreams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mio::net::TcpStream;
@@ -49,14 +50,16 @@ use mio::net::TcpStream;
 use crate::conn::client::{
     self, AfterReply, ClientApp, ClientConn, ClientState, ClientTimeouts, ClientWait, StreamFraming,
 };
-use crate::conn::transport::{IdleCheck, Transport, accepted};
+use crate::conn::transport::{IdleCheck, Transport, accepted, refuse};
 use crate::http::request::{Limits, Request, RequestReader};
+use crate::http::response::error_response;
 use crate::reactor::{ConnId, Cx, Handler, Ready, Tag, TimerKey};
 use auth::{ClientKeys, Refusal};
 use deadlines::{UpstreamTimeouts, Wait};
 use exchange::Exchange;
 use providers::{Origin, Provider, ProviderKey};
 use routes::{Route, Router};
+pub use stats::{InFlight, RelayCounts, RelayStats};
 pub use upstreams::{Upstreams, UpstreamsConfig};
 
 /// The tag of a client's own socket.
@@ -114,93 +117,6 @@ pub enum RelayTimer {
     IdleExpired,
 }
 
-/// What the relay workers did, added up across them (relaxed atomics, touched once per exchange, never per
-/// chunk). The metrics endpoint will export them; tests read them to see inside the pool.
-#[derive(Debug, Default)]
-pub struct RelayStats {
-    connects: AtomicU64,
-    reuses: AtomicU64,
-    retries: AtomicU64,
-    completed: AtomicU64,
-    failed: AtomicU64,
-    tls_full: AtomicU64,
-    tls_resumed: AtomicU64,
-    timeouts: AtomicU64,
-    keepalives: AtomicU64,
-    client_timeouts: AtomicU64,
-    queued: AtomicU64,
-    refused: AtomicU64,
-    queue_timeouts: AtomicU64,
-    backoffs: AtomicU64,
-    fallbacks: AtomicU64,
-    rate_limited: AtomicU64,
-}
-
-/// A copy of [`RelayStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RelayCounts {
-    /// New upstream connections opened (retries included).
-    pub connects: u64,
-    /// Exchanges that took an idle connection from the pool.
-    pub reuses: u64,
-    /// Exchanges sent again on a fresh connection after a pooled one failed before answering.
-    pub retries: u64,
-    /// Streams whose body ended properly.
-    pub completed: u64,
-    /// Exchanges that failed (a 502, or a stream that broke off).
-    pub failed: u64,
-    /// TLS handshakes with an upstream that were full ones.
-    pub tls_full: u64,
-    /// TLS handshakes with an upstream that resumed an earlier session.
-    pub tls_resumed: u64,
-    /// Exchanges that failed because an upstream wait passed its deadline.
-    pub timeouts: u64,
-    /// Keep-alive comments sent on silent event streams.
-    pub keepalives: u64,
-    /// Clients dropped or answered 408 because they were too slow (head, body, taking their response).
-    pub client_timeouts: u64,
-    /// Requests that waited in an upstream's queue for a turn.
-    pub queued: u64,
-    /// Requests refused a turn at once (a full queue, an open breaker).
-    pub refused: u64,
-    /// Requests refused because their turn did not come within the queue's deadline.
-    pub queue_timeouts: u64,
-    /// Retries after a backoff (a failed connect, a 5xx, a 429).
-    pub backoffs: u64,
-    /// Requests moved to a fallback upstream.
-    pub fallbacks: u64,
-    /// Requests refused with 429 by the per-client rate limit.
-    pub rate_limited: u64,
-}
-
-impl RelayStats {
-    pub fn snapshot(&self) -> RelayCounts {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        RelayCounts {
-            connects: get(&self.connects),
-            reuses: get(&self.reuses),
-            retries: get(&self.retries),
-            completed: get(&self.completed),
-            failed: get(&self.failed),
-            tls_full: get(&self.tls_full),
-            tls_resumed: get(&self.tls_resumed),
-            timeouts: get(&self.timeouts),
-            keepalives: get(&self.keepalives),
-            client_timeouts: get(&self.client_timeouts),
-            queued: get(&self.queued),
-            refused: get(&self.refused),
-            queue_timeouts: get(&self.queue_timeouts),
-            backoffs: get(&self.backoffs),
-            fallbacks: get(&self.fallbacks),
-            rate_limited: get(&self.rate_limited),
-        }
-    }
-
-    fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// What a relay worker is told besides where to relay.
 #[derive(Clone)]
 pub struct RelaySettings {
@@ -230,6 +146,10 @@ pub struct RelaySettings {
     pub rate_limiter: Option<Arc<ratelimit::RateLimiter>>,
     /// The keys clients must present (none: every client is served).
     pub client_keys: Arc<ClientKeys>,
+    /// Clients this worker serves at once; more get a fast 503 (`server::budget`).
+    pub max_clients: usize,
+    /// Set for the whole process when a drain starts (`server::supervisor::Drainer`).
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The relay application of one worker.
@@ -242,6 +162,18 @@ pub struct Relay {
     client_timeouts: ClientTimeouts,
     rate_limiter: Option<Arc<ratelimit::RateLimiter>>,
     stats: Arc<RelayStats>,
+    /// Client connections open on this worker (lingering ones included: each holds a descriptor).
+    clients: usize,
+    /// The descriptor budget: past it, new clients are turned away (`Relay::shed`).
+    max_clients: usize,
+    /// The process drains: every answer says `Connection: close`, and `/readyz` says 503. Set before the
+    /// listeners close (a grace for load balancers), so read at each request rather than told by a wake.
+    draining: Arc<AtomicBool>,
+    /// This worker's listener is closed (`on_drain`): kept-alive clients close as soon as they are idle
+    /// (`ClientApp::draining`), and the pools keep nothing, so that the slab empties.
+    closing: bool,
+    /// The answer for a client turned away: made once, written with one `write`.
+    overloaded: Vec<u8>,
 }
 
 impl Relay {
@@ -269,6 +201,16 @@ impl Relay {
             timeouts: settings.timeouts,
             stats: stats.clone(),
         });
+        let mut overloaded = Vec::new();
+        let message = "the relay is at its connection limit; retry shortly";
+        error_response(
+            &mut overloaded,
+            503,
+            "overloaded",
+            message,
+            &[("Retry-After", "1")],
+            true,
+        );
         Relay {
             router: settings.router,
             client_keys: settings.client_keys,
@@ -278,6 +220,11 @@ impl Relay {
             client_timeouts: settings.client,
             rate_limiter: settings.rate_limiter,
             stats,
+            clients: 0,
+            max_clients: settings.max_clients,
+            draining: settings.draining,
+            closing: false,
+            overloaded,
         }
     }
 
@@ -292,6 +239,17 @@ impl Relay {
         self.upstreams.pump(cx, id);
         client::drive(self, cx, id);
     }
+
+    /// Turns a client away at once, before it costs anything but the moment its descriptor is open: a
+    /// 503 written without reading the request (`refuse`), then closed. A client of an HTTPS listener
+    /// expects a handshake, not a plaintext answer: it is only closed.
+    fn shed(&mut self, cx: &mut Cx<Self>, sock: TcpStream, peer: SocketAddr) {
+        RelayStats::count(&self.stats.shed);
+        log::debug!("{}: {peer}: no room; 503", cx.name());
+        if self.inbound_tls.is_none() {
+            refuse(sock, &self.overloaded, &mut cx.scratch);
+        }
+    }
 }
 
 impl Handler for Relay {
@@ -299,6 +257,10 @@ impl Handler for Relay {
     type Timer = RelayTimer;
 
     fn on_accept(&mut self, cx: &mut Cx<Self>, sock: TcpStream, peer: SocketAddr) {
+        // Regime 2 of the descriptor budget: the streams in flight keep their descriptors.
+        if self.clients >= self.max_clients {
+            return self.shed(cx, sock, peer);
+        }
         let reader = RequestReader::new(self.limits.clone());
         let Some(io) = accepted(sock, self.inbound_tls.as_ref(), cx.name(), peer) else {
             return;
@@ -307,6 +269,8 @@ impl Handler for Relay {
         let Ok(id) = cx.conns.insert_with(|_| Entry::Client(Box::new(client))) else {
             return log::warn!("{}: too many connections; dropping {peer}", cx.name());
         };
+        // Counted down in `on_close`, which every entry reaches, this one too if registering fails.
+        self.clients += 1;
         if let Some(Entry::Client(c)) = cx.conns.get_mut(id)
             && let Err(e) = c.io.register(&cx.registry, id, CLIENT)
         {
@@ -376,7 +340,35 @@ impl Handler for Relay {
         }
     }
 
+    /// Regime 3 of the descriptor budget: the worker is out of descriptors and hands over one client,
+    /// accepted with its spare, to be turned away like those past the budget.
+    fn on_shed(&mut self, cx: &mut Cx<Self>, sock: TcpStream, peer: SocketAddr) {
+        self.shed(cx, sock, peer);
+    }
+
+    /// The listener is closed: pooled connections close, and so do idle kept-alive clients (the rest
+    /// finish what they are doing; `ClientApp::draining` closes each as it becomes idle). A client that
+    /// has not sent its first request yet is left to send it: it may be on its way.
+    fn on_drain(&mut self, cx: &mut Cx<Self>) {
+        self.closing = true;
+        self.upstreams.drain(cx);
+        let idle: Vec<ConnId> = cx
+            .conns
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e, Entry::Client(c) if matches!(c.state, ClientState::AwaitingRequest))
+            })
+            .map(|(id, _)| id)
+            .collect();
+        for id in idle {
+            client::drive(self, cx, id);
+        }
+    }
+
     fn on_close(&mut self, cx: &mut Cx<Self>, id: ConnId, entry: Entry) {
+        if let Entry::Client(_) = entry {
+            self.clients = self.clients.saturating_sub(1);
+        }
         match entry {
             Entry::Client(mut c) => {
                 c.cancel_deadline(&mut cx.timers);
@@ -420,7 +412,12 @@ impl ClientApp for Relay {
     }
 
     fn on_request(&mut self, cx: &mut Cx<Self>, id: ConnId, req: Request) {
-        let then = AfterReply::of(&req);
+        // Draining: this answer is the connection's last, and says so.
+        let draining = self.draining.load(Ordering::Acquire);
+        let then = match draining {
+            true => AfterReply::Close,
+            false => AfterReply::of(&req),
+        };
         let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
             return;
         };
@@ -445,8 +442,22 @@ impl ClientApp for Relay {
         };
         match route {
             Ok(to) if to.route == Route::Healthz => {
-                c.reply_json(&req.method, &serde_json::json!({"status": "ok"}), then)
+                c.reply_json(200, &req.method, &serde_json::json!({"status": "ok"}), then)
             }
+            Ok(to) if to.route == Route::Readyz => match draining {
+                true => c.reply_json(
+                    503,
+                    &req.method,
+                    &serde_json::json!({"status": "draining"}),
+                    then,
+                ),
+                false => c.reply_json(
+                    200,
+                    &req.method,
+                    &serde_json::json!({"status": "ready"}),
+                    then,
+                ),
+            },
             Ok(to) => {
                 // Only what would reach an upstream is limited (a probe never is).
                 if let Some(Err(wait)) = self.rate_limiter.as_ref().map(|l| l.take(&who, cx.now)) {
@@ -465,6 +476,10 @@ impl ClientApp for Relay {
 
     fn on_drained(&mut self, cx: &mut Cx<Self>, id: ConnId) {
         self.upstreams.pump(cx, id);
+    }
+
+    fn draining(&self) -> bool {
+        self.closing
     }
 }
 

@@ -51,6 +51,15 @@ impl Pool {
         self.idle.retain(|&i| i != id);
     }
 
+    /// Closes every idle connection (their entries are reaped, and `relay::Relay::on_close` forgets them)
+    /// and keeps none from now on: a draining worker must empty its slab.
+    pub fn close_all(&mut self, cx: &mut Cx<super::Relay>) {
+        self.max_idle = 0;
+        for id in self.idle.drain(..) {
+            cx.close(id);
+        }
+    }
+
     /// True when no more idle connections may be kept.
     pub fn is_full(&self) -> bool {
         self.idle.len() >= self.max_idle

@@ -33,7 +33,7 @@ pub(super) fn exchange_for(
             },
             passthrough::build_request(t.provider, &t.origin, t.key.as_ref(), req, to.path),
         ),
-        Route::Generate | Route::Healthz => (
+        Route::Generate | Route::Healthz | Route::Readyz => (
             Kind::Generate,
             api::parse_generate(&req.body).and_then(|g| {
                 let (key, model) = (t.key.as_ref(), &t.default_model);

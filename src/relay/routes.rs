@@ -3,7 +3,7 @@
 //! Routing is a pure function of (method, path) and the configured upstreams, so that the 404/405 rules
 //! can be tested without a socket (the rules every table shares are in `crate::http::route`):
 //!
-//! 1. `/healthz` and the simple route `/api/v1/generate-stream` (alias `/api/v1/stream`) are ours; the
+//! 1. `/healthz`, `/readyz` and the simple route `/api/v1/generate-stream` (alias `/api/v1/stream`) are ours; the
 //!    simple route goes to the `generate` upstream.
 //! 2. A path under a configured route prefix goes to that route's upstream, the prefix removed; what
 //!    remains must be one of that upstream's provider's paths.
@@ -19,8 +19,10 @@ pub use crate::http::route::Miss;
 /// What a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// `GET /healthz`.
+    /// `GET /healthz`: the process is alive (whatever it is doing).
     Healthz,
+    /// `GET /readyz`: the process takes new work (503 while it drains).
+    Readyz,
     /// `POST /api/v1/generate-stream` (alias `/api/v1/stream`): relay a generation.
     Generate,
     /// One of an upstream provider's own API paths: passed through (`relay::passthrough`).
@@ -77,7 +79,7 @@ impl Router {
     pub fn provider_of(&self, to: &Target<'_>) -> Option<Provider> {
         match to.route {
             Route::PassThrough => self.providers.get(to.upstream).copied(),
-            Route::Healthz | Route::Generate => None,
+            Route::Healthz | Route::Readyz | Route::Generate => None,
         }
     }
 
@@ -92,6 +94,7 @@ impl Router {
         };
         match path {
             "/healthz" => return ours(Route::Healthz, "GET, HEAD"),
+            "/readyz" => return ours(Route::Readyz, "GET, HEAD"),
             "/api/v1/generate-stream" | "/api/v1/stream" => return ours(Route::Generate, "POST"),
             _ => {}
         }
@@ -178,6 +181,12 @@ mod tests {
         );
         assert_eq!(
             r("POST", "/healthz"),
+            Err(Miss::MethodNotAllowed("GET, HEAD"))
+        );
+        assert_eq!(r("GET", "/readyz").map(|t| t.0), Ok(Route::Readyz));
+        assert_eq!(r("HEAD", "/readyz").map(|t| t.0), Ok(Route::Readyz));
+        assert_eq!(
+            r("DELETE", "/readyz"),
             Err(Miss::MethodNotAllowed("GET, HEAD"))
         );
         assert_eq!(r("POST", "/api/v1/generate"), Err(Miss::NotFound));

@@ -47,6 +47,8 @@ fn relay_to(origin: &TcpListener, cap: usize, https: bool) -> (Worker<Relay>, So
         retry: retry::RetryPolicy::default(),
         rate_limiter: None,
         client_keys: Arc::default(),
+        max_clients: usize::MAX,
+        draining: Arc::default(),
     };
     let resolver = dns::Resolver::new().unwrap();
     let make = |remote| Relay::new(settings, Arc::default(), resolver, remote);

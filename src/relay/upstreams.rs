@@ -25,7 +25,7 @@ use rustls::ClientConfig;
 
 use super::auth::Identity;
 use super::connector::{Connector, Found};
-use super::deadlines::{Fired, UpstreamTimeouts, Wait, wanted};
+use super::deadlines::{Fired, UpstreamTimeouts, Wait};
 use super::dns::{Answer, DnsCache, ResolverLink};
 use super::exchange::{Decision, Failure, Phase, RetryRoom, exchange_in};
 use super::forward::Outcome;
@@ -34,7 +34,7 @@ use super::rebuild;
 use super::routes::Target;
 use super::steps::{self, Client, Shaken};
 use super::turns::{Asked, Turns};
-use super::{Entry, RelayStats, RelayTimer, UpstreamTarget, tell};
+use super::{Entry, InFlight, RelayStats, RelayTimer, UpstreamTarget, tell};
 use crate::conn::client::{ClientConn, ClientState, StreamFraming};
 use crate::conn::transport::IdleCheck;
 use crate::conn::upstream::UpstreamState;
@@ -115,6 +115,11 @@ impl Upstreams {
         self.conn.pooled()
     }
 
+    /// The worker drains: the idle connections close, and the pools keep none from now on.
+    pub fn drain(&mut self, cx: &mut RelayCx) {
+        self.conn.close_pools(cx);
+    }
+
     /// An idle connection of upstream `via` was closed (expired, or the server closed it): it leaves
     /// the pool.
     pub fn forget(&mut self, via: usize, id: ConnId) {
@@ -142,7 +147,10 @@ impl Upstreams {
             return;
         };
         match made {
-            Ok(x) => c.state = ClientState::Serving(Box::new(x)),
+            Ok(mut x) => {
+                x.in_flight = Some(InFlight::new(&self.stats));
+                c.state = ClientState::Serving(Box::new(x));
+            }
             Err(e) => return c.reply_error(e.status, e.code, &e.message, &[], framing.after()),
         }
         self.begin(cx, id);
@@ -268,24 +276,10 @@ impl Upstreams {
     /// Arms the deadline of what the exchange of client `id` waits for now, if that changed
     /// (`deadlines::ExchangeTimers::expect`).
     fn watch(&mut self, cx: &mut RelayCx, id: ConnId) {
-        let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
-            return;
-        };
-        let ClientState::Serving(x) = &mut c.state else {
-            return;
-        };
-        let wait = wanted(x.step_facts());
-        let keepalive = x.seen.sse.is_some() && matches!(x.phase, Phase::Streaming { .. });
-        let timers = &mut cx.timers;
-        x.timers.expect(
-            timers,
-            &self.timeouts,
-            wait,
-            keepalive,
-            cx.now,
-            id,
-            RelayTimer::Exchange,
-        );
+        let (now, timeouts) = (cx.now, &self.timeouts);
+        if let Some(x) = exchange_in(&mut cx.conns, id) {
+            x.watch(&mut cx.timers, timeouts, now, id);
+        }
     }
 
     /// The exchange of client `id` reached its deadline for `wait`: it fails (a 504 before its head, an

@@ -4,7 +4,7 @@
 //! Tests of the command line keep spawning the binary ([`super::Proc`]).
 
 use super::*;
-use tokenpipe::config::{Config, FdLimit, LoopConfig, MockConfig};
+use tokenpipe::config::{Config, DrainPlan, FdLimit, LoopConfig, MockConfig};
 use tokenpipe::mock::script::MockFormat;
 use tokenpipe::relay::dns::Resolver;
 use tokenpipe::relay::providers::{Provider, parse_upstream_url};
@@ -78,6 +78,23 @@ impl InProcess {
 
     pub fn running(&self) -> &Running {
         self.running.as_ref().expect("running")
+    }
+
+    /// Starts a drain (returns at once; [`InProcess::wait`] returns when it is over).
+    pub fn drain(&self, plan: DrainPlan) {
+        self.running().drain(plan);
+    }
+
+    /// Waits until the relay is done (after a drain), bounded by `within`: what the drain did, or why the
+    /// relay stopped.
+    pub fn wait(mut self, within: Duration) -> Result<tokenpipe::server::Drained, String> {
+        let running = self.running.take().expect("running");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = tx.send(running.wait());
+        });
+        rx.recv_timeout(within)
+            .unwrap_or_else(|_| panic!("the relay did not finish within {within:?}"))
     }
 
     /// The relay's counters now.

@@ -163,6 +163,42 @@ impl Proc {
         self.child.id()
     }
 
+    /// Sends `signal` (a name `kill` knows: `TERM`, `INT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {}: {status}", self.pid());
+    }
+
+    /// Waits for the process to exit, at most `within` (checking every 10 ms); its status, or `None` if it
+    /// is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// CPU time the process has used so far (user and system), in clock ticks (`/proc/PID/stat`).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
+        // The command name, in parentheses, may hold spaces: the fields that follow are counted from it.
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 1..]
+            .split_whitespace()
+            .collect();
+        let field = |i: usize| fields[i].parse::<u64>().expect("a number");
+        field(11) + field(12)
+    }
+
     /// Panics if the process has exited (crashed) on its own.
     pub fn assert_alive(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {

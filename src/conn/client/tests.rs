@@ -13,6 +13,8 @@ fn facts(state: StateKind) -> Facts {
         read_closed: false,
         input: Input::NeedMore,
         inbuf_full: false,
+        idle: false,
+        draining: false,
     }
 }
 
@@ -208,6 +210,11 @@ fn lingering() {
     );
 }
 
+/// Every combination of three booleans.
+fn triples() -> impl Iterator<Item = (bool, bool, bool)> {
+    (0..8).map(|i| (i & 1 != 0, i & 2 != 0, i & 4 != 0))
+}
+
 /// Every combination of facts, against the invariants the driver's loop relies on.
 #[test]
 fn invariants_over_every_combination() {
@@ -225,7 +232,7 @@ fn invariants_over_every_combination() {
             for readable in bools {
                 for read_closed in bools {
                     for input in [Input::Unparsed, Input::NeedMore] {
-                        for inbuf_full in bools {
+                        for (inbuf_full, idle, draining) in triples() {
                             let f = Facts {
                                 state,
                                 flushed,
@@ -233,6 +240,8 @@ fn invariants_over_every_combination() {
                                 read_closed,
                                 input,
                                 inbuf_full,
+                                idle,
+                                draining,
                             };
                             let next = decide(&f);
                             let why = format!("{f:?} -> {next:?}");
@@ -268,6 +277,10 @@ fn invariants_over_every_combination() {
                             if matches!(next, Next::EndReply | Next::Linger) {
                                 assert!(flushed != Flushed::Pending, "{why}");
                             }
+                            // Closed for a drain only when idle: never a fresh connection, never mid-request.
+                            if next == Next::Linger && state == StateKind::AwaitingRequest {
+                                assert!(draining && idle && !readable, "{why}");
+                            }
                             // Nothing read past a head's worth while a response is in progress.
                             if next == Next::Watch {
                                 assert!(!inbuf_full, "{why}");
@@ -301,5 +314,53 @@ fn framing_follows_the_version_and_fixes_what_comes_after() {
     assert!(
         head.contains("Transfer-Encoding: chunked") && !head.contains("Connection"),
         "{head}"
+    );
+}
+
+/// Draining, a kept-alive connection that waits with nothing to read closes (lingering); a fresh one, or
+/// one with bytes to read, or one mid-request, is served; without a drain nothing changes.
+#[test]
+fn a_drain_closes_idle_kept_alive_connections_only() {
+    let idle = Facts {
+        idle: true,
+        draining: true,
+        ..facts(StateKind::AwaitingRequest)
+    };
+    assert_eq!(decide(&idle), Next::Linger);
+    assert_eq!(
+        decide(&Facts {
+            idle: false,
+            ..idle
+        }),
+        Next::Wait
+    );
+    assert_eq!(
+        decide(&Facts {
+            draining: false,
+            ..idle
+        }),
+        Next::Wait
+    );
+    assert_eq!(
+        decide(&Facts {
+            readable: true,
+            ..idle
+        }),
+        Next::Read
+    );
+    assert_eq!(
+        decide(&Facts {
+            input: Input::Unparsed,
+            ..idle
+        }),
+        Next::Parse
+    );
+    // Other states finish what they do.
+    assert_eq!(
+        decide(&Facts {
+            state: StateKind::Serving,
+            ..idle
+        }),
+        Next::Wait
     );
 }

@@ -1,8 +1,7 @@
-//! Deciding: what a client connection should do next, from the facts alone ([`decide`], a pure function;
-//! the driver in the parent module does what it says).
+//! Deciding: what a client connection does next, as a pure function of [`Facts`] ([`decide`]), so that
+//! every rule can be tested without a socket (`tests.rs` beside this file sweeps every combination).
 
-use super::AfterReply;
-use super::Input;
+use super::{AfterReply, Input};
 use crate::conn::outbuf::Flushed;
 
 /// The state, without its data: what [`decide`] needs to know of it.
@@ -25,6 +24,12 @@ pub struct Facts {
     pub input: Input,
     /// `inbuf` holds a head's worth of bytes: read no more while a response is in progress.
     pub inbuf_full: bool,
+    /// An idle kept-alive connection: it has been answered before, and nothing of a next request has
+    /// arrived (no byte buffered, no body being read). A fresh connection is never idle: its first request
+    /// may be on its way.
+    pub idle: bool,
+    /// The application drains (`ClientApp::draining`): an idle connection closes.
+    pub draining: bool,
 }
 
 /// What a client connection should do next.
@@ -42,7 +47,7 @@ pub enum Next {
     Resume,
     /// The reply is out; the connection stays for the next request.
     EndReply,
-    /// The reply is out and the connection must close: half-close and linger.
+    /// The reply is out and the connection must close (or, draining, it is idle): half-close and linger.
     Linger,
     /// Close now: the client closed its side and nothing it sent is left to answer.
     Close,
@@ -69,6 +74,11 @@ pub fn decide(f: &Facts) -> Next {
         StateKind::Replying(AfterReply::KeepAlive) if drained => Next::EndReply,
         StateKind::Replying(AfterReply::Close) if drained => Next::Linger,
         StateKind::AwaitingRequest if f.input == Input::Unparsed => Next::Parse,
+        // Draining, an idle kept-alive connection with nothing to read closes (politely: it lingers, so
+        // that a request crossing our FIN is discarded, not answered with a reset).
+        StateKind::AwaitingRequest if f.draining && f.idle && !f.readable && drained => {
+            Next::Linger
+        }
         StateKind::AwaitingRequest if f.readable => Next::Read,
         // Every request the client sent before closing its side has been answered, and is out.
         StateKind::AwaitingRequest if f.read_closed && drained => Next::Close,
