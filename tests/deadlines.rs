@@ -404,3 +404,52 @@ fn the_total_deadline_cuts_a_long_stream() {
         "no limit by default"
     );
 }
+
+/// The same non-reading client against the relay binary: its memory stays flat while the client holds
+/// the stream (the stream cap bounds what is queued for it), and at the write deadline the client is
+/// dropped and the upstream connection closed.
+#[test]
+fn the_relays_memory_stays_flat_under_a_client_that_never_reads() {
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let closed = std::sync::Mutex::new(closed_tx);
+    let fake = FakeUpstream::start(2, move |_, mut conn| {
+        let Ok(Some(_)) = conn.read_request() else {
+            return;
+        };
+        if conn.stream.write_all(SSE_CHUNKED_HEAD.as_bytes()).is_err() {
+            return;
+        }
+        let event = openai_event(&"y".repeat(1000));
+        let chunk = [format!("{:x}\r\n", event.len()).as_bytes(), &event, b"\r\n"].concat();
+        for _ in 0..60_000 {
+            if conn.stream.write_all(&chunk).is_err() {
+                let _ = closed.lock().unwrap().send(());
+                return;
+            }
+        }
+    });
+    let mut relay = spawn_relay(
+        &fake.url(),
+        "openai",
+        &["--model", MODEL, "--client-write-timeout", "3s"],
+    );
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&relay.addr.into()).unwrap();
+    let mut client: std::net::TcpStream = sock.into();
+    client.write_all(&stream_request(&small_prompt())).unwrap();
+    // Once the sockets' buffers and the stream cap are full, nothing more moves: sample then, and later.
+    std::thread::sleep(ms(700));
+    let early = vm_rss_kib(relay.pid());
+    std::thread::sleep(ms(1500));
+    let late = vm_rss_kib(relay.pid());
+    assert!(
+        late <= early + 1024,
+        "the relay grew from {early} KiB to {late} KiB while its client did not read"
+    );
+    closed_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the upstream connection was closed at the write deadline");
+    relay.assert_alive();
+    drop(client);
+}
