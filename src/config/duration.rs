@@ -9,6 +9,10 @@ use super::MAX_SECS;
 /// seconds). At most [`MAX_SECS`]: deadlines are added to `Instant`s, and no wait needs more than a day.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
+    // Said plainly: read as a number and a unit, "-5s" would be an unknown unit "-5s".
+    if t.starts_with('-') {
+        return Err(format!("{s:?}: a duration cannot be negative"));
+    }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
@@ -79,6 +83,10 @@ mod tests {
         for bad in ["", "s", "-1s", "10 parsecs", "1e3", "2d", "90000", "1..2s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_duration("-5s"),
+            Err("\"-5s\": a duration cannot be negative".into())
+        );
         assert_eq!(parse_optional_duration("0s"), Ok(MaybeDuration(None)));
         assert_eq!(show(Duration::from_secs(15)), "15s");
         assert_eq!(show(Duration::from_millis(1500)), "1500ms");
