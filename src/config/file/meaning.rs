@@ -6,32 +6,12 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::FileSettings;
+use super::options::{self, OPTIONS};
 use super::raw::{Checker, RawRoute, RawSettings, RawUpstream, Read};
-use super::{BOUNDS, FileSettings};
-use crate::config::parse_listen;
 use crate::config::resolved::{RouteSpec, UpstreamSpec};
 use crate::relay::auth::{ClientKeys, read_key_file};
 use crate::relay::providers::{Provider, ProviderKey, parse_upstream_url, validate_model};
-
-/// A number within its option's bounds.
-fn number(c: &mut Checker<'_>, key: &str, value: &Option<Spanned<i64>>) -> Option<u64> {
-    let value = value.as_ref()?;
-    let bounds = BOUNDS
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, b)| b.clone())?;
-    let n = *value.get_ref();
-    if !bounds.contains(&n) {
-        let (lo, hi) = (bounds.start(), bounds.end());
-        let message = match *hi == i64::MAX {
-            true => format!("`{key}` must be at least {lo}, not {n}"),
-            false => format!("`{key}` must be from {lo} to {hi}, not {n}"),
-        };
-        c.at(value.span(), message);
-        return None;
-    }
-    u64::try_from(n).ok()
-}
 
 /// A file that must exist (relative to `dir`); `what` names it in messages.
 fn existing_file(
@@ -61,12 +41,28 @@ fn existing_file(
     }
 }
 
-pub(super) fn settings(c: &mut Checker<'_>, raw: &RawSettings, dir: &Path) -> FileSettings {
-    let listen = raw.listen.as_ref().and_then(|l| {
-        parse_listen(l.get_ref())
-            .map_err(|e| c.at(l.span(), format!("`listen`: {e}")))
-            .ok()
-    });
+/// The global settings: `values` holds every key at the top of the file (but the tables), `raw` those of
+/// them that name files.
+pub(super) fn settings(
+    c: &mut Checker<'_>,
+    values: &BTreeMap<String, Spanned<toml::Value>>,
+    raw: &RawSettings,
+    dir: &Path,
+) -> FileSettings {
+    let mut given = Vec::new();
+    for (key, value) in values {
+        match options::find(key) {
+            Some((key, kind)) => match kind.read(&format!("`{key}`"), value.get_ref()) {
+                Ok(v) => given.push((*key, v)),
+                Err(e) => c.at(value.span(), e),
+            },
+            None if RawSettings::KEYS.contains(&key.as_str()) => {}
+            None => {
+                let keys = OPTIONS.iter().map(|(k, _)| *k).chain(RawSettings::KEYS);
+                c.unknown_key(value.span(), key, keys);
+            }
+        }
+    }
     let mut tls = None;
     match (&raw.tls_cert, &raw.tls_key) {
         (Some(cert), Some(key)) => {
@@ -96,19 +92,9 @@ pub(super) fn settings(c: &mut Checker<'_>, raw: &RawSettings, dir: &Path) -> Fi
         }
     });
     FileSettings {
-        listen,
-        workers: narrow(number(c, "workers", &raw.workers)),
-        upstream_idle_timeout: number(c, "upstream_idle_timeout", &raw.upstream_idle_timeout),
-        upstream_max_conns: narrow(number(c, "upstream_max_conns", &raw.upstream_max_conns)),
-        dns_ttl: number(c, "dns_ttl", &raw.dns_ttl),
-        stream_buffer_bytes: number(c, "stream_buffer_bytes", &raw.stream_buffer_bytes),
-        max_body_bytes: number(c, "max_body_bytes", &raw.max_body_bytes),
-        loop_warn_ms: number(c, "loop_warn_ms", &raw.loop_warn_ms),
-        backlog: narrow(number(c, "backlog", &raw.backlog)),
-        max_fds: number(c, "max_fds", &raw.max_fds),
+        options: given,
         tls,
         client_keys_file,
-        allow_unauthenticated: raw.allow_unauthenticated.as_ref().map(|a| *a.get_ref()),
     }
 }
 
@@ -330,9 +316,4 @@ fn prefix(c: &mut Checker<'_>, p: &Spanned<String>, prefixes: &mut BTreeMap<Stri
             }
         }
     }
-}
-
-/// A number already within its bounds, in the option's type.
-fn narrow<T: TryFrom<u64>>(n: Option<u64>) -> Option<T> {
-    n.and_then(|n| T::try_from(n).ok())
 }
