@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"          # optional global settings (see below for which option wins)
+//! first_token_timeout = "90s"        # durations: "500ms", "30s", "2m", or a number of seconds
 //!
 //! [generate]                         # which upstream serves POST /api/v1/generate-stream
 //! upstream = "openai"                # (default: the first listed)
@@ -21,15 +22,16 @@
 //!
 //! A global setting is an option's long name with `_` (`dns_ttl` for `--dns-ttl`), with that option's
 //! bounds, checked by its own parser: every option in the table of [`options`] (listen, workers, the
-//! limits, allow_unauthenticated), and `tls_cert`, `tls_key` and `client_keys_file`. What the command
-//! line reads as text (the address) may be a string or a number. Like provider keys, client keys never
-//! go in this file, only the name of the file that holds them. **Precedence** (applied by
-//! `ServeArgs::config`): an option given on the command line or in its `TOKENPIPE_*` environment
-//! variable wins over the file, and the file wins over the option's default. The upstreams are the
-//! file's alone: `--upstream`, `--provider`, `--model` and `--upstream-ca` are refused next to
-//! `--config`, and the `*_API_KEY` variables are read only where an upstream's `key_env` names them.
-//! Relative paths (`ca`, `tls_cert`, `tls_key`, `client_keys_file`) are relative to the file's
-//! directory.
+//! limits, the client and upstream timeouts, admission, retries, the breaker, the rate limit,
+//! allow_unauthenticated), and `tls_cert`, `tls_key` and `client_keys_file`. What the command line
+//! reads as text (a duration, the rate, the address) may be a string or a number: `"30s"`, `"500ms"`,
+//! or `30` for 30 seconds. Like provider keys, client keys never go in this file, only the name of the
+//! file that holds them. **Precedence** (applied by `ServeArgs::config`): an option given on the command
+//! line or in its `TOKENPIPE_*` environment variable wins over the file, and the file wins over the
+//! option's default. The upstreams are the file's alone: `--upstream`, `--provider`, `--model` and
+//! `--upstream-ca` are refused next to `--config`, and the `*_API_KEY` variables are read only where an
+//! upstream's `key_env` names them. Relative paths (`ca`, `tls_cert`, `tls_key`, `client_keys_file`)
+//! are relative to the file's directory.
 //!
 //! Every problem is reported, not just the first, each with the line it is on: syntax errors (all of
 //! them; the meaning of a file that does not parse is not checked), then every key and value. To get past

@@ -6,7 +6,7 @@
 
 use super::options::{Kind, OPTIONS};
 use super::raw::RawSettings;
-use super::tests::{assert_problems, no_env, problems};
+use super::tests::{assert_problems, no_env, problems, valid};
 use super::*;
 use crate::config::Cli;
 use clap::{CommandFactory, Parser};
@@ -30,8 +30,8 @@ fn every_row_is_an_option_of_serve() {
 }
 
 /// What the command line takes, the file takes, and what it refuses, the file refuses: the bounds of
-/// every number, and for the values the command line reads as text (the address), the same text as a
-/// TOML string, or as a number where it is one.
+/// every number, and for the values the command line reads as text (durations, the rate, the address),
+/// the same text as a TOML string, or as a number where it is one.
 #[test]
 fn the_file_accepts_what_the_command_line_accepts() {
     let by_clap = |key: &str, text: &str| {
@@ -46,9 +46,27 @@ fn the_file_accepts_what_the_command_line_accepts() {
         )
         .is_ok()
     };
+    let durations = [
+        "0",
+        "30",
+        "30s",
+        "500ms",
+        "1.5",
+        "2m",
+        "1h",
+        "86400",
+        "86401",
+        "10 parsecs",
+        "-5",
+        "1e3",
+        "",
+    ];
+    let rates = ["0", "2.5", "25", "1000000", "1000001", "-1", "fast", "NaN"];
     let addresses = ["127.0.0.1:0", "[::1]:8080", "8080", "70000", "nowhere", ""];
     for (key, kind) in OPTIONS {
         let texts: &[&str] = match kind {
+            Kind::Duration(..) | Kind::DurationOrOff(_) => &durations,
+            Kind::Rate(_) => &rates,
             Kind::Address(_) => &addresses,
             Kind::Number(bounds, _) => {
                 let (lo, hi) = (*bounds.start(), *bounds.end());
@@ -101,13 +119,143 @@ fn the_other_keys_are_read_as_files() {
     }
 }
 
+const NEW_KEYS: &str = r#"client_head_timeout = "5s"
+client_body_timeout = 30
+keepalive_timeout = "90s"
+client_write_timeout = "45s"
+upstream_connect_timeout = "3s"
+tls_handshake_timeout = "4s"
+upstream_head_timeout = "2m"
+first_token_timeout = "90s"
+stream_idle_timeout = "1m"
+stream_timeout = "1h"
+sse_keepalive = 0
+upstream_max_concurrent = 32
+upstream_queue = 100
+upstream_queue_timeout = "2500ms"
+retries = 3
+retry_backoff = "100ms"
+retry_max_wait = "10s"
+breaker_failures = 7
+breaker_cooldown = "1m"
+rate_limit = 2.5
+rate_burst = 10
+"#;
+
+/// Every new key, read: a duration as a string or a number of seconds, 0 as off where 0 means off.
+#[test]
+fn the_new_keys_are_read() {
+    let file = valid(&format!("{NEW_KEYS}{UPSTREAM}"), &no_env);
+    let got: BTreeMap<&str, String> = file
+        .settings
+        .options
+        .iter()
+        .map(|(key, value)| (*key, format!("{value:?}")))
+        .collect();
+    let expected: BTreeMap<&str, String> = [
+        ("client_head_timeout", "5s"),
+        ("client_body_timeout", "30s"),
+        ("keepalive_timeout", "90s"),
+        ("client_write_timeout", "45s"),
+        ("upstream_connect_timeout", "3s"),
+        ("tls_handshake_timeout", "4s"),
+        ("upstream_head_timeout", "120s"),
+        ("first_token_timeout", "90s"),
+        ("stream_idle_timeout", "60s"),
+        ("stream_timeout", "Some(3600s)"),
+        ("sse_keepalive", "None"),
+        ("upstream_max_concurrent", "32"),
+        ("upstream_queue", "100"),
+        ("upstream_queue_timeout", "2.5s"),
+        ("retries", "3"),
+        ("retry_backoff", "100ms"),
+        ("retry_max_wait", "10s"),
+        ("breaker_failures", "7"),
+        ("breaker_cooldown", "60s"),
+        ("rate_limit", "2.5"),
+        ("rate_burst", "10"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_string()))
+    .collect();
+    assert_eq!(got, expected);
+}
+
+/// Each bad value is reported with its line: a wrong type, out of range, a unit that is none, a negative
+/// number, zero where it is not allowed (`sse_keepalive = 0` is allowed: off).
+#[test]
+fn bad_values_are_reported_with_their_line() {
+    let text = r#"stream_timeout = "10 parsecs"
+retries = 11
+rate_limit = "fast"
+first_token_timeout = -5
+client_head_timeout = 0
+sse_keepalive = 0
+rate_burst = 0
+keepalive_timeout = true
+upstream_queue = -1
+breaker_cooldown = [30]
+retry_backoff = "86401s"
+upstream_max_concurrent = "4"
+"#;
+    assert_problems(
+        &problems(&format!("{text}{UPSTREAM}"), &no_env),
+        &[
+            (
+                Some(1),
+                "`stream_timeout`: \"10 parsecs\": unknown unit \"parsecs\"",
+            ),
+            (Some(2), "`retries` must be from 0 to 10, not 11"),
+            (
+                Some(3),
+                "`rate_limit`: \"fast\": expected requests per second",
+            ),
+            (
+                Some(4),
+                "`first_token_timeout`: \"-5\": a duration cannot be negative",
+            ),
+            (
+                Some(5),
+                "`client_head_timeout`: \"0\": must be more than zero",
+            ),
+            (Some(7), "`rate_burst` must be from 1 to 1000000, not 0"),
+            (
+                Some(8),
+                "`keepalive_timeout`: invalid type: boolean `true`, expected a string or a number",
+            ),
+            (Some(9), "`upstream_queue` must be at least 0, not -1"),
+            (
+                Some(10),
+                "`breaker_cooldown`: invalid type: array, expected a string or a number",
+            ),
+            (
+                Some(11),
+                "`retry_backoff`: \"86401s\": at most 86400 s (a day)",
+            ),
+            (
+                Some(12),
+                "`upstream_max_concurrent`: invalid type: string \"4\", expected a whole number",
+            ),
+        ],
+    );
+    // A key given twice is TOML's own error (and the meaning of a file that does not parse is not read).
+    let twice = problems(
+        &format!("rate_limit = 1\nrate_limit = 2\n{UPSTREAM}"),
+        &no_env,
+    );
+    assert_problems(&twice, &[(Some(2), "duplicate key")]);
+}
+
 /// A misspelt key is named with every key the file takes, new ones included.
 #[test]
 fn a_misspelt_key_lists_every_key() {
-    let got = problems(&format!("dns_tl = 60\n{UPSTREAM}"), &no_env);
+    let got = problems(&format!("stream_timout = \"1h\"\n{UPSTREAM}"), &no_env);
     assert_problems(
         &got,
-        &[(Some(1), "unknown field `dns_tl`, expected one of `listen`")],
+        &[(
+            Some(1),
+            "unknown field `stream_timout`, expected one of `listen`",
+        )],
     );
     for key in OPTIONS.iter().map(|(k, _)| *k).chain(RawSettings::KEYS) {
         assert!(

@@ -6,6 +6,7 @@
 //! writes it where no option was given. Making an option settable in the file is one row, e.g.
 //!
 //! ```text
+//! ("drain_timeout", Duration(parse_duration, |a| &mut a.common.drain_timeout)),
 //! ("max_clients", Number(1..=i64::MAX, |a| &mut a.max_clients)),
 //! ```
 //!
@@ -15,8 +16,12 @@
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+use std::time::Duration;
+
 use toml::Value as Toml;
 
+use crate::config::duration::{MaybeDuration, parse_optional_duration, parse_positive_duration};
+use crate::config::resilience::parse_rate;
 use crate::config::{MAX_SECS, ServeArgs, parse_listen};
 
 /// A field of the options, as a function that borrows it from them: where a setting's value goes.
@@ -30,6 +35,12 @@ pub(crate) enum Kind {
     Flag(Field<bool>),
     /// A whole number within the option's bounds.
     Number(RangeInclusive<i64>, Field<dyn NumberField>),
+    /// A duration, read by the option's own parser (`parse_positive_duration` for a deadline).
+    Duration(fn(&str) -> Result<Duration, String>, Field<Duration>),
+    /// A duration where 0 means off.
+    DurationOrOff(Field<MaybeDuration>),
+    /// Requests per second, from 0 (off) to a million, read by `--rate-limit`'s parser.
+    Rate(Field<f64>),
 }
 
 use Kind::*;
@@ -51,6 +62,30 @@ pub(crate) const OPTIONS: &[(&str, Kind)] = &[
     ("backlog", Number(1..=u32::MAX as i64, |a| &mut a.common.backlog)),
     ("max_fds", Number(0..=i64::MAX, |a| &mut a.common.max_fds)),
     ("allow_unauthenticated", Flag(|a| &mut a.allow_unauthenticated)),
+    // How long a client may take (docs/10-deadlines.md).
+    ("client_head_timeout", Duration(parse_positive_duration, |a| &mut a.common.client_timeouts.client_head_timeout)),
+    ("client_body_timeout", Duration(parse_positive_duration, |a| &mut a.common.client_timeouts.client_body_timeout)),
+    ("keepalive_timeout", Duration(parse_positive_duration, |a| &mut a.common.client_timeouts.keepalive_timeout)),
+    ("client_write_timeout", Duration(parse_positive_duration, |a| &mut a.common.client_timeouts.client_write_timeout)),
+    // How long an upstream may take.
+    ("upstream_connect_timeout", Duration(parse_positive_duration, |a| &mut a.timeouts.upstream_connect_timeout)),
+    ("tls_handshake_timeout", Duration(parse_positive_duration, |a| &mut a.timeouts.tls_handshake_timeout)),
+    ("upstream_head_timeout", Duration(parse_positive_duration, |a| &mut a.timeouts.upstream_head_timeout)),
+    ("first_token_timeout", Duration(parse_positive_duration, |a| &mut a.timeouts.first_token_timeout)),
+    ("stream_idle_timeout", Duration(parse_positive_duration, |a| &mut a.timeouts.stream_idle_timeout)),
+    ("stream_timeout", DurationOrOff(|a| &mut a.timeouts.stream_timeout)),
+    ("sse_keepalive", DurationOrOff(|a| &mut a.timeouts.sse_keepalive)),
+    // Admission, retries, the breaker and the rate limit (an [[upstream]] may have admission limits of its own).
+    ("upstream_max_concurrent", Number(0..=i64::MAX, |a| &mut a.resilience.upstream_max_concurrent)),
+    ("upstream_queue", Number(0..=i64::MAX, |a| &mut a.resilience.upstream_queue)),
+    ("upstream_queue_timeout", Duration(parse_positive_duration, |a| &mut a.resilience.upstream_queue_timeout)),
+    ("retries", Number(0..=10, |a| &mut a.resilience.retries)),
+    ("retry_backoff", Duration(parse_positive_duration, |a| &mut a.resilience.retry_backoff)),
+    ("retry_max_wait", Duration(parse_positive_duration, |a| &mut a.resilience.retry_max_wait)),
+    ("breaker_failures", Number(0..=u32::MAX as i64, |a| &mut a.resilience.breaker_failures)),
+    ("breaker_cooldown", Duration(parse_positive_duration, |a| &mut a.resilience.breaker_cooldown)),
+    ("rate_limit", Rate(|a| &mut a.resilience.rate_limit)),
+    ("rate_burst", Number(1..=1_000_000, |a| &mut a.resilience.rate_burst)),
 ];
 
 /// The row of the option `key` (`None`: the file cannot set such an option).
@@ -64,6 +99,9 @@ pub(crate) enum Value {
     Address(SocketAddr, Field<SocketAddr>),
     Flag(bool, Field<bool>),
     Number(u64, Field<dyn NumberField>),
+    Duration(Duration, Field<Duration>),
+    DurationOrOff(MaybeDuration, Field<MaybeDuration>),
+    Rate(f64, Field<f64>),
 }
 
 impl Kind {
@@ -89,6 +127,12 @@ impl Kind {
                 Toml::Integer(n) => Value::Number(within(name, *n, bounds)?, *field),
                 other => return Err(wrong_type(name, other, "a whole number")),
             },
+            Duration(parse, field) => Value::Duration(parse(&text()?).map_err(parsed)?, *field),
+            DurationOrOff(field) => {
+                let d = parse_optional_duration(&text()?).map_err(parsed)?;
+                Value::DurationOrOff(d, *field)
+            }
+            Rate(field) => Value::Rate(parse_rate(&text()?).map_err(parsed)?, *field),
         })
     }
 }
@@ -100,6 +144,9 @@ impl Value {
             Value::Address(v, field) => *field(args) = v,
             Value::Flag(v, field) => *field(args) = v,
             Value::Number(n, field) => field(args).set(n),
+            Value::Duration(v, field) => *field(args) = v,
+            Value::DurationOrOff(v, field) => *field(args) = v,
+            Value::Rate(v, field) => *field(args) = v,
         }
     }
 }
@@ -111,6 +158,9 @@ impl std::fmt::Debug for Value {
             Value::Address(v, _) => write!(f, "{v}"),
             Value::Flag(v, _) => write!(f, "{v}"),
             Value::Number(n, _) => write!(f, "{n}"),
+            Value::Duration(d, _) => write!(f, "{d:?}"),
+            Value::DurationOrOff(MaybeDuration(d), _) => write!(f, "{d:?}"),
+            Value::Rate(r, _) => write!(f, "{r}"),
         }
     }
 }
