@@ -14,6 +14,14 @@
 //! key_env = "OPENAI_API_KEY"         # optional: the environment variable that holds the key
 //! model = "gpt-4o-mini"              # optional: the simple route's model when a request names none
 //! ca = "/etc/tokenpipe/ca.pem"       # optional: extra CA certificates, for https:// only
+//! fallback = "local"                 # optional: the upstream that takes what this one failed
+//!
+//! [[upstream]]
+//! name = "local"
+//! provider = "openai"
+//! url = "http://127.0.0.1:8000"
+//! max_concurrent = 4                 # optional: its own admission limits (max_concurrent, queue,
+//! queue = 16                         # queue_timeout) in place of the global upstream_* ones
 //!
 //! [[route]]
 //! prefix = "/local"                  # /local/v1/... goes to "local" as /v1/...
@@ -28,10 +36,11 @@
 //! or `30` for 30 seconds. Like provider keys, client keys never go in this file, only the name of the
 //! file that holds them. **Precedence** (applied by `ServeArgs::config`): an option given on the command
 //! line or in its `TOKENPIPE_*` environment variable wins over the file, and the file wins over the
-//! option's default. The upstreams are the file's alone: `--upstream`, `--provider`, `--model` and
-//! `--upstream-ca` are refused next to `--config`, and the `*_API_KEY` variables are read only where an
-//! upstream's `key_env` names them. Relative paths (`ca`, `tls_cert`, `tls_key`, `client_keys_file`)
-//! are relative to the file's directory.
+//! option's default. An upstream's own `max_concurrent`, `queue` and `queue_timeout` win over the global
+//! options for that upstream; those it does not give are the global ones. The upstreams are the file's
+//! alone: `--upstream`, `--provider`, `--model` and `--upstream-ca` are refused next to `--config`, and
+//! the `*_API_KEY` variables are read only where an upstream's `key_env` names them. Relative paths
+//! (`ca`, `tls_cert`, `tls_key`, `client_keys_file`) are relative to the file's directory.
 //!
 //! Every problem is reported, not just the first, each with the line it is on: syntax errors (all of
 //! them; the meaning of a file that does not parse is not checked), then every key and value. To get past
@@ -39,7 +48,9 @@
 //! (`deny_unknown_fields` in every table, and the same check for the global settings, so a misspelt key
 //! is an error that names it). What serde cannot know is checked next, with the span of each value:
 //! names, providers, URLs, models, the environment variables the keys are in, files, prefixes, the
-//! options' values, and references between tables.
+//! options' values, and references between tables (routes, `[generate]` and fallbacks name upstreams;
+//! a fallback is another upstream, and two may name each other: a request follows at most as many
+//! fallbacks as there are upstreams, so a cycle ends).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -65,7 +76,15 @@ pub struct FileConfig {
     /// The upstream of `/api/v1/generate-stream` (`None`: the first).
     pub generate: Option<String>,
     pub settings: FileSettings,
+    /// The upstreams with admission limits of their own. Their `admission` is made in `precedence`,
+    /// once the global limits it starts from are known.
+    pub(crate) admission: Admission,
 }
+
+/// Each upstream's own admission limits, by name: values of the global options they stand for
+/// (`max_concurrent` sets `upstream_max_concurrent`, ...), which `precedence` writes over the global
+/// ones for that upstream alone.
+pub(crate) type Admission = BTreeMap<String, Vec<options::Value>>;
 
 /// The global settings the file gives.
 #[derive(Debug, Clone, Default)]
@@ -199,7 +218,7 @@ pub fn parse(
             message: "no upstream: define at least one [[upstream]] (name, provider, url)".into(),
         });
     }
-    let (upstreams, names) = meaning::upstreams(&mut c, &upstreams, dir, env);
+    let (upstreams, admission, names) = meaning::upstreams(&mut c, &upstreams, dir, env);
     let routes = meaning::routes(&mut c, &routes, &names);
     let generate = generate.and_then(|g| {
         if g.raw.upstream.is_none() && !g.keys.contains("upstream") {
@@ -216,6 +235,7 @@ pub fn parse(
             routes,
             generate,
             settings,
+            admission,
         })
     } else {
         Err(c.finish())

@@ -10,6 +10,9 @@
 //!   file wins over the option's default. `tls_cert` and `tls_key` go as a pair: if either option is
 //!   given, both come from the options. Likewise the client keys: if `--client-key` or
 //!   `--client-keys-file` is given, the file's `client_keys_file` is not read for keys.
+//! * An `[[upstream]]`'s own `max_concurrent`, `queue` and `queue_timeout` win over the global
+//!   `upstream_max_concurrent`, `upstream_queue` and `upstream_queue_timeout` for that upstream, whatever
+//!   made those; the ones it does not give are the global ones.
 //!
 //! "Given" is what clap's `ArgMatches::value_source` says (`CommandLine` or `EnvVariable`, not
 //! `DefaultValue`), recorded by [`super::Cli::parse_sourced`] in [`Given`].
@@ -20,8 +23,9 @@ use std::path::Path;
 use clap::ArgMatches;
 use clap::parser::ValueSource;
 
-use super::file::{self, FileSettings};
+use super::file::{self, FileSettings, options};
 use super::{Config, ServeArgs, UpstreamConfig};
+use crate::relay::admission::AdmissionLimits;
 
 /// Which options were given on the command line or in their environment variable, rather than left at
 /// their defaults. Unknown (`Default`, e.g. after a plain `Cli::parse`) counts every option as given,
@@ -78,12 +82,29 @@ pub(super) fn with_file(
         ));
     }
     let file = file::load(path, env)?;
+    let args = overlaid(args, &file.settings);
+    let mut upstreams = file.upstreams;
+    for spec in &mut upstreams {
+        if let Some(own) = file.admission.get(&spec.name) {
+            spec.admission = Some(own_admission(&args, own));
+        }
+    }
     let upstream = UpstreamConfig::Remote {
-        upstreams: file.upstreams,
+        upstreams,
         routes: file.routes,
         generate: file.generate,
     };
-    overlaid(args, &file.settings).finish(upstream)
+    args.finish(upstream)
+}
+
+/// An upstream's admission limits: its own values (`max_concurrent`, ...) over the global ones, which are
+/// already what the command line, the environment, the file or the defaults made them.
+fn own_admission(global: &ServeArgs, own: &[options::Value]) -> AdmissionLimits {
+    let mut args = global.clone();
+    for value in own {
+        value.write(&mut args);
+    }
+    args.resilience.admission()
 }
 
 /// `args` with the file's settings `s` in place of the options that were not given.

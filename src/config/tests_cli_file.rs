@@ -264,7 +264,8 @@ fn check_config_takes_a_file() {
     );
 }
 
-/// The timeouts, admission, retries, breaker and rate limit of a file.
+/// The timeouts, admission, retries, breaker and rate limit of a file, with an upstream that has
+/// admission limits of its own and a fallback.
 const RESILIENT: &str = r#"
 client_head_timeout = "5s"
 client_body_timeout = 30
@@ -292,11 +293,13 @@ rate_burst = 10
 name = "cloud"
 provider = "openai"
 url = "http://127.0.0.1:9001"
+fallback = "local"
 
 [[upstream]]
 name = "local"
 provider = "openai"
 url = "http://127.0.0.1:9002"
+max_concurrent = 2
 "#;
 
 fn secs(n: u64) -> Duration {
@@ -346,7 +349,15 @@ fn the_files_timeouts_and_limits_make_the_config() {
     );
     let rate = config.rate_limit.expect("a rate limit");
     assert_eq!((rate.per_second, rate.burst), (2.5, 10.0));
-    assert!(upstreams(&config).iter().all(|u| u.admission.is_none()));
+    let [cloud, local] = upstreams(&config) else {
+        panic!("two upstreams");
+    };
+    assert_eq!(cloud.fallback.as_deref(), Some("local"));
+    assert!(
+        cloud.admission.is_none(),
+        "no limits of its own: the global ones"
+    );
+    assert_eq!(local.fallback, None);
 }
 
 /// An option given (on the command line, or in its variable: clap says "given" for both) wins over the
@@ -385,4 +396,55 @@ fn an_option_given_wins_over_the_files_timeouts_and_limits() {
     assert!(config.rate_limit.is_none(), "--rate-limit 0: off");
     assert_eq!(config.admission.queue, 64);
     assert_eq!(config.admission.max_concurrent, Some(32));
+}
+
+/// An upstream's own `max_concurrent` wins over the global cap for it alone; its queue and queue deadline,
+/// which it does not give, are the global ones, whatever made those (here the file, then an option).
+#[test]
+fn an_upstreams_own_admission_overrides_the_global_one() {
+    let file = TempFile::new("own-admission", RESILIENT);
+    let config = serve(&["--config", file.arg()])
+        .config(env)
+        .expect("config");
+    let local = &upstreams(&config)[1];
+    let own = local.admission.expect("limits of its own");
+    assert_eq!(
+        (own.max_concurrent, own.queue, own.queue_timeout),
+        (Some(2), 100, Duration::from_millis(2500))
+    );
+    assert_eq!(config.admission.max_concurrent, Some(32), "the others' cap");
+
+    let config = serve(&[
+        "--config",
+        file.arg(),
+        "--upstream-max-concurrent",
+        "8",
+        "--upstream-queue-timeout",
+        "9s",
+    ])
+    .config(env)
+    .expect("config");
+    let own = upstreams(&config)[1].admission.expect("limits of its own");
+    assert_eq!(own.max_concurrent, Some(2), "its own, over the option");
+    assert_eq!(
+        own.queue_timeout,
+        secs(9),
+        "the global one, from the option"
+    );
+    assert_eq!(config.admission.max_concurrent, Some(8));
+
+    // Its own 0 is no cap, as the global option's 0 is; queue and deadline of its own too.
+    let text = RESILIENT.replace(
+        "max_concurrent = 2\n",
+        "max_concurrent = 0\nqueue = 1\nqueue_timeout = \"1s\"\n",
+    );
+    let file = TempFile::new("own-admission-all", &text);
+    let config = serve(&["--config", file.arg()])
+        .config(env)
+        .expect("config");
+    let own = upstreams(&config)[1].admission.expect("limits of its own");
+    assert_eq!(
+        (own.max_concurrent, own.queue, own.queue_timeout),
+        (None, 1, secs(1))
+    );
 }

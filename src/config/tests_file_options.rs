@@ -265,3 +265,100 @@ fn a_misspelt_key_lists_every_key() {
         );
     }
 }
+
+/// An upstream's `fallback` names another upstream, listed before or after it; two upstreams may name
+/// each other (a request follows at most as many fallbacks as there are upstreams).
+#[test]
+fn a_fallback_names_another_upstream() {
+    let text = r#"
+[[upstream]]
+name = "openai"
+provider = "openai"
+url = "https://api.openai.com"
+fallback = "local"
+
+[[upstream]]
+name = "local"
+provider = "openai"
+url = "http://127.0.0.1:8000"
+fallback = "openai"
+
+[[upstream]]
+name = "spare"
+provider = "gemini"
+url = "http://127.0.0.1:8001"
+"#;
+    let file = valid(text, &no_env);
+    let fallbacks: Vec<Option<&str>> = file
+        .upstreams
+        .iter()
+        .map(|u| u.fallback.as_deref())
+        .collect();
+    assert_eq!(fallbacks, [Some("local"), Some("openai"), None]);
+
+    let broken = text
+        .replace("fallback = \"local\"", "fallback = \"ghost\"")
+        .replace("fallback = \"openai\"", "fallback = \"local\"")
+        + "fallback = 3\n";
+    assert_problems(
+        &problems(&broken, &no_env),
+        &[
+            (
+                Some(6),
+                "upstream \"openai\": `fallback`: no upstream is named \"ghost\" (the upstreams: local, openai, spare)",
+            ),
+            (
+                Some(12),
+                "upstream \"local\": `fallback` names the upstream itself",
+            ),
+            (
+                Some(18),
+                "`fallback`: invalid type: integer `3`, expected a string",
+            ),
+        ],
+    );
+}
+
+/// An upstream's `max_concurrent`, `queue` and `queue_timeout` have the bounds of the global options they
+/// stand for, and their problems name the upstream.
+#[test]
+fn an_upstreams_admission_keys_have_the_global_bounds() {
+    let with = |keys: &str| format!("{UPSTREAM}{keys}");
+    let file = valid(
+        &with("max_concurrent = 0\nqueue = 0\nqueue_timeout = \"250ms\"\n"),
+        &no_env,
+    );
+    let own: Vec<String> = file.admission["a"]
+        .iter()
+        .map(|v| format!("{v:?}"))
+        .collect();
+    assert_eq!(own, ["0", "0", "250ms"]);
+    assert!(valid(UPSTREAM, &no_env).admission.is_empty());
+    assert_problems(
+        &problems(
+            &with("max_concurrent = -1\nqueue = \"3\"\nqueue_timeout = \"1 fortnight\"\n"),
+            &no_env,
+        ),
+        &[
+            (
+                Some(5),
+                "upstream \"a\": `max_concurrent` must be at least 0, not -1",
+            ),
+            (
+                Some(6),
+                "upstream \"a\": `queue`: invalid type: string \"3\", expected a whole number",
+            ),
+            (
+                Some(7),
+                "upstream \"a\": `queue_timeout`: \"1 fortnight\": unknown unit \"fortnight\"",
+            ),
+        ],
+    );
+    assert_problems(
+        &problems(&with("queue_timeout = 0\n"), &no_env),
+        &[(
+            Some(5),
+            "upstream \"a\": `queue_timeout`: \"0\": must be more than zero",
+        )],
+    );
+}

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::FileSettings;
 use super::options::{self, OPTIONS};
 use super::raw::{Checker, RawRoute, RawSettings, RawUpstream, Read};
+use super::{Admission, FileSettings};
 use crate::config::resolved::{RouteSpec, UpstreamSpec};
 use crate::relay::auth::{ClientKeys, read_key_file};
 use crate::relay::providers::{Provider, ProviderKey, parse_upstream_url, validate_model};
@@ -98,16 +98,17 @@ pub(super) fn settings(
     }
 }
 
-/// The valid upstreams, and the names of all (also the invalid ones, so that a route naming one is
-/// not reported a second time).
+/// The valid upstreams, their own admission limits, and the names of all (also the invalid ones, so
+/// that a route naming one is not reported a second time).
 pub(super) fn upstreams(
     c: &mut Checker<'_>,
     reads: &[Read<RawUpstream>],
     dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-) -> (Vec<UpstreamSpec>, BTreeMap<String, usize>) {
+) -> (Vec<UpstreamSpec>, Admission, BTreeMap<String, usize>) {
     let mut names = BTreeMap::new();
     let mut specs = Vec::new();
+    let mut admission = Admission::new();
     for read in reads {
         let before = c.problems.len();
         let u = &read.raw;
@@ -152,6 +153,7 @@ pub(super) fn upstreams(
             }
             existing_file(c, &format!("{label}: `ca`"), ca, dir)
         });
+        let own = own_admission(c, u, &label);
         if let (Some(name), Some(provider), Some(origin), true) =
             (name, provider, origin, c.problems.len() == before)
         {
@@ -160,10 +162,56 @@ pub(super) fn upstreams(
             if let Some(m) = &u.model {
                 spec.model = m.get_ref().clone();
             }
+            // Checked below, once every name is known: a bad one fails the whole file.
+            spec.fallback = u.fallback.as_ref().map(|f| f.get_ref().clone());
+            if !own.is_empty() {
+                admission.insert(name, own);
+            }
             specs.push(spec);
         }
     }
-    (specs, names)
+    // A fallback may name an upstream listed after it; it may also name one whose fallback is this one
+    // (a -> b -> a): a request follows at most as many fallbacks as there are upstreams, so a cycle ends.
+    for u in reads.iter().map(|read| &read.raw) {
+        let Some(fallback) = &u.fallback else {
+            continue;
+        };
+        let (name, to) = (u.name.as_ref().map(|n| n.get_ref()), fallback.get_ref());
+        let label = name.map_or("[[upstream]]".into(), |n| format!("upstream {n:?}"));
+        if name == Some(to) {
+            let message =
+                format!("{label}: `fallback` names the upstream itself: name another one");
+            c.at(fallback.span(), message);
+        } else if !names.contains_key(to) {
+            let message = format!("{label}: `fallback`: {}", unknown(to, &names));
+            c.at(fallback.span(), message);
+        }
+    }
+    (specs, admission, names)
+}
+
+/// An upstream's `max_concurrent`, `queue` and `queue_timeout`, read by the rows of the global options
+/// they stand for, so that they have the same bounds.
+fn own_admission(c: &mut Checker<'_>, u: &RawUpstream, label: &str) -> Vec<options::Value> {
+    let mut own = Vec::new();
+    for (key, global, value) in [
+        (
+            "max_concurrent",
+            "upstream_max_concurrent",
+            &u.max_concurrent,
+        ),
+        ("queue", "upstream_queue", &u.queue),
+        ("queue_timeout", "upstream_queue_timeout", &u.queue_timeout),
+    ] {
+        let (Some(value), Some((_, kind))) = (value, options::find(global)) else {
+            continue;
+        };
+        match kind.read(&format!("{label}: `{key}`"), value.get_ref()) {
+            Ok(v) => own.push(v),
+            Err(e) => c.at(value.span(), e),
+        }
+    }
+    own
 }
 
 /// A new upstream name, recorded in `names` with its line.
@@ -240,16 +288,20 @@ pub(super) fn known(
     if names.contains_key(name) {
         return Some(name.clone());
     }
+    c.at(upstream.span(), unknown(name, names));
+    None
+}
+
+/// That no upstream is called `name`, and which are.
+fn unknown(name: &str, names: &BTreeMap<String, usize>) -> String {
     let list: Vec<&str> = names.keys().map(String::as_str).collect();
-    let message = match list.is_empty() {
+    match list.is_empty() {
         true => format!("no upstream is named {name:?}"),
         false => format!(
             "no upstream is named {name:?} (the upstreams: {})",
             list.join(", ")
         ),
-    };
-    c.at(upstream.span(), message);
-    None
+    }
 }
 
 pub(super) fn routes(

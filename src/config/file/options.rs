@@ -75,7 +75,7 @@ pub(crate) const OPTIONS: &[(&str, Kind)] = &[
     ("stream_idle_timeout", Duration(parse_positive_duration, |a| &mut a.timeouts.stream_idle_timeout)),
     ("stream_timeout", DurationOrOff(|a| &mut a.timeouts.stream_timeout)),
     ("sse_keepalive", DurationOrOff(|a| &mut a.timeouts.sse_keepalive)),
-    // Admission, retries, the breaker and the rate limit (an [[upstream]] may have admission limits of its own).
+    // Admission (an [[upstream]] may have its own), retries, the breaker, the rate limit.
     ("upstream_max_concurrent", Number(0..=i64::MAX, |a| &mut a.resilience.upstream_max_concurrent)),
     ("upstream_queue", Number(0..=i64::MAX, |a| &mut a.resilience.upstream_queue)),
     ("upstream_queue_timeout", Duration(parse_positive_duration, |a| &mut a.resilience.upstream_queue_timeout)),

@@ -37,6 +37,13 @@ pub(super) struct RawUpstream {
     pub(super) key_env: Option<Spanned<String>>,
     pub(super) model: Option<Spanned<String>>,
     pub(super) ca: Option<Spanned<PathBuf>>,
+    /// Its own admission limits, in place of the global `upstream_max_concurrent`, `upstream_queue` and
+    /// `upstream_queue_timeout`: kept as written, to be read by the same rows of `options::OPTIONS`.
+    pub(super) max_concurrent: Option<Spanned<toml::Value>>,
+    pub(super) queue: Option<Spanned<toml::Value>>,
+    pub(super) queue_timeout: Option<Spanned<toml::Value>>,
+    /// The upstream that takes a request this one failed.
+    pub(super) fallback: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
