@@ -476,6 +476,14 @@ fn the_example_file_is_valid() {
         "http://127.0.0.1:8000"
     );
     assert!(file.upstreams.iter().all(|u| u.ca.is_none()));
+    let fallbacks: Vec<Option<&str>> = file
+        .upstreams
+        .iter()
+        .map(|u| u.fallback.as_deref())
+        .collect();
+    assert_eq!(fallbacks, [Some("local"), None, None, None]);
+    let own: Vec<&str> = file.admission.keys().map(String::as_str).collect();
+    assert_eq!(own, ["local"], "the local server's own admission limits");
     assert_eq!(
         file.routes,
         [RouteSpec {
