@@ -306,7 +306,6 @@ impl ServeArgs {
     /// Checks the options and decides the upstream, with `env` as the environment (`GEMINI_API_KEY`,
     /// `OPENAI_API_KEY`, or with `--config` the variables the file's `key_env` entries name).
     pub fn config(&self, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
-        self.common.check_drain()?;
         match &self.config {
             Some(path) => precedence::with_file(self, path, &env),
             None => self.finish(self.upstream_from_options(&env)?),
@@ -315,6 +314,8 @@ impl ServeArgs {
 
     /// The [`Config`] of these options with `upstream`.
     fn finish(&self, upstream: UpstreamConfig) -> Result<Config, String> {
+        // Here, after a config file's settings are in: the grace and the timeout may come from either.
+        self.common.check_drain()?;
         Ok(Config {
             listen: self.listen,
             workers: self.workers.map_or_else(cores, usize::from),

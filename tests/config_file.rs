@@ -1,6 +1,7 @@
 //! The `--config` file through the binary: `tokenpipe check-config` (exit status, every error with its
-//! line), and a relay whose file names two mock upstreams, where a route prefix reaches the second and
-//! the providers' own paths the first. All on 127.0.0.1; every wait bounded.
+//! line), a relay whose file names two mock upstreams, where a route prefix reaches the second and the
+//! providers' own paths the first, and the file's fallback, admission and deadlines at work. All on
+//! 127.0.0.1; every wait bounded.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
@@ -389,5 +390,100 @@ fn an_option_given_wins_over_the_file() {
     assert!(
         stderr.contains("--model (TOKENPIPE_MODEL)") && stderr.contains("--config"),
         "{stderr}"
+    );
+}
+
+/// A file whose first upstream refuses connections and falls back on a mock that takes one request at a
+/// time (its own `max_concurrent`), with no retries: the keys of the file reach the running relay.
+#[test]
+fn the_files_fallback_and_own_admission_reach_the_relay() {
+    let mock = spawn_mock(&["--tokens", "3", "--interval-ms", "0"]);
+    let dir = TempDir::new("fallback");
+    let path = dir.write(
+        "fallback.toml",
+        &format!(
+            r#"listen = "127.0.0.1:0"
+workers = 1
+retries = 0
+upstream_connect_timeout = "2s"
+
+[[upstream]]
+name = "primary"
+provider = "openai"
+url = "http://{}"
+fallback = "backup"
+
+[[upstream]]
+name = "backup"
+provider = "openai"
+url = "{}"
+max_concurrent = 1
+queue = 0
+
+[[route]]
+prefix = "/backup"
+upstream = "backup"
+"#,
+            closed_port_addr(),
+            mock.url()
+        ),
+    );
+    let relay = Proc::spawn(&["--config", &path]);
+    let chat =
+        json!({"model": "m", "messages": [{"role": "user", "content": "hello"}], "stream": false})
+            .to_string();
+
+    // The primary refuses: its fallback answers.
+    let fell_back = fetch(relay.addr, &post_json("/v1/chat/completions", &chat));
+    assert_eq!(fell_back.status(), 200, "{}", fell_back.text());
+    assert_eq!(paths_seen(mock.addr), ["/v1/chat/completions"]);
+
+    // The backup's one turn is taken by a slow answer: the next request gets a 503 at once, with no queue.
+    let mut slow = Conn::connect(relay.addr);
+    slow.send(&post_with_fault(
+        "/backup/v1/chat/completions",
+        &chat,
+        "head-delay=1500ms",
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while paths_seen(mock.addr).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached the mock"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let busy = fetch(relay.addr, &post_json("/backup/v1/chat/completions", &chat));
+    assert_eq!(busy.status(), 503, "{}", busy.text());
+    assert_eq!(busy.json()["error"]["code"], "upstream_busy");
+    assert_eq!(slow.read_response("the slow answer").status(), 200);
+}
+
+/// The file's client head deadline applies; the same option in the environment wins over it.
+#[test]
+fn a_deadline_in_the_environment_wins_over_the_files() {
+    let mock = spawn_mock(&[]);
+    let dir = TempDir::new("deadline");
+    let path = dir.write(
+        "deadline.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\nworkers = 1\nclient_head_timeout = \"300ms\"\n\
+             [[upstream]]\nname = \"m\"\nprovider = \"openai\"\nurl = \"{}\"\n",
+            mock.url()
+        ),
+    );
+    let by_file = Started::new(&["--config", &path], &[]);
+    let mut silent = Conn::connect(by_file.addr);
+    assert_eq!(silent.read_response("a silent client").status(), 408);
+
+    let by_env = Started::new(
+        &["--config", &path],
+        &[("TOKENPIPE_CLIENT_HEAD_TIMEOUT", "30s")],
+    );
+    let mut silent = Conn::connect(by_env.addr);
+    let open = silent.wait_closed(Duration::from_millis(1500));
+    assert!(
+        open.is_err_and(|e| e.contains("still open")),
+        "closed within 1.5 s: the file's 300 ms applied"
     );
 }

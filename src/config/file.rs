@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"          # optional global settings (see below for which option wins)
+//! first_token_timeout = "90s"        # durations: "500ms", "30s", "2m", or a number of seconds
 //!
 //! [generate]                         # which upstream serves POST /api/v1/generate-stream
 //! upstream = "openai"                # (default: the first listed)
@@ -13,40 +14,55 @@
 //! key_env = "OPENAI_API_KEY"         # optional: the environment variable that holds the key
 //! model = "gpt-4o-mini"              # optional: the simple route's model when a request names none
 //! ca = "/etc/tokenpipe/ca.pem"       # optional: extra CA certificates, for https:// only
+//! fallback = "local"                 # optional: the upstream that takes what this one failed
+//!
+//! [[upstream]]
+//! name = "local"
+//! provider = "openai"
+//! url = "http://127.0.0.1:8000"
+//! max_concurrent = 4                 # optional: its own admission limits (max_concurrent, queue,
+//! queue = 16                         # queue_timeout) in place of the global upstream_* ones
 //!
 //! [[route]]
 //! prefix = "/local"                  # /local/v1/... goes to "local" as /v1/...
 //! upstream = "local"
 //! ```
 //!
-//! The global settings are `listen`, `workers`, `upstream_idle_timeout`, `upstream_max_conns`, `dns_ttl`,
-//! `stream_buffer_bytes`, `max_body_bytes`, `loop_warn_ms`, `backlog`, `max_fds`, `tls_cert`, `tls_key`,
-//! `client_keys_file` and `allow_unauthenticated`, with the bounds of the command-line options of the same
-//! name. Like provider keys, client keys never go in this file, only the name of the file that holds them. **Precedence** (applied by
-//! `ServeArgs::config`): an option given on the command line or in its `TOKENPIPE_*` environment variable
-//! wins over the file, and the file wins over the option's default. The upstreams are the file's alone:
-//! `--upstream`, `--provider`, `--model` and `--upstream-ca` are refused next to `--config`, and the
-//! `*_API_KEY` variables are read only where an upstream's `key_env` names them. Relative paths (`ca`,
-//! `tls_cert`, `tls_key`, `client_keys_file`) are relative to the file's directory.
+//! A global setting is an option's long name with `_` (`dns_ttl` for `--dns-ttl`), with that option's
+//! bounds, checked by its own parser: every option in the table of [`options`] (listen, workers, the
+//! limits, the client and upstream timeouts, admission, retries, the breaker, the rate limit,
+//! allow_unauthenticated), and `tls_cert`, `tls_key` and `client_keys_file`. What the command line
+//! reads as text (a duration, the rate, the address) may be a string or a number: `"30s"`, `"500ms"`,
+//! or `30` for 30 seconds. Like provider keys, client keys never go in this file, only the name of the
+//! file that holds them. **Precedence** (applied by `ServeArgs::config`): an option given on the command
+//! line or in its `TOKENPIPE_*` environment variable wins over the file, and the file wins over the
+//! option's default. An upstream's own `max_concurrent`, `queue` and `queue_timeout` win over the global
+//! options for that upstream; those it does not give are the global ones. The upstreams are the file's
+//! alone: `--upstream`, `--provider`, `--model` and `--upstream-ca` are refused next to `--config`, and
+//! the `*_API_KEY` variables are read only where an upstream's `key_env` names them. Relative paths
+//! (`ca`, `tls_cert`, `tls_key`, `client_keys_file`) are relative to the file's directory.
 //!
 //! Every problem is reported, not just the first, each with the line it is on: syntax errors (all of
 //! them; the meaning of a file that does not parse is not checked), then every key and value. To get past
 //! serde's stop-at-the-first-error, each table is read as a whole, and when that fails key by key
-//! (`deny_unknown_fields` everywhere, so a misspelt key is an error that names it). What serde cannot
-//! know is checked next, with the span of each value: names, providers, URLs, models, the environment
-//! variables the keys are in, files, prefixes, and references between tables.
+//! (`deny_unknown_fields` in every table, and the same check for the global settings, so a misspelt key
+//! is an error that names it). What serde cannot know is checked next, with the span of each value:
+//! names, providers, URLs, models, the environment variables the keys are in, files, prefixes, the
+//! options' values, and references between tables (routes, `[generate]` and fallbacks name upstreams;
+//! a fallback is another upstream, and two may name each other: a request follows at most as many
+//! fallbacks as there are upstreams, so a cycle ends).
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
+use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::MAX_SECS;
 use super::resolved::{RouteSpec, UpstreamSpec};
 
 mod meaning;
+pub(crate) mod options;
 mod raw;
 
 use raw::{Checker, RawGenerate, RawRoute, RawSettings, RawUpstream};
@@ -60,26 +76,25 @@ pub struct FileConfig {
     /// The upstream of `/api/v1/generate-stream` (`None`: the first).
     pub generate: Option<String>,
     pub settings: FileSettings,
+    /// The upstreams with admission limits of their own. Their `admission` is made in `precedence`,
+    /// once the global limits it starts from are known.
+    pub(crate) admission: Admission,
 }
 
-/// The global settings the file gives (`None`: not in the file).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Each upstream's own admission limits, by name: values of the global options they stand for
+/// (`max_concurrent` sets `upstream_max_concurrent`, ...), which `precedence` writes over the global
+/// ones for that upstream alone.
+pub(crate) type Admission = BTreeMap<String, Vec<options::Value>>;
+
+/// The global settings the file gives.
+#[derive(Debug, Clone, Default)]
 pub struct FileSettings {
-    pub listen: Option<SocketAddr>,
-    pub workers: Option<u16>,
-    pub upstream_idle_timeout: Option<u64>,
-    pub upstream_max_conns: Option<usize>,
-    pub dns_ttl: Option<u64>,
-    pub stream_buffer_bytes: Option<u64>,
-    pub max_body_bytes: Option<u64>,
-    pub loop_warn_ms: Option<u64>,
-    pub backlog: Option<u32>,
-    pub max_fds: Option<u64>,
+    /// The options set as values ([`options::OPTIONS`]), each with its key, which is the option's clap id.
+    pub(crate) options: Vec<(&'static str, options::Value)>,
     /// `tls_cert` and `tls_key` (both or neither).
     pub tls: Option<(PathBuf, PathBuf)>,
     /// A file of client keys (checked to read as one); the keys themselves never go in this file.
     pub client_keys_file: Option<PathBuf>,
-    pub allow_unauthenticated: Option<bool>,
 }
 
 /// One problem in a file: a line (`None`: the file as a whole) and what is wrong there.
@@ -114,19 +129,6 @@ impl From<Problems> for String {
         p.to_string()
     }
 }
-
-/// Bounds of the numeric settings: those of the command-line options of the same names.
-pub const BOUNDS: [(&str, RangeInclusive<i64>); 9] = [
-    ("workers", 1..=u16::MAX as i64),
-    ("upstream_idle_timeout", 1..=MAX_SECS as i64),
-    ("upstream_max_conns", 0..=i64::MAX),
-    ("dns_ttl", 1..=MAX_SECS as i64),
-    ("stream_buffer_bytes", 1..=1 << 30),
-    ("max_body_bytes", 1..=1 << 30),
-    ("loop_warn_ms", 0..=(MAX_SECS * 1000) as i64),
-    ("backlog", 1..=u32::MAX as i64),
-    ("max_fds", 0..=i64::MAX),
-];
 
 /// Reads and checks the file at `path`, with `env` as the environment (for each upstream's `key_env`).
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<FileConfig, Problems> {
@@ -207,15 +209,16 @@ pub fn parse(
             }
         }
     }
-    let settings = c.table::<RawSettings>(root_span, &settings);
-    let settings = meaning::settings(&mut c, &settings.raw, dir);
+    let values = c.table::<BTreeMap<String, Spanned<toml::Value>>>(root_span.clone(), &settings);
+    let files = c.table::<RawSettings>(root_span, &settings);
+    let settings = meaning::settings(&mut c, &values.raw, &files.raw, dir);
     if !upstream_key {
         c.problems.push(Problem {
             line: None,
             message: "no upstream: define at least one [[upstream]] (name, provider, url)".into(),
         });
     }
-    let (upstreams, names) = meaning::upstreams(&mut c, &upstreams, dir, env);
+    let (upstreams, admission, names) = meaning::upstreams(&mut c, &upstreams, dir, env);
     let routes = meaning::routes(&mut c, &routes, &names);
     let generate = generate.and_then(|g| {
         if g.raw.upstream.is_none() && !g.keys.contains("upstream") {
@@ -232,6 +235,7 @@ pub fn parse(
             routes,
             generate,
             settings,
+            admission,
         })
     } else {
         Err(c.finish())
@@ -241,3 +245,7 @@ pub fn parse(
 #[cfg(test)]
 #[path = "tests_file.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "tests_file_options.rs"]
+mod tests_options;

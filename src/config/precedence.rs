@@ -5,11 +5,14 @@
 //!   their `TOKENPIPE_*` variables) next to `--config` are refused, with a message naming both; provider
 //!   keys are read only from the variables the file's `key_env` entries name (`OPENAI_API_KEY` and the
 //!   like are not looked at otherwise).
-//! * Every other option (`listen`, `workers`, the limits, `tls_cert`/`tls_key`, ...): a value given on the
-//!   command line or in the option's environment variable wins over the file; the file wins over the
-//!   option's default. `tls_cert` and `tls_key` go as a pair: if either option is given, both come from
-//!   the options. Likewise the client keys: if `--client-key` or `--client-keys-file` is given, the
-//!   file's `client_keys_file` is not read for keys.
+//! * Every other option (`listen`, `workers`, the limits, the timeouts, `tls_cert`/`tls_key`, ...): a
+//!   value given on the command line or in the option's environment variable wins over the file; the
+//!   file wins over the option's default. `tls_cert` and `tls_key` go as a pair: if either option is
+//!   given, both come from the options. Likewise the client keys: if `--client-key` or
+//!   `--client-keys-file` is given, the file's `client_keys_file` is not read for keys.
+//! * An `[[upstream]]`'s own `max_concurrent`, `queue` and `queue_timeout` win over the global
+//!   `upstream_max_concurrent`, `upstream_queue` and `upstream_queue_timeout` for that upstream, whatever
+//!   made those; the ones it does not give are the global ones.
 //!
 //! "Given" is what clap's `ArgMatches::value_source` says (`CommandLine` or `EnvVariable`, not
 //! `DefaultValue`), recorded by [`super::Cli::parse_sourced`] in [`Given`].
@@ -20,8 +23,9 @@ use std::path::Path;
 use clap::ArgMatches;
 use clap::parser::ValueSource;
 
-use super::file::{self, FileSettings};
+use super::file::{self, FileSettings, options};
 use super::{Config, ServeArgs, UpstreamConfig};
+use crate::relay::admission::AdmissionLimits;
 
 /// Which options were given on the command line or in their environment variable, rather than left at
 /// their defaults. Unknown (`Default`, e.g. after a plain `Cli::parse`) counts every option as given,
@@ -78,12 +82,29 @@ pub(super) fn with_file(
         ));
     }
     let file = file::load(path, env)?;
+    let args = overlaid(args, &file.settings);
+    let mut upstreams = file.upstreams;
+    for spec in &mut upstreams {
+        if let Some(own) = file.admission.get(&spec.name) {
+            spec.admission = Some(own_admission(&args, own));
+        }
+    }
     let upstream = UpstreamConfig::Remote {
-        upstreams: file.upstreams,
+        upstreams,
         routes: file.routes,
         generate: file.generate,
     };
-    overlaid(args, &file.settings).finish(upstream)
+    args.finish(upstream)
+}
+
+/// An upstream's admission limits: its own values (`max_concurrent`, ...) over the global ones, which are
+/// already what the command line, the environment, the file or the defaults made them.
+fn own_admission(global: &ServeArgs, own: &[options::Value]) -> AdmissionLimits {
+    let mut args = global.clone();
+    for value in own {
+        value.write(&mut args);
+    }
+    args.resilience.admission()
 }
 
 /// `args` with the file's settings `s` in place of the options that were not given.
@@ -95,44 +116,19 @@ pub(super) fn overlaid(args: &ServeArgs, s: &FileSettings) -> ServeArgs {
     }
     let wins = |id: &str| !args.given.has(id);
     let mut a = args.clone();
-    take(&mut a.listen, wins("listen"), s.listen);
-    take(&mut a.workers, wins("workers"), s.workers.map(Some));
-    take(
-        &mut a.upstream_idle_timeout,
-        wins("upstream_idle_timeout"),
-        s.upstream_idle_timeout,
-    );
-    take(
-        &mut a.upstream_max_conns,
-        wins("upstream_max_conns"),
-        s.upstream_max_conns,
-    );
-    take(&mut a.dns_ttl, wins("dns_ttl"), s.dns_ttl);
-    let c = &mut a.common;
-    take(
-        &mut c.stream_buffer_bytes,
-        wins("stream_buffer_bytes"),
-        s.stream_buffer_bytes,
-    );
-    take(
-        &mut c.max_body_bytes,
-        wins("max_body_bytes"),
-        s.max_body_bytes,
-    );
-    take(&mut c.loop_warn_ms, wins("loop_warn_ms"), s.loop_warn_ms);
-    take(&mut c.backlog, wins("backlog"), s.backlog.map(Some));
-    take(&mut c.max_fds, wins("max_fds"), s.max_fds.map(Some));
+    // The settings that are one option's value (`file::options`): each key is its option's id.
+    for (key, value) in &s.options {
+        if wins(key) {
+            value.write(&mut a);
+        }
+    }
     // The keys go as one setting too: a key or a key file given as an option replaces the file's.
     take(
         &mut a.client_keys_file,
         wins("client_key") && wins("client_keys_file"),
         s.client_keys_file.clone().map(Some),
     );
-    take(
-        &mut a.allow_unauthenticated,
-        wins("allow_unauthenticated"),
-        s.allow_unauthenticated,
-    );
+    let c = &mut a.common;
     if let Some((cert, key)) = &s.tls {
         let pair = (Some(cert.clone()), Some(key.clone()));
         let mut options = (c.tls_cert.take(), c.tls_key.take());

@@ -108,8 +108,8 @@ impl ResilienceArgs {
     }
 }
 
-/// A rate: a number of requests per second, from 0 (off) to a million.
-fn parse_rate(s: &str) -> Result<f64, String> {
+/// A rate: a number of requests per second, from 0 (off) to a million (the config file's `rate_limit` too).
+pub fn parse_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(r) if (0.0..=1e6).contains(&r) => Ok(r),
         _ => Err(format!(

@@ -263,3 +263,188 @@ fn check_config_takes_a_file() {
         "FILE is required"
     );
 }
+
+/// The timeouts, admission, retries, breaker and rate limit of a file, with an upstream that has
+/// admission limits of its own and a fallback.
+const RESILIENT: &str = r#"
+client_head_timeout = "5s"
+client_body_timeout = 30
+keepalive_timeout = "90s"
+client_write_timeout = "45s"
+upstream_connect_timeout = "3s"
+tls_handshake_timeout = "4s"
+upstream_head_timeout = "2m"
+first_token_timeout = "90s"
+stream_idle_timeout = "1m"
+stream_timeout = "1h"
+sse_keepalive = 0
+upstream_max_concurrent = 32
+upstream_queue = 100
+upstream_queue_timeout = "2500ms"
+retries = 3
+retry_backoff = "100ms"
+retry_max_wait = "10s"
+breaker_failures = 7
+breaker_cooldown = "1m"
+rate_limit = 2.5
+rate_burst = 10
+
+[[upstream]]
+name = "cloud"
+provider = "openai"
+url = "http://127.0.0.1:9001"
+fallback = "local"
+
+[[upstream]]
+name = "local"
+provider = "openai"
+url = "http://127.0.0.1:9002"
+max_concurrent = 2
+"#;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// The upstreams of a remote config.
+fn upstreams(config: &Config) -> &[UpstreamSpec] {
+    match &config.upstream {
+        UpstreamConfig::Remote { upstreams, .. } => upstreams,
+        other => panic!("not remote: {other:?}"),
+    }
+}
+
+/// Every new setting of the file reaches the `Config`, in place of the defaults.
+#[test]
+fn the_files_timeouts_and_limits_make_the_config() {
+    let file = TempFile::new("resilient", RESILIENT);
+    let config = serve(&["--config", file.arg()])
+        .config(env)
+        .expect("config");
+    let client = &config.common.client;
+    assert_eq!(
+        (client.head, client.body, client.keepalive, client.write),
+        (secs(5), secs(30), secs(90), secs(45))
+    );
+    let t = &config.timeouts;
+    assert_eq!(
+        (t.connect, t.handshake, t.head, t.first_token, t.idle),
+        (secs(3), secs(4), secs(120), secs(90), secs(60))
+    );
+    assert_eq!(t.total, Some(secs(3600)));
+    assert_eq!(t.sse_keepalive, None, "0: off");
+    let a = &config.admission;
+    assert_eq!(
+        (a.max_concurrent, a.queue, a.queue_timeout),
+        (Some(32), 100, Duration::from_millis(2500))
+    );
+    let r = &config.retry;
+    assert_eq!(
+        (r.max, r.backoff, r.max_wait),
+        (3, Duration::from_millis(100), secs(10))
+    );
+    assert_eq!(
+        (config.breaker.failures, config.breaker.cooldown),
+        (7, secs(60))
+    );
+    let rate = config.rate_limit.expect("a rate limit");
+    assert_eq!((rate.per_second, rate.burst), (2.5, 10.0));
+    let [cloud, local] = upstreams(&config) else {
+        panic!("two upstreams");
+    };
+    assert_eq!(cloud.fallback.as_deref(), Some("local"));
+    assert!(
+        cloud.admission.is_none(),
+        "no limits of its own: the global ones"
+    );
+    assert_eq!(local.fallback, None);
+}
+
+/// An option given (on the command line, or in its variable: clap says "given" for both) wins over the
+/// file's new settings too, also when its value is the default's; what is not given comes from the file.
+#[test]
+fn an_option_given_wins_over_the_files_timeouts_and_limits() {
+    let file = TempFile::new("resilient-given", RESILIENT);
+    let config = serve(&[
+        "--config",
+        file.arg(),
+        "--client-head-timeout",
+        "10s",
+        "--stream-timeout",
+        "0",
+        "--sse-keepalive",
+        "20s",
+        "--retries",
+        "0",
+        "--rate-limit",
+        "0",
+        "--upstream-queue",
+        "64",
+    ])
+    .config(env)
+    .expect("config");
+    assert_eq!(
+        config.common.client.head,
+        secs(10),
+        "the default, but given"
+    );
+    assert_eq!(config.common.client.body, secs(30), "not given: the file's");
+    assert_eq!(config.timeouts.total, None, "off, given");
+    assert_eq!(config.timeouts.sse_keepalive, Some(secs(20)));
+    assert_eq!(config.retry.max, 0);
+    assert_eq!(config.retry.backoff, Duration::from_millis(100));
+    assert!(config.rate_limit.is_none(), "--rate-limit 0: off");
+    assert_eq!(config.admission.queue, 64);
+    assert_eq!(config.admission.max_concurrent, Some(32));
+}
+
+/// An upstream's own `max_concurrent` wins over the global cap for it alone; its queue and queue deadline,
+/// which it does not give, are the global ones, whatever made those (here the file, then an option).
+#[test]
+fn an_upstreams_own_admission_overrides_the_global_one() {
+    let file = TempFile::new("own-admission", RESILIENT);
+    let config = serve(&["--config", file.arg()])
+        .config(env)
+        .expect("config");
+    let local = &upstreams(&config)[1];
+    let own = local.admission.expect("limits of its own");
+    assert_eq!(
+        (own.max_concurrent, own.queue, own.queue_timeout),
+        (Some(2), 100, Duration::from_millis(2500))
+    );
+    assert_eq!(config.admission.max_concurrent, Some(32), "the others' cap");
+
+    let config = serve(&[
+        "--config",
+        file.arg(),
+        "--upstream-max-concurrent",
+        "8",
+        "--upstream-queue-timeout",
+        "9s",
+    ])
+    .config(env)
+    .expect("config");
+    let own = upstreams(&config)[1].admission.expect("limits of its own");
+    assert_eq!(own.max_concurrent, Some(2), "its own, over the option");
+    assert_eq!(
+        own.queue_timeout,
+        secs(9),
+        "the global one, from the option"
+    );
+    assert_eq!(config.admission.max_concurrent, Some(8));
+
+    // Its own 0 is no cap, as the global option's 0 is; queue and deadline of its own too.
+    let text = RESILIENT.replace(
+        "max_concurrent = 2\n",
+        "max_concurrent = 0\nqueue = 1\nqueue_timeout = \"1s\"\n",
+    );
+    let file = TempFile::new("own-admission-all", &text);
+    let config = serve(&["--config", file.arg()])
+        .config(env)
+        .expect("config");
+    let own = upstreams(&config)[1].admission.expect("limits of its own");
+    assert_eq!(
+        (own.max_concurrent, own.queue, own.queue_timeout),
+        (None, 1, secs(1))
+    );
+}

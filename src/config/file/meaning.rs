@@ -6,32 +6,12 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::options::{self, OPTIONS};
 use super::raw::{Checker, RawRoute, RawSettings, RawUpstream, Read};
-use super::{BOUNDS, FileSettings};
-use crate::config::parse_listen;
+use super::{Admission, FileSettings};
 use crate::config::resolved::{RouteSpec, UpstreamSpec};
 use crate::relay::auth::{ClientKeys, read_key_file};
 use crate::relay::providers::{Provider, ProviderKey, parse_upstream_url, validate_model};
-
-/// A number within its option's bounds.
-fn number(c: &mut Checker<'_>, key: &str, value: &Option<Spanned<i64>>) -> Option<u64> {
-    let value = value.as_ref()?;
-    let bounds = BOUNDS
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, b)| b.clone())?;
-    let n = *value.get_ref();
-    if !bounds.contains(&n) {
-        let (lo, hi) = (bounds.start(), bounds.end());
-        let message = match *hi == i64::MAX {
-            true => format!("`{key}` must be at least {lo}, not {n}"),
-            false => format!("`{key}` must be from {lo} to {hi}, not {n}"),
-        };
-        c.at(value.span(), message);
-        return None;
-    }
-    u64::try_from(n).ok()
-}
 
 /// A file that must exist (relative to `dir`); `what` names it in messages.
 fn existing_file(
@@ -61,12 +41,28 @@ fn existing_file(
     }
 }
 
-pub(super) fn settings(c: &mut Checker<'_>, raw: &RawSettings, dir: &Path) -> FileSettings {
-    let listen = raw.listen.as_ref().and_then(|l| {
-        parse_listen(l.get_ref())
-            .map_err(|e| c.at(l.span(), format!("`listen`: {e}")))
-            .ok()
-    });
+/// The global settings: `values` holds every key at the top of the file (but the tables), `raw` those of
+/// them that name files.
+pub(super) fn settings(
+    c: &mut Checker<'_>,
+    values: &BTreeMap<String, Spanned<toml::Value>>,
+    raw: &RawSettings,
+    dir: &Path,
+) -> FileSettings {
+    let mut given = Vec::new();
+    for (key, value) in values {
+        match options::find(key) {
+            Some((key, kind)) => match kind.read(&format!("`{key}`"), value.get_ref()) {
+                Ok(v) => given.push((*key, v)),
+                Err(e) => c.at(value.span(), e),
+            },
+            None if RawSettings::KEYS.contains(&key.as_str()) => {}
+            None => {
+                let keys = OPTIONS.iter().map(|(k, _)| *k).chain(RawSettings::KEYS);
+                c.unknown_key(value.span(), key, keys);
+            }
+        }
+    }
     let mut tls = None;
     match (&raw.tls_cert, &raw.tls_key) {
         (Some(cert), Some(key)) => {
@@ -96,32 +92,23 @@ pub(super) fn settings(c: &mut Checker<'_>, raw: &RawSettings, dir: &Path) -> Fi
         }
     });
     FileSettings {
-        listen,
-        workers: narrow(number(c, "workers", &raw.workers)),
-        upstream_idle_timeout: number(c, "upstream_idle_timeout", &raw.upstream_idle_timeout),
-        upstream_max_conns: narrow(number(c, "upstream_max_conns", &raw.upstream_max_conns)),
-        dns_ttl: number(c, "dns_ttl", &raw.dns_ttl),
-        stream_buffer_bytes: number(c, "stream_buffer_bytes", &raw.stream_buffer_bytes),
-        max_body_bytes: number(c, "max_body_bytes", &raw.max_body_bytes),
-        loop_warn_ms: number(c, "loop_warn_ms", &raw.loop_warn_ms),
-        backlog: narrow(number(c, "backlog", &raw.backlog)),
-        max_fds: number(c, "max_fds", &raw.max_fds),
+        options: given,
         tls,
         client_keys_file,
-        allow_unauthenticated: raw.allow_unauthenticated.as_ref().map(|a| *a.get_ref()),
     }
 }
 
-/// The valid upstreams, and the names of all (also the invalid ones, so that a route naming one is
-/// not reported a second time).
+/// The valid upstreams, their own admission limits, and the names of all (also the invalid ones, so
+/// that a route naming one is not reported a second time).
 pub(super) fn upstreams(
     c: &mut Checker<'_>,
     reads: &[Read<RawUpstream>],
     dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-) -> (Vec<UpstreamSpec>, BTreeMap<String, usize>) {
+) -> (Vec<UpstreamSpec>, Admission, BTreeMap<String, usize>) {
     let mut names = BTreeMap::new();
     let mut specs = Vec::new();
+    let mut admission = Admission::new();
     for read in reads {
         let before = c.problems.len();
         let u = &read.raw;
@@ -166,6 +153,7 @@ pub(super) fn upstreams(
             }
             existing_file(c, &format!("{label}: `ca`"), ca, dir)
         });
+        let own = own_admission(c, u, &label);
         if let (Some(name), Some(provider), Some(origin), true) =
             (name, provider, origin, c.problems.len() == before)
         {
@@ -174,10 +162,56 @@ pub(super) fn upstreams(
             if let Some(m) = &u.model {
                 spec.model = m.get_ref().clone();
             }
+            // Checked below, once every name is known: a bad one fails the whole file.
+            spec.fallback = u.fallback.as_ref().map(|f| f.get_ref().clone());
+            if !own.is_empty() {
+                admission.insert(name, own);
+            }
             specs.push(spec);
         }
     }
-    (specs, names)
+    // A fallback may name an upstream listed after it; it may also name one whose fallback is this one
+    // (a -> b -> a): a request follows at most as many fallbacks as there are upstreams, so a cycle ends.
+    for u in reads.iter().map(|read| &read.raw) {
+        let Some(fallback) = &u.fallback else {
+            continue;
+        };
+        let (name, to) = (u.name.as_ref().map(|n| n.get_ref()), fallback.get_ref());
+        let label = name.map_or("[[upstream]]".into(), |n| format!("upstream {n:?}"));
+        if name == Some(to) {
+            let message =
+                format!("{label}: `fallback` names the upstream itself: name another one");
+            c.at(fallback.span(), message);
+        } else if !names.contains_key(to) {
+            let message = format!("{label}: `fallback`: {}", unknown(to, &names));
+            c.at(fallback.span(), message);
+        }
+    }
+    (specs, admission, names)
+}
+
+/// An upstream's `max_concurrent`, `queue` and `queue_timeout`, read by the rows of the global options
+/// they stand for, so that they have the same bounds.
+fn own_admission(c: &mut Checker<'_>, u: &RawUpstream, label: &str) -> Vec<options::Value> {
+    let mut own = Vec::new();
+    for (key, global, value) in [
+        (
+            "max_concurrent",
+            "upstream_max_concurrent",
+            &u.max_concurrent,
+        ),
+        ("queue", "upstream_queue", &u.queue),
+        ("queue_timeout", "upstream_queue_timeout", &u.queue_timeout),
+    ] {
+        let (Some(value), Some((_, kind))) = (value, options::find(global)) else {
+            continue;
+        };
+        match kind.read(&format!("{label}: `{key}`"), value.get_ref()) {
+            Ok(v) => own.push(v),
+            Err(e) => c.at(value.span(), e),
+        }
+    }
+    own
 }
 
 /// A new upstream name, recorded in `names` with its line.
@@ -254,16 +288,20 @@ pub(super) fn known(
     if names.contains_key(name) {
         return Some(name.clone());
     }
+    c.at(upstream.span(), unknown(name, names));
+    None
+}
+
+/// That no upstream is called `name`, and which are.
+fn unknown(name: &str, names: &BTreeMap<String, usize>) -> String {
     let list: Vec<&str> = names.keys().map(String::as_str).collect();
-    let message = match list.is_empty() {
+    match list.is_empty() {
         true => format!("no upstream is named {name:?}"),
         false => format!(
             "no upstream is named {name:?} (the upstreams: {})",
             list.join(", ")
         ),
-    };
-    c.at(upstream.span(), message);
-    None
+    }
 }
 
 pub(super) fn routes(
@@ -330,9 +368,4 @@ fn prefix(c: &mut Checker<'_>, p: &Spanned<String>, prefixes: &mut BTreeMap<Stri
             }
         }
     }
-}
-
-/// A number already within its bounds, in the option's type.
-fn narrow<T: TryFrom<u64>>(n: Option<u64>) -> Option<T> {
-    n.and_then(|n| T::try_from(n).ok())
 }

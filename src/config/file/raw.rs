@@ -11,24 +11,19 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::Problem;
 
-/// The global settings as written.
+/// The global settings that are not one option's value (those are `options::OPTIONS`): files, each
+/// checked in `meaning::settings`. Unknown keys are let through here: `meaning::settings` reports them,
+/// naming every key the file takes.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawSettings {
-    pub(super) listen: Option<Spanned<String>>,
-    pub(super) workers: Option<Spanned<i64>>,
-    pub(super) upstream_idle_timeout: Option<Spanned<i64>>,
-    pub(super) upstream_max_conns: Option<Spanned<i64>>,
-    pub(super) dns_ttl: Option<Spanned<i64>>,
-    pub(super) stream_buffer_bytes: Option<Spanned<i64>>,
-    pub(super) max_body_bytes: Option<Spanned<i64>>,
-    pub(super) loop_warn_ms: Option<Spanned<i64>>,
-    pub(super) backlog: Option<Spanned<i64>>,
-    pub(super) max_fds: Option<Spanned<i64>>,
     pub(super) tls_cert: Option<Spanned<PathBuf>>,
     pub(super) tls_key: Option<Spanned<PathBuf>>,
     pub(super) client_keys_file: Option<Spanned<PathBuf>>,
-    pub(super) allow_unauthenticated: Option<Spanned<bool>>,
+}
+
+impl RawSettings {
+    /// The keys above (a unit test holds this list to the fields).
+    pub(super) const KEYS: [&str; 3] = ["tls_cert", "tls_key", "client_keys_file"];
 }
 
 /// One `[[upstream]]` as written. Required keys are checked after serde, so that one missing key does not
@@ -42,6 +37,13 @@ pub(super) struct RawUpstream {
     pub(super) key_env: Option<Spanned<String>>,
     pub(super) model: Option<Spanned<String>>,
     pub(super) ca: Option<Spanned<PathBuf>>,
+    /// Its own admission limits, in place of the global `upstream_max_concurrent`, `upstream_queue` and
+    /// `upstream_queue_timeout`: kept as written, to be read by the same rows of `options::OPTIONS`.
+    pub(super) max_concurrent: Option<Spanned<toml::Value>>,
+    pub(super) queue: Option<Spanned<toml::Value>>,
+    pub(super) queue_timeout: Option<Spanned<toml::Value>>,
+    /// The upstream that takes a request this one failed.
+    pub(super) fallback: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -55,6 +57,23 @@ pub(super) struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGenerate {
     pub(super) upstream: Option<Spanned<String>>,
+}
+
+/// `message` about an unknown key, with a hint where the key looks like a secret: secrets never go in the
+/// file.
+fn hinted(mut message: String) -> String {
+    if message.starts_with("unknown field `key`") || message.starts_with("unknown field `api_key`")
+    {
+        message.push_str(
+            " (a key never goes in the file: set `key_env` to the variable that holds it)",
+        );
+    }
+    if message.starts_with("unknown field `client_key") {
+        message.push_str(
+            " (client keys never go in this file: set `client_keys_file` to a file of keys)",
+        );
+    }
+    message
 }
 
 /// A table read by serde: where it is, what it holds, and which keys it had (a key that failed to
@@ -102,19 +121,22 @@ impl Checker<'_> {
         {
             message = format!("`{key}`: {message}");
         }
-        if message.starts_with("unknown field `key`")
-            || message.starts_with("unknown field `api_key`")
-        {
-            message.push_str(
-                " (a key never goes in the file: set `key_env` to the variable that holds it)",
-            );
-        }
-        if message.starts_with("unknown field `client_key") {
-            message.push_str(
-                " (client keys never go in this file: set `client_keys_file` to a file of keys)",
-            );
-        }
-        self.at(e.span().unwrap_or(fallback), message);
+        self.at(e.span().unwrap_or(fallback), hinted(message));
+    }
+
+    /// A key the table does not take, named as serde names one, with the keys it takes.
+    pub(super) fn unknown_key<'k>(
+        &mut self,
+        span: Range<usize>,
+        key: &str,
+        expected: impl Iterator<Item = &'k str>,
+    ) {
+        let expected: Vec<String> = expected.map(|k| format!("`{k}`")).collect();
+        let message = format!(
+            "unknown field `{key}`, expected one of {}",
+            expected.join(", ")
+        );
+        self.at(span, hinted(message));
     }
 
     pub(super) fn finish(mut self) -> Vec<Problem> {
