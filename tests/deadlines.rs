@@ -453,3 +453,62 @@ fn the_relays_memory_stays_flat_under_a_client_that_never_reads() {
     relay.assert_alive();
     drop(client);
 }
+
+/// A client that stops reading for a while pauses its stream (backpressure: the relay stops reading the
+/// upstream once the client's queue is full). That pause is the relay's, not a silence of the upstream:
+/// the idle deadline must not fail the stream for it (the client's write deadline is what judges it).
+#[test]
+fn backpressure_is_not_upstream_silence() {
+    let payload: Vec<u8> = (0..4000)
+        .flat_map(|i| openai_event(&format!("{i:04}{}", "z".repeat(1000))))
+        .collect();
+    let wire = sse_chunked_response(&payload, 4096);
+    let fake = FakeUpstream::start(2, move |_, mut conn| {
+        let Ok(Some(_)) = conn.read_request() else {
+            return;
+        };
+        let _ = conn.stream.write_all(&wire);
+        let _ = conn.read_request();
+    });
+    let relay = relay(&fake.url(), |c| {
+        c.timeouts.idle = ms(300);
+        c.common.stream_buffer = 8 * 1024;
+    });
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&relay.addr.into()).unwrap();
+    let mut client: std::net::TcpStream = sock.into();
+    client.write_all(&stream_request(&small_prompt())).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Read nothing for a second, more than three idle deadlines: the relay's queue for us fills (4 MiB
+    // is far more than the sockets hold) and it stops reading the upstream meanwhile.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = client.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if let Parsed::Complete { .. } = parse_response(&got) {
+            break;
+        }
+    }
+    match parse_response(&got) {
+        Parsed::Complete {
+            status,
+            payload: relayed,
+            ..
+        } => {
+            assert_eq!(status, 200);
+            assert_eq!(relayed.len(), payload.len());
+        }
+        other => panic!(
+            "the paused stream was failed after {} bytes: {other:?}",
+            got.len()
+        ),
+    }
+    assert_eq!(relay.counts().timeouts, 0);
+}

@@ -293,6 +293,11 @@ impl Upstreams {
         let ClientState::Serving(x) = state else {
             return false;
         };
+        if out.len() >= self.cap {
+            // Paused by backpressure: the relay, not the upstream, stopped reading (the client is slow,
+            // and its own write deadline judges it). That is no silence of the upstream's.
+            x.timers.read_at(cx.now);
+        }
         let timers = &mut cx.timers;
         let fired = x.timers.check(
             timers,
