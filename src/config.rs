@@ -32,6 +32,7 @@ pub use common::CommonArgs;
 mod listen;
 pub use listen::parse_listen;
 pub mod file;
+pub mod observe;
 pub mod precedence;
 pub mod resilience;
 pub mod resolved;
@@ -174,6 +175,8 @@ pub struct ServeArgs {
     pub timeouts: timeouts::UpstreamTimeoutArgs,
     #[command(flatten)]
     pub resilience: resilience::ResilienceArgs,
+    #[command(flatten)]
+    pub observe: observe::ObserveArgs,
     /// Upstream base URL, http:// or https://, e.g. http://127.0.0.1:9000 [default: the provider's API
     /// when its key is set, else the built-in mock].
     #[arg(long, env = "TOKENPIPE_UPSTREAM", value_name = "URL")]
@@ -332,6 +335,7 @@ impl ServeArgs {
             common: self.common.loop_settings(),
             client_keys: self.client_keys()?,
             allow_unauthenticated: self.allow_unauthenticated,
+            observe: self.observe.observe(),
         })
     }
 

@@ -22,6 +22,7 @@
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod metrics;
 pub mod mock;
 pub mod reactor;
 pub mod relay;

@@ -37,16 +37,19 @@ pub mod supervisor;
 mod targets;
 
 pub use listeners::bind_listeners;
+use listeners::{inbound_tls, log_client_keys};
 pub use supervisor::{Drained, Drainer};
 
 use crate::config::{Config, DrainPlan, LoopConfig, MockConfig, UpstreamConfig, UpstreamSpec};
 use crate::conn::tls;
+use crate::metrics::Registry;
 use crate::mock::script::MockFormat;
 use crate::mock::{Mock, MockStats};
 use crate::reactor::instrument::{StatsSnapshot, WorkerStats};
 use crate::reactor::{Handler, Remote, Worker};
 use crate::relay::auth::{self, ClientKeys};
 use crate::relay::dns::{CacheConfig, Resolver};
+use crate::relay::observe::Observe;
 use crate::relay::providers::{Origin, Provider};
 use crate::relay::ratelimit::RateLimiter;
 use crate::relay::{Relay, RelayCounts, RelaySettings, RelayStats, UpstreamTarget};
@@ -160,6 +163,13 @@ impl Server {
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
         let stats = Arc::new(RelayStats::default());
+        let registry = Arc::new(Registry::new(
+            stats.clone(),
+            crew.upstreams.clone(),
+            listeners.len(),
+            config.observe.metrics,
+            limit,
+        ));
         for (i, listener) in listeners.into_iter().enumerate() {
             // Each worker its own TLS configurations, and with them its own session caches.
             let mut settings = settings.clone();
@@ -171,10 +181,19 @@ impl Server {
                 settings.upstreams.push((target.clone(), tls));
             }
             let (stats, resolver) = (stats.clone(), resolver.clone());
-            let make = move |remote| Relay::new(settings, stats, resolver, remote);
+            let observe = Observe {
+                registry: registry.clone(),
+                worker: i,
+                access_log: config.observe.access_log,
+                debug_stall: config.observe.debug_stall,
+            };
+            let make = move |remote| Relay::new(settings, stats, resolver, remote, observe);
             let name = format!("relay-{i}");
             spawn(name, listener, &config.common, make, &to, &mut crew, true)?;
         }
+        let loops = crew.workers.iter().filter(|w| w.name.starts_with("relay-"));
+        registry.set_loops(loops.map(|w| (w.name.clone(), w.stats.clone())).collect());
+        crew.registry = Some(registry);
         crew.launch(addr, Some(stats), to, notes, draining, config.common.drain)
     }
 
@@ -203,6 +222,8 @@ struct Crew {
     mock: Option<(SocketAddr, Arc<MockStats>)>,
     /// The relay's upstreams, for their admission and breaker figures.
     upstreams: Vec<Arc<UpstreamTarget>>,
+    /// The relay's metrics (none for a mock on its own).
+    registry: Option<Arc<Registry>>,
 }
 
 impl Crew {
@@ -239,33 +260,13 @@ impl Crew {
             mock_addr: self.mock.as_ref().map(|(a, _)| *a),
             mock_stats: self.mock.map(|(_, s)| s),
             relay_stats,
+            registry: self.registry,
             upstreams: self.upstreams,
             workers: self.workers,
             drainer: Drainer::new(to, draining),
             plan,
             supervisor,
         })
-    }
-}
-
-/// Says at start whether clients need a key (names only; a key is never logged).
-fn log_client_keys(keys: &ClientKeys, listen: SocketAddr) {
-    if keys.is_empty() && !listen.ip().to_canonical().is_loopback() {
-        log::warn!(
-            "no client keys: anyone who reaches {listen} is served (--allow-unauthenticated)"
-        );
-    } else if keys.is_empty() {
-        log::info!("no client keys: every client is served (listening on loopback only)");
-    } else {
-        log::info!("clients need a key: {} configured ({keys:?})", keys.len());
-    }
-}
-
-/// The listener's TLS configuration, when `--tls-cert` and `--tls-key` are given.
-fn inbound_tls(common: &LoopConfig) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
-    match &common.tls {
-        Some((cert, key)) => tls::server_config(cert, key).map(Some),
-        None => Ok(None),
     }
 }
 
@@ -390,6 +391,7 @@ pub struct Running {
     mock_addr: Option<SocketAddr>,
     mock_stats: Option<Arc<MockStats>>,
     relay_stats: Option<Arc<RelayStats>>,
+    registry: Option<Arc<Registry>>,
     /// The relay's upstreams, for their admission and breaker figures.
     upstreams: Vec<Arc<UpstreamTarget>>,
     workers: Vec<WorkerHandle>,
@@ -418,6 +420,11 @@ impl Running {
     /// What the relay's workers did (none for a mock on its own).
     pub fn relay_stats(&self) -> Option<RelayCounts> {
         self.relay_stats.as_ref().map(|s| s.snapshot())
+    }
+
+    /// The relay's metrics exposition now, as `GET /metrics` gives it (none for a mock on its own).
+    pub fn metrics(&self) -> Option<String> {
+        self.registry.as_ref().map(|r| r.render())
     }
 
     /// Each upstream's load now (none for a mock on its own).

@@ -184,6 +184,8 @@ pub struct Config {
     pub client_keys: Vec<ClientKey>,
     /// Listen beyond loopback without client keys (`--allow-unauthenticated`).
     pub allow_unauthenticated: bool,
+    /// Metrics, the access log, the stall route.
+    pub observe: super::observe::ObserveConfig,
 }
 
 impl Config {
@@ -210,6 +212,7 @@ impl Config {
             common: LoopConfig::default(),
             client_keys: Vec::new(),
             allow_unauthenticated: false,
+            observe: super::observe::ObserveConfig::default(),
         }
     }
 

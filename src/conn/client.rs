@@ -23,8 +23,12 @@
 use std::net::SocketAddr;
 
 mod deciding;
+mod framing;
+pub mod record;
 
 pub use deciding::{Facts, Next, StateKind, decide};
+pub use framing::{AfterReply, StreamFraming};
+pub use record::Record;
 
 use super::outbuf::{Flushed, OutBuf};
 use super::transport::{ReadOutcome, Transport};
@@ -68,54 +72,6 @@ pub enum Input {
     NeedMore,
 }
 
-/// How a streamed body is delimited for this client. It also fixes what follows the body, so the two can
-/// never disagree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamFraming {
-    /// HTTP/1.1: chunked. Only the last (zero-size) chunk marks the body complete; then `AfterReply`.
-    Chunked(AfterReply),
-    /// HTTP/1.0 clients cannot read chunked bodies (RFC 9112 §6.1): the payload goes as it is and closing
-    /// the connection ends it. A failure mid-way can then only be told in-band, by the SSE error event.
-    UntilClose,
-}
-
-impl StreamFraming {
-    /// The framing a request of HTTP/1.`version` gets, `then` being what its client asked for afterwards.
-    pub fn for_request(version: u8, then: AfterReply) -> Self {
-        if version == 0 {
-            StreamFraming::UntilClose
-        } else {
-            StreamFraming::Chunked(then)
-        }
-    }
-
-    /// What follows the body.
-    pub fn after(self) -> AfterReply {
-        match self {
-            StreamFraming::Chunked(then) => then,
-            StreamFraming::UntilClose => AfterReply::Close,
-        }
-    }
-}
-
-/// What happens when a response has been written out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterReply {
-    KeepAlive,
-    Close,
-}
-
-impl AfterReply {
-    /// What a request asked for.
-    pub fn of(req: &Request) -> AfterReply {
-        if req.keep_alive {
-            AfterReply::KeepAlive
-        } else {
-            AfterReply::Close
-        }
-    }
-}
-
 /// A downstream connection.
 pub struct ClientConn<W> {
     pub peer: SocketAddr,
@@ -141,6 +97,8 @@ pub struct ClientConn<W> {
     /// It has been answered and kept alive at least once: waiting with nothing buffered, it is idle (a
     /// drain closes it), where a fresh connection's first request may be on its way.
     pub kept_alive: bool,
+    /// The request being answered, for the access log and the metrics (`ClientApp::keeps_records`).
+    pub record: Option<Box<Record>>,
 }
 
 impl<W> ClientConn<W> {
@@ -159,6 +117,7 @@ impl<W> ClientConn<W> {
             taken_seen: 0,
             served: 0,
             kept_alive: false,
+            record: None,
         }
     }
 
@@ -359,6 +318,12 @@ pub trait ClientApp: Handler + Sized {
     fn draining(&self) -> bool {
         false
     }
+    /// Open a [`Record`] for each request (for an access log, or metrics).
+    fn keeps_records(&self) -> bool {
+        false
+    }
+    /// The answer to the request of `record` is out (written whole; the connection stays or lingers).
+    fn on_answered(&mut self, _cx: &mut Cx<Self>, _id: ConnId, _record: &mut Record) {}
 }
 
 /// Moves client `id` forward as far as it can go now: flush, decide, do; until the decision is to wait, or
@@ -377,6 +342,7 @@ pub fn accepted_client<A: ClientApp>(app: &A, cx: &mut Cx<A>, id: ConnId) {
 fn steps<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
     let max_head = app.max_head();
     let draining = app.draining();
+    let records = app.keeps_records();
     for _ in 0..CLIENT_STEPS {
         let Some(c) = cx.conns.get_mut(id).and_then(A::client) else {
             return;
@@ -385,6 +351,12 @@ fn steps<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
             Ok(f) => f,
             Err(e) => return gone::<A>(cx, id, &e.to_string()),
         };
+        if let Some(r) = &mut c.record
+            && r.first_byte.is_none()
+            && c.out.taken() > r.taken_before
+        {
+            r.first_byte = Some(cx.now);
+        }
         match decide(&c.facts(flushed, max_head, draining)) {
             Next::Wait => return,
             Next::Parse => {
@@ -394,6 +366,10 @@ fn steps<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
                 match progress {
                     Ok(Progress::Complete(req)) => {
                         c.served = c.served.saturating_add(1);
+                        c.status = 0;
+                        if records {
+                            c.record = Some(Box::new(Record::new(&req, cx.now, c.out.taken())));
+                        }
                         let line = format!("{} {}", req.method, req.path);
                         app.on_request(cx, id, req);
                         if log::log_enabled!(log::Level::Debug) {
@@ -427,9 +403,17 @@ fn steps<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
                 c.state = ClientState::AwaitingRequest;
                 c.input = Input::Unparsed;
                 c.kept_alive = true;
+                if let Some(mut record) = c.record.take() {
+                    app.on_answered(cx, id, &mut record);
+                }
             }
             // Lingering reads at once what is already there (and the end-of-file, if it came).
-            Next::Linger => linger::<A>(cx, id),
+            Next::Linger => {
+                if let Some(mut record) = c.record.take() {
+                    app.on_answered(cx, id, &mut record);
+                }
+                linger::<A>(cx, id)
+            }
             Next::Close => return cx.close(id),
             Next::Left => return gone::<A>(cx, id, "client closed its side mid-response"),
         }

@@ -10,6 +10,7 @@ use std::io::{self, IoSlice};
 
 use super::transport::Transport;
 use crate::http::response::{LAST_CHUNK, chunk_size_line};
+use crate::reactor::instrument::{Level, adjust};
 
 /// What [`OutBuf::flush`] came to. "Held" output is bytes in this buffer *or* in the transport (the TLS
 /// records rustls keeps, [`Transport::holds_output`]): both are bytes the peer has not been given yet.
@@ -42,6 +43,8 @@ pub struct OutBuf {
     /// transport's records left by another way in between (a read through TLS flushes them too), so the
     /// transition a paused stream waits for is never lost.
     owed: bool,
+    /// `len()` as last told to the worker's [`Level::HeldBytes`] (so the level moves by differences).
+    reported: usize,
 }
 
 impl OutBuf {
@@ -64,6 +67,7 @@ impl OutBuf {
     pub fn push(&mut self, bytes: &[u8]) {
         self.compact();
         self.buf.extend_from_slice(bytes);
+        self.report();
     }
 
     /// Writes held output (the transport's records first, then this buffer) until none is left or the
@@ -86,6 +90,7 @@ impl OutBuf {
         // Either all is out, or the socket said `WouldBlock` (the invariant): `io.write` and `io.flush`
         // stop with records in hand only then.
         self.owed = !self.is_empty() || io.holds_output();
+        self.report();
         Ok(if self.owed {
             Flushed::Pending
         } else if held {
@@ -152,6 +157,22 @@ impl OutBuf {
         }
     }
 
+    /// Tells the worker's levels what this buffer holds now: bytes, and whether it holds any. Every
+    /// method that changes `len()` ends here (`send` through its `flush`), and `Drop` takes the rest back.
+    #[inline]
+    fn report(&mut self) {
+        let now = self.len();
+        if now != self.reported {
+            adjust(Level::HeldBytes, now as i64 - self.reported as i64);
+            match (self.reported, now) {
+                (0, _) => adjust(Level::HeldBuffers, 1),
+                (_, 0) => adjust(Level::HeldBuffers, -1),
+                _ => {}
+            }
+            self.reported = now;
+        }
+    }
+
     fn advance(&mut self, n: usize) {
         if n == 0 {
             return;
@@ -165,9 +186,37 @@ impl OutBuf {
     }
 }
 
+impl Drop for OutBuf {
+    fn drop(&mut self) {
+        self.buf = Vec::new();
+        self.pos = 0;
+        self.report();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The worker's levels follow what buffers hold, and come back to zero when they go.
+    #[test]
+    fn held_bytes_are_reported_and_taken_back() {
+        use crate::reactor::instrument::level;
+        std::thread::spawn(|| {
+            let mut a = OutBuf::default();
+            let mut b = OutBuf::default();
+            a.push(b"hello");
+            b.push(b"hi");
+            assert_eq!((level(Level::HeldBytes), level(Level::HeldBuffers)), (7, 2));
+            a.advance(5);
+            a.report();
+            assert_eq!((level(Level::HeldBytes), level(Level::HeldBuffers)), (2, 1));
+            drop(b);
+            assert_eq!((level(Level::HeldBytes), level(Level::HeldBuffers)), (0, 0));
+        })
+        .join()
+        .unwrap();
+    }
 
     /// A client that always lags a little must not make `buf` grow without bound.
     #[test]

@@ -36,7 +36,7 @@ use mio::{Interest, Registry};
 
 use super::Readiness;
 use super::tls::{Handshake, Tls};
-use crate::reactor::instrument::{Syscall, count};
+use crate::reactor::instrument::{Level, Syscall, adjust, count};
 use crate::reactor::{ConnId, Ready, Tag};
 
 /// What one read came to.
@@ -77,6 +77,8 @@ pub struct Transport {
     /// `shutdown_write` flushes at once, and the flush that empties the session (at once in the clear)
     /// makes the shutdown and clears it.
     shutdown_pending: bool,
+    /// Which of the worker's descriptor levels this socket counts in (taken back on drop).
+    side: Level,
 }
 
 impl Transport {
@@ -88,12 +90,14 @@ impl Transport {
         if let Err(e) = sock.set_nodelay(true) {
             log::debug!("set_nodelay: {e}");
         }
+        adjust(Level::ClientSockets, 1);
         Transport {
             sock,
             ready: Readiness::default(),
             tls: None,
             connected: true,
             shutdown_pending: false,
+            side: Level::ClientSockets,
         }
     }
 
@@ -104,12 +108,14 @@ impl Transport {
         let sock = TcpStream::connect(addr)?;
         // Small SSE events must not wait for Nagle's algorithm; the request is written in one go anyway.
         sock.set_nodelay(true)?;
+        adjust(Level::UpstreamSockets, 1);
         Ok(Transport {
             sock,
             ready: Readiness::default(),
             tls: None,
             connected: false,
             shutdown_pending: false,
+            side: Level::UpstreamSockets,
         })
     }
 
@@ -381,6 +387,7 @@ impl Drop for Transport {
         if let Some(tls) = &mut self.tls {
             tls.close_notify(&mut self.sock, &mut self.ready);
         }
+        adjust(self.side, -1);
     }
 }
 

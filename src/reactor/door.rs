@@ -89,6 +89,7 @@ impl Door {
     /// Accepts from `listener` (registered by the caller) from now on, with a spare descriptor at hand.
     pub fn open(&mut self, listener: TcpListener) {
         self.listener = Some(listener);
+        self.stats.set_listening(true);
         self.spare = open_spare();
         if self.spare.is_none() {
             log::warn!(
@@ -152,6 +153,7 @@ impl Door {
         // An error here (no descriptor left) ends the pass: what is still queued is reset with the socket.
         let _ = self.accept_up_to(FINAL_ACCEPTS, handler, cx);
         self.listener = None;
+        self.stats.set_listening(false);
         self.ready = false;
     }
 

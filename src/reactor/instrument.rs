@@ -16,9 +16,15 @@
 //! into its [`WorkerStats`], relaxed atomics that any thread may read, which is how tests, and later the
 //! metrics endpoint, see them.
 
+pub mod histogram;
+
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::token::{ConnId, Tag};
+
+pub use histogram::{COUNT_BOUNDS, DURATION_BOUNDS, Histogram, HistogramSnapshot};
 
 /// The kinds of system call the reactor and the transport make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +98,73 @@ pub fn count(kind: Syscall) {
     });
 }
 
+/// Quantities that go up and down, kept like the system-call counts (thread-local, so per worker, and
+/// published once per iteration): who holds descriptors, and what waits in output buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Accepted sockets open (clients).
+    ClientSockets,
+    /// Sockets to upstreams open, pooled ones included.
+    UpstreamSockets,
+    /// Upstream sockets idle in a pool.
+    PooledUpstreams,
+    /// Bytes queued in output buffers that their socket has not taken yet (backpressure).
+    HeldBytes,
+    /// Output buffers holding such bytes: connections whose peer reads slower than they are written to.
+    HeldBuffers,
+}
+
+impl Level {
+    /// Every level, in a fixed order.
+    pub const ALL: [Level; 5] = [
+        Level::ClientSockets,
+        Level::UpstreamSockets,
+        Level::PooledUpstreams,
+        Level::HeldBytes,
+        Level::HeldBuffers,
+    ];
+}
+
+const LEVELS: usize = Level::ALL.len();
+
+thread_local! {
+    static LEVEL: [Cell<i64>; LEVELS] = const { [const { Cell::new(0) }; LEVELS] };
+}
+
+/// Moves a level of this thread (this worker) by `delta`. Whoever raises a level lowers it when the thing
+/// goes (most often in a `Drop`), on the same thread, so a worker's levels come back to zero when its
+/// connections are gone.
+#[inline]
+pub fn adjust(level: Level, delta: i64) {
+    LEVEL.with(|l| {
+        let cell = &l[level as usize];
+        cell.set(cell.get() + delta);
+    });
+}
+
+/// One unit of a level for as long as it lives: raised when made, lowered when dropped (a pooled
+/// connection's entry holds one of [`Level::PooledUpstreams`]).
+#[derive(Debug)]
+pub struct Held(Level);
+
+impl Held {
+    pub fn new(level: Level) -> Held {
+        adjust(level, 1);
+        Held(level)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        adjust(self.0, -1);
+    }
+}
+
+/// This thread's current value of `level`.
+pub fn level(level: Level) -> i64 {
+    LEVEL.with(|l| l[level as usize].get())
+}
+
 /// System calls by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyscallCounts([u64; KINDS]);
@@ -135,12 +208,41 @@ impl std::ops::Add for SyscallCounts {
 #[derive(Debug, Default)]
 pub struct WorkerStats {
     syscalls: [AtomicU64; KINDS],
+    levels: [AtomicI64; LEVELS],
     iterations: AtomicU64,
     slow_iterations: AtomicU64,
     max_busy_micros: AtomicU64,
     /// Times accepting paused because `accept` failed (above all for lack of descriptors): counted when
     /// it happens, which is rare, rather than published per iteration.
     accept_paused: AtomicU64,
+    /// The worker's listener is open (descriptors: the listener, and its spare).
+    listening: std::sync::atomic::AtomicBool,
+    /// The loop's own histograms, recorded by the worker as it goes.
+    pub histograms: LoopHistograms,
+}
+
+/// How a worker's iterations went, one observation per iteration (per fired timer for the lateness).
+#[derive(Debug)]
+pub struct LoopHistograms {
+    /// Time asleep in `epoll_wait` (phase 2): long waits mean an idle worker.
+    pub poll_wait: Histogram,
+    /// Time from the wakeup to the end of the iteration: what every connection of the worker waited.
+    pub busy: Histogram,
+    /// Events handed out per wakeup: how much work one `epoll_wait` brings.
+    pub events: Histogram,
+    /// How long after its deadline each timer fired.
+    pub timer_lateness: Histogram,
+}
+
+impl Default for LoopHistograms {
+    fn default() -> Self {
+        LoopHistograms {
+            poll_wait: Histogram::durations(),
+            busy: Histogram::durations(),
+            events: Histogram::new(COUNT_BOUNDS),
+            timer_lateness: Histogram::durations(),
+        }
+    }
 }
 
 /// A copy of [`WorkerStats`] at one moment; several workers' copies add up.
@@ -167,6 +269,21 @@ impl WorkerStats {
         }
     }
 
+    /// The worker's current `level` (as of its last iteration).
+    pub fn level(&self, level: Level) -> i64 {
+        self.levels[level as usize].load(Ordering::Relaxed)
+    }
+
+    /// Whether the worker's listener is open.
+    pub fn listening(&self) -> bool {
+        self.listening.load(Ordering::Relaxed)
+    }
+
+    /// The worker's door opened or closed its listener.
+    pub fn set_listening(&self, open: bool) {
+        self.listening.store(open, Ordering::Relaxed);
+    }
+
     /// Counts one pause of accepting (the worker's door, when `accept` fails).
     pub fn count_accept_pause(&self) {
         self.accept_paused.fetch_add(1, Ordering::Relaxed);
@@ -178,6 +295,11 @@ impl WorkerStats {
         for (atomic, value) in self.syscalls.iter().zip(counts.0) {
             atomic.store(value, Ordering::Relaxed);
         }
+        LEVEL.with(|l| {
+            for (atomic, cell) in self.levels.iter().zip(l) {
+                atomic.store(cell.get(), Ordering::Relaxed);
+            }
+        });
         self.iterations.store(stats.iterations, Ordering::Relaxed);
         self.slow_iterations
             .store(stats.slow_iterations, Ordering::Relaxed);
@@ -224,28 +346,100 @@ impl LoopStats {
         }
     }
 
-    /// Records one iteration and publishes the figures to `shared`; returns true (and logs a warning)
-    /// when the iteration was too slow.
-    pub fn record(
-        &mut self,
-        worker: &str,
-        busy: Duration,
-        events: usize,
-        shared: &WorkerStats,
-    ) -> bool {
+    /// Whether an iteration busy for `busy` is over the threshold.
+    pub fn is_slow(&self, busy: Duration) -> bool {
+        busy > self.warn_after
+    }
+
+    /// Records one iteration and publishes the figures to `shared`; returns true (and logs a warning
+    /// naming `culprit`, the slowest handler, when known) when the iteration was too slow.
+    pub fn record(&mut self, worker: &str, it: Iteration, shared: &WorkerStats) -> bool {
         self.iterations += 1;
-        self.max_busy = self.max_busy.max(busy);
-        let slow = busy > self.warn_after;
+        self.max_busy = self.max_busy.max(it.busy);
+        let h = &shared.histograms;
+        h.busy.record_duration(it.busy);
+        h.poll_wait.record_duration(it.poll_wait);
+        h.events.record(it.events as u64);
+        let slow = self.is_slow(it.busy);
         if slow {
             self.slow_iterations += 1;
+            let culprit = it.culprit.as_deref().unwrap_or("unknown");
             log::warn!(
-                "{worker}: loop iteration busy for {:.1} ms handling {events} events (over --loop-warn-ms {})",
-                busy.as_secs_f64() * 1e3,
+                "{worker}: loop iteration busy for {:.1} ms handling {} events (over --loop-warn-ms {}); \
+                 slowest: {culprit}",
+                it.busy.as_secs_f64() * 1e3,
+                it.events,
                 self.warn_after.as_millis()
             );
         }
         shared.publish(self);
         slow
+    }
+}
+
+/// What one iteration of the loop came to (phase 8).
+#[derive(Debug, Default)]
+pub struct Iteration {
+    /// From the wakeup to now.
+    pub busy: Duration,
+    /// Asleep in `epoll_wait` before it.
+    pub poll_wait: Duration,
+    /// Events the poll returned.
+    pub events: usize,
+    /// The slowest handler call, described by its handler; only asked for when the iteration is slow.
+    pub culprit: Option<String>,
+}
+
+/// What a handler call was for, so that the slowest one of an iteration can be named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// An event of socket `tag` of entry `id`.
+    Event(ConnId, Tag),
+    /// A deadline of entry `id`.
+    Timer(ConnId),
+    /// Entry `id` continuing its turn.
+    Resume(ConnId),
+    /// The listener accepting.
+    Accept,
+    /// The waker (`on_wake`, a drain).
+    Wake,
+}
+
+/// Times each handler call of an iteration (one clock read per call) and remembers the slowest.
+#[derive(Debug)]
+pub struct Stopwatch {
+    mark: Instant,
+    slowest: Option<(Duration, Call)>,
+}
+
+impl Stopwatch {
+    /// Starts at `now` (the wakeup).
+    pub fn start(now: Instant) -> Stopwatch {
+        Stopwatch {
+            mark: now,
+            slowest: None,
+        }
+    }
+
+    /// A call for `what` just returned: it took the time since the previous mark.
+    #[inline]
+    pub fn lap(&mut self, what: Call) {
+        let now = Instant::now();
+        let took = now.saturating_duration_since(self.mark);
+        self.mark = now;
+        if self.slowest.is_none_or(|(t, _)| took > t) {
+            self.slowest = Some((took, what));
+        }
+    }
+
+    /// The time of the last mark (the end of the last call).
+    pub fn mark(&self) -> Instant {
+        self.mark
+    }
+
+    /// The slowest call and how long it took.
+    pub fn slowest(&self) -> Option<(Duration, Call)> {
+        self.slowest
     }
 }
 
@@ -257,8 +451,15 @@ mod tests {
     fn only_iterations_over_the_threshold_count_as_slow() {
         let shared = WorkerStats::default();
         let mut s = LoopStats::new(Duration::from_millis(10));
-        assert!(!s.record("w", Duration::from_millis(10), 3, &shared));
-        assert!(s.record("w", Duration::from_millis(11), 3, &shared));
+        let it = |ms| Iteration {
+            busy: Duration::from_millis(ms),
+            events: 3,
+            ..Iteration::default()
+        };
+        assert!(!s.record("w", it(10), &shared));
+        assert!(s.record("w", it(11), &shared));
+        assert_eq!(shared.histograms.busy.snapshot().count_above(10_000_000), 1);
+        assert_eq!(shared.histograms.events.snapshot().count(), 2);
         assert_eq!((s.iterations, s.slow_iterations), (2, 1));
         assert_eq!(s.max_busy, Duration::from_millis(11));
         let snap = shared.snapshot();
@@ -282,7 +483,9 @@ mod tests {
                 "a would-block read is one read, not two calls"
             );
             let mut s = LoopStats::new(Duration::from_secs(1));
-            s.record("w", Duration::ZERO, 0, &shared);
+            adjust(Level::HeldBytes, 5);
+            s.record("w", Iteration::default(), &shared);
+            assert_eq!(shared.level(Level::HeldBytes), 5);
             assert_eq!(shared.snapshot().syscalls, mine);
         })
         .join()

@@ -78,7 +78,7 @@ use mio::{Events, Interest, Poll, Registry, Waker};
 
 pub use door::ACCEPT_RETRY;
 use door::Door;
-use instrument::{LoopStats, Syscall, WorkerStats, count};
+use instrument::{Call, Iteration, LoopStats, Stopwatch, Syscall, WorkerStats, count};
 pub use timers::{TimerKey, Timers};
 pub use token::{ConnId, Conns, Tag, Target};
 
@@ -120,6 +120,11 @@ pub trait Handler {
     /// queued were accepted first) and [`Worker::run`] returns as soon as the slab is empty. Close what is
     /// idle now, let what is in progress finish, and keep nothing new (a pool) alive.
     fn on_drain(&mut self, _cx: &mut Cx<Self>) {}
+    /// Describes entry `id` (socket `tag`) for a log line: its kind and state, e.g. "client 127.0.0.1:5000
+    /// streaming". Asked only for the slowest call of a slow iteration, so it may allocate.
+    fn describe(&self, _cx: &Cx<Self>, id: ConnId, tag: Tag) -> String {
+        format!("entry {id:?} (socket {})", tag.0)
+    }
     /// The worker is out of descriptors: `sock` was accepted with its spare descriptor only to be turned
     /// away. Write a short refusal if there is one, without reading (be quick), and let it drop: the spare
     /// is taken back right after, for the next. The default closes it at once.
@@ -235,6 +240,8 @@ pub struct Worker<H: Handler> {
     handler: H,
     cx: Cx<H>,
     stats: LoopStats,
+    /// When the last iteration ended: the poll's sleep is measured from there.
+    idle_from: Instant,
     shared: Arc<WorkerStats>,
     remote: Remote,
 }
@@ -277,6 +284,7 @@ impl<H: Handler> Worker<H> {
                 deferred: Vec::new(),
             },
             stats: LoopStats::new(loop_warn),
+            idle_from: Instant::now(),
             shared,
             handler: make(remote.clone()),
             remote,
@@ -367,22 +375,36 @@ impl<H: Handler> Worker<H> {
         // 3. clock
         self.cx.now = Instant::now();
         self.cx.batch += 1;
-        let busy_from = self.cx.now;
+        let woke = self.cx.now;
+        let poll_wait = woke.saturating_duration_since(self.idle_from);
+        // Times each handler call, to name the slowest if the iteration turns out slow.
+        let mut watch = Stopwatch::start(woke);
         // 4. dispatch
         let mut n_events = 0;
         for event in self.events.iter() {
             n_events += 1;
-            dispatch(event, &mut self.handler, &mut self.cx, &mut self.door);
+            let call = dispatch(event, &mut self.handler, &mut self.cx, &mut self.door);
+            watch.lap(call);
         }
         // 5. timers
         while let Some((due, id, what)) = self.cx.timers.pop_due(self.cx.now) {
-            self.stats.last_timer_lateness = self.cx.now.saturating_duration_since(due);
+            let late = self.cx.now.saturating_duration_since(due);
+            self.stats.last_timer_lateness = late;
+            self.shared.histograms.timer_lateness.record_duration(late);
             if self.cx.conns.get(id).is_some() {
                 self.handler.on_timer(&mut self.cx, id, what);
+                watch.lap(Call::Timer(id));
             }
         }
         // 6. resume
-        self.resume();
+        self.resume(&mut watch);
+        // Before the reap, while the slowest call's entry is still in the slab to be described.
+        let culprit = match watch.slowest() {
+            Some((took, call)) if self.stats.is_slow(watch.mark().duration_since(woke)) => {
+                Some(self.describe(call, took))
+            }
+            _ => None,
+        };
         // 7. reap
         while let Some((id, conn)) = self.cx.conns.pop_closing() {
             self.handler.on_close(&mut self.cx, id, conn);
@@ -390,14 +412,42 @@ impl<H: Handler> Worker<H> {
             self.door.freed();
         }
         // 8. measure
-        self.stats
-            .record(&self.cx.name, busy_from.elapsed(), n_events, &self.shared);
+        self.idle_from = Instant::now();
+        let it = Iteration {
+            busy: self.idle_from.saturating_duration_since(woke),
+            poll_wait,
+            events: n_events,
+            culprit,
+        };
+        self.stats.record(&self.cx.name, it, &self.shared);
         Ok(())
+    }
+
+    /// Names the slowest call of a slow iteration: what it was for, how long it took, and what its
+    /// handler says of the entry ([`Handler::describe`]).
+    fn describe(&self, call: Call, took: Duration) -> String {
+        let ms = took.as_secs_f64() * 1e3;
+        let what = match call {
+            Call::Event(id, tag) => {
+                format!("an event for {}", self.handler.describe(&self.cx, id, tag))
+            }
+            Call::Timer(id) => format!(
+                "a deadline of {}",
+                self.handler.describe(&self.cx, id, Tag::MAIN)
+            ),
+            Call::Resume(id) => format!(
+                "the resumed turn of {}",
+                self.handler.describe(&self.cx, id, Tag::MAIN)
+            ),
+            Call::Accept => "accepting connections".to_string(),
+            Call::Wake => "a wakeup (on_wake)".to_string(),
+        };
+        format!("{what}, {ms:.1} ms")
     }
 
     /// Phase 6. The list is taken first, so an entry that yields again is left for the next iteration
     /// (whose poll then does not wait).
-    fn resume(&mut self) {
+    fn resume(&mut self, watch: &mut Stopwatch) {
         let mut ids = std::mem::take(&mut self.cx.deferred);
         // An entry may have yielded twice in one batch (from two of its sockets): one turn, not two.
         ids.sort_unstable();
@@ -405,15 +455,20 @@ impl<H: Handler> Worker<H> {
         for id in ids {
             if self.cx.conns.get(id).is_some() {
                 self.handler.on_resume(&mut self.cx, id);
+                watch.lap(Call::Resume(id));
             }
         }
+        let accepting = self.door.wants_turn();
         self.door.accept(&mut self.handler, &mut self.cx);
+        if accepting {
+            watch.lap(Call::Accept);
+        }
     }
 }
 
 /// Phase 4 for one event. A free function over the worker's parts, so that the batch of events can stay
-/// borrowed while the handler runs.
-fn dispatch<H: Handler>(event: &Event, handler: &mut H, cx: &mut Cx<H>, door: &mut Door) {
+/// borrowed while the handler runs. Returns what the call was for (for [`Stopwatch`]).
+fn dispatch<H: Handler>(event: &Event, handler: &mut H, cx: &mut Cx<H>, door: &mut Door) -> Call {
     let ready = Ready::of(event);
     match Target::of(event.token()) {
         Target::Conn(id, tag) => {
@@ -421,10 +476,12 @@ fn dispatch<H: Handler>(event: &Event, handler: &mut H, cx: &mut Cx<H>, door: &m
             if cx.conns.get(id).is_some() {
                 handler.on_ready(cx, id, tag, ready);
             }
+            Call::Event(id, tag)
         }
         Target::Listener => {
             door.on_event();
             door.accept(handler, cx);
+            Call::Accept
         }
         Target::Waker => {
             if door.drain_requested() {
@@ -432,6 +489,7 @@ fn dispatch<H: Handler>(event: &Event, handler: &mut H, cx: &mut Cx<H>, door: &m
                 handler.on_drain(cx);
             }
             handler.on_wake(cx);
+            Call::Wake
         }
     }
 }

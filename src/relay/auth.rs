@@ -89,9 +89,10 @@ impl Refusal {
     }
 }
 
-/// Requests that need no key: health and readiness probes, which a load balancer sends without one.
+/// Requests that need no key: health and readiness probes, which a load balancer sends without one, and
+/// the metrics, which a Prometheus scraper reads without one (they hold no secret and no prompt).
 pub fn needs_no_key(method: &str, path: &str) -> bool {
-    matches!(method, "GET" | "HEAD") && matches!(path, "/healthz" | "/readyz")
+    matches!(method, "GET" | "HEAD") && matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
 /// Who `req` (from `peer`) is, or why it is refused. `provider` is the provider whose pass-through path

@@ -235,6 +235,9 @@ fn set_upstream(cx: &mut RelayCx, id: ConnId, upstream: UpstreamConn, fallback: 
     if let Some(Entry::Client(c)) = cx.conns.get_mut(id)
         && let ClientState::Serving(x) = &mut c.state
     {
+        if let Some(r) = c.record.as_deref_mut() {
+            (r.upstream, r.reused) = (Some(x.via), Some(upstream.reused));
+        }
         x.connect(upstream, fallback);
         x.upstream_batch = cx.batch;
     }

@@ -61,6 +61,11 @@ pub struct BodySeen {
     /// The first real event (for an event stream) or the first payload byte (for another body) has gone
     /// to the client.
     pub first_token: bool,
+    /// When the last chunk left for the client (for the gap between events).
+    pub last_chunk: Option<Instant>,
+    /// When the oldest read whose bytes the client's socket has not taken yet returned (for the
+    /// residence time, recorded when the queue drains).
+    pub held_since: Option<Instant>,
 }
 
 impl BodySeen {

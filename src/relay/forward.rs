@@ -9,11 +9,13 @@
 
 use std::io;
 use std::ops::Range;
+use std::time::Instant;
 
-use super::exchange::{BodySeen, Failure};
-use crate::conn::client::{StreamFraming, send_body};
+use super::exchange::{BodySeen, Exchange, Failure};
+use crate::conn::client::{ClientConn, ClientState, Record, StreamFraming, send_body};
 use crate::conn::{OutBuf, Transport};
 use crate::http::body::BodyDecoder;
+use crate::metrics::RelayMetrics;
 
 /// What one step of an exchange's upstream side came to.
 #[derive(Debug)]
@@ -31,13 +33,91 @@ pub(super) enum Outcome {
     ClientGone(io::Error),
 }
 
+/// Whether the pump can go on after a failure was handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    More,
+    Wait,
+}
+
+impl Flow {
+    /// `then` if this is `More`.
+    pub(super) fn and_then(self, then: impl FnOnce() -> Flow) -> Flow {
+        match self {
+            Flow::More => then(),
+            Flow::Wait => Flow::Wait,
+        }
+    }
+}
+
 /// Where a body's payload goes: the client's write side, how its body is framed, and what the exchange
 /// notes about what went by.
-pub(super) struct Sink<'a> {
-    pub out: &'a mut OutBuf,
-    pub io: &'a mut Transport,
+pub(super) struct Sink<'a, 'c> {
+    pub client: &'a mut Client<'c>,
     pub framing: StreamFraming,
     pub seen: &'a mut BodySeen,
+}
+
+/// The client side of an exchange, as the upstream steps need it: where its bytes go, and what is
+/// noted of them (the worker's metrics, the request's record).
+pub(super) struct Client<'a> {
+    pub io: &'a mut Transport,
+    pub out: &'a mut OutBuf,
+    pub metrics: &'a RelayMetrics,
+    pub record: &'a mut Option<Box<Record>>,
+    /// The status of the response head queued for the client (for the log and the metrics).
+    pub status: &'a mut u16,
+    /// The loop's clock for this batch.
+    pub now: Instant,
+}
+
+impl<'a> Client<'a> {
+    /// The client side of `c` and its exchange, if it is serving one.
+    pub fn split(
+        c: &'a mut ClientConn<Box<Exchange>>,
+        metrics: &'a RelayMetrics,
+        now: Instant,
+    ) -> Option<(Client<'a>, &'a mut Exchange)> {
+        let ClientConn {
+            io,
+            out,
+            state,
+            record,
+            status,
+            ..
+        } = c;
+        let ClientState::Serving(x) = state else {
+            return None;
+        };
+        let client = Client {
+            io,
+            out,
+            metrics,
+            record,
+            status,
+            now,
+        };
+        Some((client, x))
+    }
+
+    /// A chunk of `n` payload bytes left for the client; `first_token`: it carried the stream's first
+    /// event with content. Per chunk: relaxed atomics only, and nothing when metrics are off.
+    #[inline]
+    fn noted(&mut self, seen: &mut BodySeen, n: usize, first_token: bool) {
+        let (m, now) = (self.metrics, self.now);
+        if !m.enabled {
+            return;
+        }
+        m.chunk(n);
+        if let Some(last) = seen.last_chunk.replace(now) {
+            m.gap.record_duration(now.saturating_duration_since(last));
+        }
+        if first_token && let Some(r) = self.record.as_deref_mut() {
+            r.first_token = Some(now);
+            m.ttft
+                .record_duration(now.saturating_duration_since(r.started));
+        }
+    }
 }
 
 /// Decodes `input` (body bytes just read) and sends the payload to the client as a single chunk, with the
@@ -50,7 +130,7 @@ pub(super) fn relay(
     keep_alive: bool,
     input: &mut [u8],
     ranges: &mut Vec<Range<usize>>,
-    to: &mut Sink<'_>,
+    to: &mut Sink<'_, '_>,
 ) -> Outcome {
     ranges.clear();
     let decoded = match decoder.decode(input, ranges) {
@@ -58,9 +138,15 @@ pub(super) fn relay(
         Err(e) => return Outcome::Failed(Failure::BadBody(e)),
     };
     let payload = gather(input, ranges);
+    let had_token = to.seen.first_token;
     to.seen.saw(payload);
-    if let Err(e) = send_body(to.out, to.io, to.framing, payload, decoded.done) {
+    let c = &mut *to.client;
+    if let Err(e) = send_body(c.out, c.io, to.framing, payload, decoded.done) {
         return Outcome::ClientGone(e);
+    }
+    if !payload.is_empty() {
+        let first = !had_token && to.seen.first_token;
+        c.noted(to.seen, payload.len(), first);
     }
     if decoded.done {
         // Reusable only if the body ended exactly where our bytes did: anything after it would be a

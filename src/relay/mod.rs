@@ -25,6 +25,8 @@ pub mod dns;
 pub mod exchange;
 pub mod forward;
 pub mod health;
+pub mod observe;
+mod own;
 pub mod passthrough;
 pub mod policy;
 pub mod pool;
@@ -33,6 +35,7 @@ pub mod ratelimit;
 pub mod rebuild;
 pub mod retry;
 pub mod routes;
+mod settings;
 pub mod sse;
 pub mod stats;
 mod steps;
@@ -43,7 +46,6 @@ mod upstreams;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use mio::net::TcpStream;
 
@@ -55,10 +57,11 @@ use crate::http::request::{Limits, Request, RequestReader};
 use crate::http::response::error_response;
 use crate::reactor::{ConnId, Cx, Handler, Ready, Tag, TimerKey};
 use auth::{ClientKeys, Refusal};
-use deadlines::{UpstreamTimeouts, Wait};
+use deadlines::Wait;
 use exchange::Exchange;
 use providers::{Origin, Provider, ProviderKey};
-use routes::{Route, Router};
+use routes::Router;
+pub use settings::RelaySettings;
 pub use stats::{InFlight, RelayCounts, RelayStats};
 pub use upstreams::{Upstreams, UpstreamsConfig};
 
@@ -104,6 +107,8 @@ pub struct Idle {
     pub expires: TimerKey,
     /// Which upstream it connects to.
     pub via: usize,
+    /// Its place in the worker's count of pooled connections, for as long as it is in the pool.
+    pub _pooled: crate::reactor::instrument::Held,
 }
 
 /// What a relay deadline is for.
@@ -115,41 +120,6 @@ pub enum RelayTimer {
     Exchange(Wait),
     /// An idle pooled connection reached `--upstream-idle-timeout`.
     IdleExpired,
-}
-
-/// What a relay worker is told besides where to relay.
-#[derive(Clone)]
-pub struct RelaySettings {
-    pub limits: Limits,
-    /// Most bytes held per stream that its client has not read (`--stream-buffer-bytes`).
-    pub stream_buffer: usize,
-    /// Most idle keep-alive upstream connections kept (`--upstream-max-conns`).
-    pub max_idle: usize,
-    /// How long an idle upstream connection is kept (`--upstream-idle-timeout`).
-    pub idle_timeout: Duration,
-    /// Terminate TLS on accepted connections (`--tls-cert`, `--tls-key`).
-    pub inbound_tls: Option<Arc<rustls::ServerConfig>>,
-    /// How long names stay resolved (`--dns-ttl`).
-    pub dns: dns::CacheConfig,
-    /// The upstreams, each with this worker's TLS client configuration for it (`https` only; one per
-    /// worker, so that each has its own session cache: `conn::tls::client_config`).
-    pub upstreams: Vec<(Arc<UpstreamTarget>, Option<Arc<rustls::ClientConfig>>)>,
-    /// Which upstream serves which path.
-    pub router: Router,
-    /// How long a client may take at each step.
-    pub client: ClientTimeouts,
-    /// How long an upstream may take at each step.
-    pub timeouts: UpstreamTimeouts,
-    /// How failed requests are tried again.
-    pub retry: retry::RetryPolicy,
-    /// Every client's token bucket, shared by the workers (`None`: no limit).
-    pub rate_limiter: Option<Arc<ratelimit::RateLimiter>>,
-    /// The keys clients must present (none: every client is served).
-    pub client_keys: Arc<ClientKeys>,
-    /// Clients this worker serves at once; more get a fast 503 (`server::budget`).
-    pub max_clients: usize,
-    /// Set for the whole process when a drain starts (`server::supervisor::Drainer`).
-    pub draining: Arc<AtomicBool>,
 }
 
 /// The relay application of one worker.
@@ -174,17 +144,25 @@ pub struct Relay {
     closing: bool,
     /// The answer for a client turned away: made once, written with one `write`.
     overloaded: Vec<u8>,
+    /// What it measures and logs, and where every worker's figures are (`observe`).
+    observe: observe::Observe,
+    metrics: Arc<crate::metrics::RelayMetrics>,
+    /// The last request answered (taken from its record, not copied), to name it if its handler call
+    /// turns out to have been an iteration's slowest (`Handler::describe`).
+    last_answered: observe::LastAnswered,
 }
 
 impl Relay {
     /// A relay as `settings` say; it resolves names with `resolver` (answers wake the worker through
-    /// `remote`) and counts what it does in `stats`.
+    /// `remote`), counts what it does in `stats` and measures itself as `observe` says.
     pub fn new(
         settings: RelaySettings,
         stats: Arc<RelayStats>,
         resolver: dns::Resolver,
         remote: crate::reactor::Remote,
+        observe: observe::Observe,
     ) -> Relay {
+        let metrics = observe.metrics();
         let targets: Vec<Arc<UpstreamTarget>> =
             settings.upstreams.iter().map(|(t, _)| t.clone()).collect();
         let turns = turns::Turns::new(&targets, settings.retry, &remote);
@@ -200,6 +178,7 @@ impl Relay {
             max_head: settings.limits.max_head_bytes,
             timeouts: settings.timeouts,
             stats: stats.clone(),
+            metrics: metrics.clone(),
         });
         let mut overloaded = Vec::new();
         let message = "the relay is at its connection limit; retry shortly";
@@ -212,7 +191,7 @@ impl Relay {
             true,
         );
         Relay {
-            router: settings.router,
+            router: settings.router.with_debug_stall(observe.debug_stall),
             client_keys: settings.client_keys,
             upstreams,
             limits: settings.limits,
@@ -225,6 +204,9 @@ impl Relay {
             draining: settings.draining,
             closing: false,
             overloaded,
+            observe,
+            metrics,
+            last_answered: observe::LastAnswered::default(),
         }
     }
 
@@ -340,6 +322,11 @@ impl Handler for Relay {
         }
     }
 
+    fn describe(&self, cx: &Cx<Self>, id: ConnId, tag: Tag) -> String {
+        let last = self.last_answered.of(id);
+        observe::describe(cx.conns.get(id), tag == UPSTREAM, last.as_deref())
+    }
+
     /// Regime 3 of the descriptor budget: the worker is out of descriptors and hands over one client,
     /// accepted with its spare, to be turned away like those past the budget.
     fn on_shed(&mut self, cx: &mut Cx<Self>, sock: TcpStream, peer: SocketAddr) {
@@ -372,6 +359,9 @@ impl Handler for Relay {
         match entry {
             Entry::Client(mut c) => {
                 c.cancel_deadline(&mut cx.timers);
+                if let Some(mut r) = c.record.take() {
+                    observe::finished(&self.observe, &self.metrics, cx.name(), &c, &mut r, cx.now);
+                }
                 // Its upstream closes with it: never pooled mid-body.
                 if let ClientState::Serving(mut x) = c.state {
                     x.cancel_deadlines(&mut cx.timers);
@@ -403,15 +393,18 @@ impl ClientApp for Relay {
         self.client_timeouts
     }
 
-    fn count_timeout(&mut self, _wait: ClientWait) {
+    fn count_timeout(&mut self, wait: ClientWait) {
         RelayStats::count(&self.stats.client_timeouts);
+        if let Some(what) = crate::metrics::Expiry::of_client(wait) {
+            self.metrics.expired(what);
+        }
     }
 
     fn max_head(&self) -> usize {
         self.limits.max_head_bytes
     }
 
-    fn on_request(&mut self, cx: &mut Cx<Self>, id: ConnId, req: Request) {
+    fn on_request(&mut self, cx: &mut Cx<Self>, id: ConnId, mut req: Request) {
         // Draining: this answer is the connection's last, and says so.
         let draining = self.draining.load(Ordering::Acquire);
         let then = match draining {
@@ -423,6 +416,11 @@ impl ClientApp for Relay {
         };
         let framing = StreamFraming::for_request(req.version, then);
         let route = self.router.resolve(&req.method, &req.path);
+        if let (Some(r), Ok(to)) = (c.record.as_deref_mut(), &route) {
+            r.route = to.route.label();
+            // The id goes upstream as the one `X-Request-Id` (a client's unusable one is replaced).
+            observe::carry_request_id(&mut req.headers, &r.id);
+        }
         // Who asks, before anything is done for them: without a valid key a request learns nothing, not
         // even whether its path exists. The route only says where this path's SDK puts its key.
         let provider = route
@@ -441,23 +439,9 @@ impl ClientApp for Relay {
             }
         };
         match route {
-            Ok(to) if to.route == Route::Healthz => {
-                c.reply_json(200, &req.method, &serde_json::json!({"status": "ok"}), then)
+            Ok(to) if to.route.is_own() => {
+                own::answer(c, to.route, &req, draining, then, &self.observe)
             }
-            Ok(to) if to.route == Route::Readyz => match draining {
-                true => c.reply_json(
-                    503,
-                    &req.method,
-                    &serde_json::json!({"status": "draining"}),
-                    then,
-                ),
-                false => c.reply_json(
-                    200,
-                    &req.method,
-                    &serde_json::json!({"status": "ready"}),
-                    then,
-                ),
-            },
             Ok(to) => {
                 // Only what would reach an upstream is limited (a probe never is).
                 if let Some(Err(wait)) = self.rate_limiter.as_ref().map(|l| l.take(&who, cx.now)) {
@@ -475,11 +459,26 @@ impl ClientApp for Relay {
     }
 
     fn on_drained(&mut self, cx: &mut Cx<Self>, id: ConnId) {
+        // The bytes held since a read have all been taken: their residence ends now.
+        if let Some(held) = exchange::exchange(cx, id).and_then(|x| x.seen.held_since.take()) {
+            self.metrics.residence.record_duration(held.elapsed());
+        }
         self.upstreams.pump(cx, id);
     }
 
     fn draining(&self) -> bool {
         self.closing
+    }
+
+    fn keeps_records(&self) -> bool {
+        true
+    }
+
+    fn on_answered(&mut self, cx: &mut Cx<Self>, id: ConnId, record: &mut client::Record) {
+        if let Some(Entry::Client(c)) = cx.conns.get(id) {
+            observe::finished(&self.observe, &self.metrics, cx.name(), c, record, cx.now);
+        }
+        self.last_answered.keep(id, record);
     }
 }
 

@@ -54,6 +54,23 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Its kind, as the metrics label it (`tokenpipe_upstream_failures_total{kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Resolve(_) => "resolve",
+            Failure::Io(_) => "io",
+            Failure::Tls(_) => "tls",
+            Failure::ClosedBeforeHead => "closed_before_head",
+            Failure::BadHead(_) => "bad_head",
+            Failure::Status(..) => "status",
+            Failure::BadBody(_) => "bad_framing",
+            Failure::Truncated => "truncated",
+            Failure::Timeout(..) => "timeout",
+            Failure::Busy(_) => "busy",
+            Failure::Unavailable(_) => "breaker_open",
+        }
+    }
+
     /// The machine-readable code of the error a client gets for it.
     pub fn code(&self) -> &'static str {
         match self {

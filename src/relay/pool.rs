@@ -13,6 +13,7 @@
 
 use super::{Entry, Idle, RelayTimer, UPSTREAM};
 use crate::conn::transport::{IdleCheck, Transport};
+use crate::reactor::instrument::{Held, Level};
 use crate::reactor::token::ConnId;
 use crate::reactor::{Cx, Tag};
 use std::time::Duration;
@@ -81,7 +82,12 @@ impl Pool {
         let timers = &mut cx.timers;
         let Ok(idle_id) = cx.conns.insert_with(|idle_id| {
             let expires = timers.insert(at, idle_id, RelayTimer::IdleExpired);
-            Entry::Idle(Idle { io, expires, via })
+            Entry::Idle(Idle {
+                io,
+                expires,
+                via,
+                _pooled: Held::new(Level::PooledUpstreams),
+            })
         }) else {
             return;
         };

@@ -33,11 +33,12 @@ pub(super) fn exchange_for(
             },
             passthrough::build_request(t.provider, &t.origin, t.key.as_ref(), req, to.path),
         ),
-        Route::Generate | Route::Healthz | Route::Readyz => (
+        _ => (
             Kind::Generate,
             api::parse_generate(&req.body).and_then(|g| {
                 let (key, model) = (t.key.as_ref(), &t.default_model);
                 providers::build_request(t.provider, &t.origin, key, &g, model)
+                    .map(|made| with_request_id(made, req))
             }),
         ),
     };
@@ -50,11 +51,26 @@ pub(super) fn exchange_for(
     Ok(x)
 }
 
+/// `request` (an upstream request made by the relay) with the client request's `X-Request-Id`, after its
+/// request line. The id is a plain token (`conn::client::record`), so it cannot break the head.
+fn with_request_id(mut request: Vec<u8>, req: &Request) -> Vec<u8> {
+    let Some(id) = value(&req.headers, "x-request-id") else {
+        return request;
+    };
+    let Some(line_end) = request.windows(2).position(|w| w == b"\r\n") else {
+        return request;
+    };
+    let field = format!("X-Request-Id: {id}\r\n");
+    request.splice(line_end + 2..line_end + 2, field.bytes());
+    request
+}
+
 /// What a request was made from: enough to make it again for another upstream.
 #[derive(Debug)]
 pub enum Rebuild {
-    /// The simple route's parsed body: translated for whichever provider serves it.
-    Generate(GenerateRequest),
+    /// The simple route's parsed body (translated for whichever provider serves it), and the client's
+    /// request with its id.
+    Generate(GenerateRequest, Box<Request>),
     /// A pass-through request and the path asked for (sent unchanged, to an upstream of the same
     /// provider only).
     PassThrough { req: Request, path: String },
@@ -66,7 +82,7 @@ impl Rebuild {
         match kind {
             Kind::Generate => api::parse_generate(&req.body)
                 .ok()
-                .map(|g| Box::new(Rebuild::Generate(g))),
+                .map(|g| Box::new(Rebuild::Generate(g, Box::new(without_body(req))))),
             Kind::PassThrough { .. } => Some(Box::new(Rebuild::PassThrough {
                 req: req.clone(),
                 path: path.to_string(),
@@ -80,17 +96,27 @@ impl Rebuild {
     /// of the same provider: its body is that provider's API.
     pub fn remake(&self, from: &UpstreamTarget, to: &UpstreamTarget) -> Option<Vec<u8>> {
         match self {
-            Rebuild::Generate(g) => {
+            Rebuild::Generate(g, req) => {
                 let mut g = g.clone();
                 g.model = None;
                 let key = to.key.as_ref();
-                providers::build_request(to.provider, &to.origin, key, &g, &to.default_model).ok()
+                providers::build_request(to.provider, &to.origin, key, &g, &to.default_model)
+                    .ok()
+                    .map(|made| with_request_id(made, req))
             }
             Rebuild::PassThrough { req, path } if from.provider == to.provider => {
                 passthrough::build_request(to.provider, &to.origin, to.key.as_ref(), req, path).ok()
             }
             Rebuild::PassThrough { .. } => None,
         }
+    }
+}
+
+/// `req` without its body (kept in `Generate` already, parsed).
+fn without_body(req: &Request) -> Request {
+    Request {
+        body: Vec::new(),
+        ..req.clone()
     }
 }
 

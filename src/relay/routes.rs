@@ -27,6 +27,30 @@ pub enum Route {
     Generate,
     /// One of an upstream provider's own API paths: passed through (`relay::passthrough`).
     PassThrough,
+    /// `GET /metrics`: the Prometheus exposition (`crate::metrics`).
+    Metrics,
+    /// `GET /debug/stall?ms=N`: blocks the worker's loop for N ms, to watch the metrics catch it. Only
+    /// with `--debug-stall-route`.
+    DebugStall,
+}
+
+impl Route {
+    /// Its label in metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Generate => "generate",
+            Route::PassThrough => "passthrough",
+            Route::Metrics => "metrics",
+            Route::DebugStall => "debug_stall",
+        }
+    }
+
+    /// A route the relay answers itself, with no upstream.
+    pub fn is_own(self) -> bool {
+        !matches!(self, Route::Generate | Route::PassThrough)
+    }
 }
 
 /// Where a request goes: the route, the upstream (its index in the configuration), and the path to ask
@@ -47,6 +71,8 @@ pub struct Router {
     prefixes: Vec<(String, usize)>,
     /// The upstream of the simple route.
     generate: usize,
+    /// `/debug/stall` is served (`--debug-stall-route`).
+    debug_stall: bool,
 }
 
 impl Router {
@@ -67,7 +93,14 @@ impl Router {
             providers,
             prefixes,
             generate,
+            debug_stall: false,
         }
+    }
+
+    /// The same table, with `/debug/stall` served or not.
+    pub fn with_debug_stall(mut self, on: bool) -> Router {
+        self.debug_stall = on;
+        self
     }
 
     /// A table with one upstream, which serves everything.
@@ -79,7 +112,7 @@ impl Router {
     pub fn provider_of(&self, to: &Target<'_>) -> Option<Provider> {
         match to.route {
             Route::PassThrough => self.providers.get(to.upstream).copied(),
-            Route::Healthz | Route::Readyz | Route::Generate => None,
+            _ => None,
         }
     }
 
@@ -95,6 +128,8 @@ impl Router {
         match path {
             "/healthz" => return ours(Route::Healthz, "GET, HEAD"),
             "/readyz" => return ours(Route::Readyz, "GET, HEAD"),
+            "/metrics" => return ours(Route::Metrics, "GET, HEAD"),
+            "/debug/stall" if self.debug_stall => return ours(Route::DebugStall, "GET"),
             "/api/v1/generate-stream" | "/api/v1/stream" => return ours(Route::Generate, "POST"),
             _ => {}
         }

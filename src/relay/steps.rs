@@ -5,25 +5,20 @@
 
 use std::io;
 use std::ops::Range;
+use std::time::Instant;
 
 use super::exchange::{Exchange, Failure, Kind, Phase};
-use super::forward::{self, Outcome, Sink};
+use super::forward::{self, Client, Outcome, Sink};
 use super::passthrough;
 use super::retry;
 use super::sse::SseWatch;
-use crate::conn::OutBuf;
 use crate::conn::client::{send_body, stream_head};
 use crate::conn::tls::Handshake;
-use crate::conn::transport::{ReadOutcome, Transport};
+use crate::conn::transport::ReadOutcome;
 use crate::conn::upstream::{HeadProgress, SendProgress, UpstreamConn, UpstreamState};
 use crate::http::body::BodyDecoder;
 
 /// The client's two write-side parts, borrowed while its exchange is borrowed too.
-pub(super) struct Client<'a> {
-    pub io: &'a mut Transport,
-    pub out: &'a mut OutBuf,
-}
-
 /// How a handshake that finished went, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Shaken {
@@ -185,13 +180,19 @@ pub(super) fn read_head(
         // Queued, not written: it leaves with the first payload in one `writev` if some came with the
         // head; otherwise at once, since the first token may be seconds away and the client should know
         // the stream is live.
-        Kind::Generate => client.out.push(&stream_head(framing)),
-        Kind::PassThrough { .. } => client.out.push(&passthrough::response_head(
-            head.status,
-            &head.headers,
-            framing,
-            has_body,
-        )),
+        Kind::Generate => {
+            client.out.push(&stream_head(framing));
+            *client.status = 200;
+        }
+        Kind::PassThrough { .. } => {
+            client.out.push(&passthrough::response_head(
+                head.status,
+                &head.headers,
+                framing,
+                has_body,
+            ));
+            *client.status = head.status;
+        }
     }
     let reusable = keep_alive && rest.is_empty();
     x.event_stream = event_stream;
@@ -221,8 +222,7 @@ pub(super) fn read_head(
         return Outcome::Wait;
     };
     let mut to = Sink {
-        out: client.out,
-        io: client.io,
+        client,
         framing,
         seen,
     };
@@ -280,13 +280,22 @@ pub(super) fn read_body(
     }
     match io.read(&mut scratch[..room]) {
         ReadOutcome::Data(n) => {
+            let read_at = client.metrics.enabled.then(Instant::now);
             let mut to = Sink {
-                out: client.out,
-                io: client.io,
+                client,
                 framing,
                 seen,
             };
-            forward::relay(decoder, *keep_alive, &mut scratch[..n], ranges, &mut to)
+            let outcome = forward::relay(decoder, *keep_alive, &mut scratch[..n], ranges, &mut to);
+            // Residence: from the read to the write that took its bytes; now if the socket took them
+            // all, else when the client's queue drains (`Relay::on_drained`).
+            if let Some(at) = read_at {
+                match client.out.is_empty() {
+                    true => client.metrics.residence.record_duration(at.elapsed()),
+                    false => _ = seen.held_since.get_or_insert(at),
+                }
+            }
+            outcome
         }
         ReadOutcome::Drained => Outcome::Wait,
         // A close-delimited body over TLS whose end came without `close_notify`: nothing but the close

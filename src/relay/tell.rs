@@ -54,6 +54,9 @@ pub(super) fn failure(
         if let Some(mut x) = c.finish(AfterReply::Close) {
             x.cancel_deadlines(&mut cx.timers);
         }
+        if let Some(r) = c.record.as_deref_mut() {
+            r.cut = Some(failure.code());
+        }
         if sent.is_err() {
             cx.close(id);
         }

@@ -6,8 +6,10 @@
 
 use super::*;
 use crate::reactor::Worker;
+use deadlines::UpstreamTimeouts;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream as StdStream};
+use std::time::Duration;
 
 /// A relay worker whose upstream is `origin` (a listener the test owns), with a stream cap of `cap`.
 fn relay(origin: &TcpListener, cap: usize) -> (Worker<Relay>, SocketAddr) {
@@ -33,6 +35,7 @@ fn relay_to(origin: &TcpListener, cap: usize, https: bool) -> (Worker<Relay>, So
         health: health::Health::new(health::BreakerPolicy::default()),
         fallback: None,
     });
+    let observe = observe::Observe::standalone(vec![target.clone()]);
     let settings = RelaySettings {
         limits: Limits::default(),
         stream_buffer: cap,
@@ -51,7 +54,7 @@ fn relay_to(origin: &TcpListener, cap: usize, https: bool) -> (Worker<Relay>, So
         draining: Arc::default(),
     };
     let resolver = dns::Resolver::new().unwrap();
-    let make = |remote| Relay::new(settings, Arc::default(), resolver, remote);
+    let make = |remote| Relay::new(settings, Arc::default(), resolver, remote, observe);
     let mut w = Worker::build("test".into(), Duration::from_secs(10), make).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

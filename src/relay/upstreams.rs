@@ -28,37 +28,21 @@ use super::connector::{Connector, Found};
 use super::deadlines::{Fired, UpstreamTimeouts, Wait};
 use super::dns::{Answer, DnsCache, ResolverLink};
 use super::exchange::{Decision, Failure, Phase, RetryRoom, exchange_in};
-use super::forward::Outcome;
+use super::forward::{Client, Flow, Outcome};
 use super::health;
 use super::rebuild;
 use super::routes::Target;
-use super::steps::{self, Client, Shaken};
+use super::steps::{self, Shaken};
 use super::turns::{Asked, Turns};
 use super::{Entry, InFlight, RelayStats, RelayTimer, UpstreamTarget, tell};
 use crate::conn::client::{ClientConn, ClientState, StreamFraming};
 use crate::conn::transport::IdleCheck;
 use crate::conn::upstream::UpstreamState;
 use crate::http::request::Request;
+use crate::metrics::{Expiry, RelayMetrics};
 use crate::reactor::{ConnId, Cx, TURN_BUDGET};
 
 type RelayCx = Cx<super::Relay>;
-
-/// Whether the pump can go on after a failure was handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flow {
-    More,
-    Wait,
-}
-
-impl Flow {
-    /// `then` if this is `More`.
-    fn and_then(self, then: impl FnOnce() -> Flow) -> Flow {
-        match self {
-            Flow::More => then(),
-            Flow::Wait => Flow::Wait,
-        }
-    }
-}
 
 /// A worker's upstream side.
 pub struct Upstreams {
@@ -77,6 +61,7 @@ pub struct Upstreams {
     /// Payload ranges found by the body decoder in the last read; reused to avoid an allocation per read.
     ranges: Vec<Range<usize>>,
     stats: Arc<RelayStats>,
+    metrics: Arc<RelayMetrics>,
 }
 
 /// What the upstream side of a worker is built from.
@@ -94,6 +79,7 @@ pub struct UpstreamsConfig {
     pub max_head: usize,
     pub timeouts: UpstreamTimeouts,
     pub stats: Arc<RelayStats>,
+    pub metrics: Arc<RelayMetrics>,
 }
 
 impl Upstreams {
@@ -107,6 +93,7 @@ impl Upstreams {
             timeouts: c.timeouts,
             ranges: Vec::new(),
             stats: c.stats,
+            metrics: c.metrics,
         }
     }
 
@@ -332,12 +319,14 @@ impl Upstreams {
                     .map(|t| t.gate.limits().queue_timeout);
                 x.ticket = None;
                 RelayStats::count(&self.stats.queue_timeouts);
+                self.metrics.expired(Expiry::Queue);
                 self.fail(cx, id, Failure::Busy(waited));
                 self.pump(cx, id);
                 true
             }
             Fired::Expired(wait) => {
                 RelayStats::count(&self.stats.timeouts);
+                self.metrics.expired(Expiry::from(wait));
                 let limit = self.timeouts.limit(wait);
                 self.fail(cx, id, Failure::Timeout(wait, limit));
                 // A connect timeout may have moved on to the next address: let it run.
@@ -352,8 +341,7 @@ impl Upstreams {
         let Some(Entry::Client(c)) = cx.conns.get_mut(id) else {
             return Outcome::Wait;
         };
-        let ClientConn { io, out, state, .. } = &mut **c;
-        let ClientState::Serving(x) = state else {
+        let Some((mut client, x)) = Client::split(c, &self.metrics, cx.now) else {
             return Outcome::Wait;
         };
         let Some(upstream) = x.upstream() else {
@@ -364,7 +352,6 @@ impl Upstreams {
         if let Err(e) = upstream.io.flush() {
             return Outcome::Failed(Failure::Io(e));
         }
-        let mut client = Client { io, out };
         match upstream.state {
             UpstreamState::Handshaking => match steps::handshake(upstream) {
                 Ok(None) => Outcome::Wait,
@@ -444,6 +431,7 @@ impl Upstreams {
         let Some(x) = exchange_in(&mut cx.conns, id) else {
             return Flow::Wait;
         };
+        self.metrics.failure(x.via, failure.kind());
         // The upstream's breaker hears of it first (the probe's verdict, or one more in a row).
         if failure.counts_against_upstream() {
             let health = self.conn.target(x.via).map(|t| &*t.health);

@@ -8,8 +8,13 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::LoopConfig;
+use crate::conn::tls;
+use crate::relay::auth::ClientKeys;
 
 /// `count` listening sockets sharing one address (see the module docs).
 ///
@@ -56,6 +61,29 @@ fn bind_one(addr: SocketAddr, backlog: Option<u32>) -> io::Result<TcpListener> {
     let backlog = backlog.map_or(i32::MAX, |b| i32::try_from(b).unwrap_or(i32::MAX));
     socket.listen(backlog)?;
     Ok(socket.into())
+}
+
+/// Says at start whether clients need a key (names only; a key is never logged).
+pub(super) fn log_client_keys(keys: &ClientKeys, listen: SocketAddr) {
+    if keys.is_empty() && !listen.ip().to_canonical().is_loopback() {
+        log::warn!(
+            "no client keys: anyone who reaches {listen} is served (--allow-unauthenticated)"
+        );
+    } else if keys.is_empty() {
+        log::info!("no client keys: every client is served (listening on loopback only)");
+    } else {
+        log::info!("clients need a key: {} configured ({keys:?})", keys.len());
+    }
+}
+
+/// The listener's TLS configuration, when `--tls-cert` and `--tls-key` are given.
+pub(super) fn inbound_tls(
+    common: &LoopConfig,
+) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    match &common.tls {
+        Some((cert, key)) => tls::server_config(cert, key).map(Some),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]

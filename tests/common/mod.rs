@@ -22,6 +22,7 @@ mod faults;
 mod http;
 mod inproc;
 mod pki;
+mod prom;
 mod sse;
 
 pub use api::*;
@@ -30,6 +31,7 @@ pub use faults::*;
 pub use http::*;
 pub use inproc::*;
 pub use pki::*;
+pub use prom::*;
 pub use sse::*;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -56,6 +58,67 @@ pub const MODEL: &str = "test-model";
 // Child processes
 // ---------------------------------------------------------------------------------------------------------
 
+/// The lines a child writes on stderr, as they come (a thread reads them into a channel).
+pub struct Logs {
+    rx: mpsc::Receiver<String>,
+    /// Every line received so far.
+    pub seen: Vec<String>,
+}
+
+impl Logs {
+    fn read(stderr: std::process::ChildStderr) -> Logs {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Logs {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (at most `within`) for a line that `matches`, and returns it; panics with the lines seen.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        matches: impl Fn(&str) -> bool,
+        within: Duration,
+    ) -> String {
+        if let Some(line) = self.seen.iter().find(|l| matches(l)) {
+            return line.clone();
+        }
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line {what} within {within:?}; lines: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Takes whatever lines have arrived by now.
+    pub fn collect(&mut self) -> &[String] {
+        while let Ok(line) = self.rx.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+}
+
 /// A running `tokenpipe` child process. Dropping it kills and reaps the process.
 pub struct Proc {
     child: Child,
@@ -72,8 +135,20 @@ impl Proc {
     /// The child's stderr is inherited so that its warnings show up next to a failing test; set
     /// `TOKENPIPE_TEST_STDERR=null` to silence it.
     pub fn spawn(args: &[&str]) -> Proc {
-        let stderr = match std::env::var("TOKENPIPE_TEST_STDERR").as_deref() {
-            Ok("null") => Stdio::null(),
+        Proc::spawn_with(args, None).0
+    }
+
+    /// [`Proc::spawn`] with `RUST_LOG=rust_log` and the child's stderr captured: its lines arrive in the
+    /// returned [`Logs`].
+    pub fn spawn_logged(args: &[&str], rust_log: &str) -> (Proc, Logs) {
+        let (proc, logs) = Proc::spawn_with(args, Some(rust_log));
+        (proc, logs.expect("captured stderr"))
+    }
+
+    fn spawn_with(args: &[&str], capture: Option<&str>) -> (Proc, Option<Logs>) {
+        let stderr = match (capture, std::env::var("TOKENPIPE_TEST_STDERR").as_deref()) {
+            (Some(_), _) => Stdio::piped(),
+            (None, Ok("null")) => Stdio::null(),
             _ => Stdio::inherit(),
         };
         let mut command = Command::new(BIN);
@@ -89,7 +164,9 @@ impl Proc {
             .env_remove("GEMINI_API_KEY")
             .env(
                 "RUST_LOG",
-                std::env::var("TOKENPIPE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                capture.map(str::to_string).unwrap_or_else(|| {
+                    std::env::var("TOKENPIPE_TEST_LOG").unwrap_or_else(|_| "warn".into())
+                }),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -97,6 +174,7 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {BIN} {args:?}: {e}"));
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let logs = child.stderr.take().map(Logs::read);
 
         // A thread reads stdout line by line: it reports the `listening on` line (or EOF) through a channel and
         // then keeps draining stdout so that the child never blocks on a full pipe.
@@ -151,7 +229,7 @@ impl Proc {
                 panic!("cannot parse address in {line:?}: {e}");
             }
         };
-        Proc { child, addr, args }
+        (Proc { child, addr, args }, logs)
     }
 
     /// `http://ADDR`
