@@ -118,12 +118,12 @@ pub fn describe(e: Option<&super::Entry>, upstream_socket: bool, last: Option<&s
 /// The request a worker answered last, and on which connection: its strings moved out of its record as
 /// the record is dropped, so keeping them costs no allocation.
 #[derive(Debug, Default)]
-pub struct LastAnswered(Option<(crate::reactor::ConnId, Box<str>, Box<str>)>);
+pub struct LastAnswered(Option<(crate::reactor::ConnId, &'static str, Box<str>)>);
 
 impl LastAnswered {
     /// Keeps `record`'s method and path (it is done with them).
     pub fn keep(&mut self, id: crate::reactor::ConnId, record: &mut Record) {
-        let method = std::mem::take(&mut record.method);
+        let method = record.method;
         let path = std::mem::take(&mut record.path);
         self.0 = Some((id, method, path));
     }
@@ -277,8 +277,8 @@ fn json_line(
 ) -> String {
     let opt_ms = |at| r.since_start(at).map(ms);
     serde_json::json!({
-        "request_id": &*r.id,
-        "method": &*r.method,
+        "request_id": r.id.to_string(),
+        "method": r.method,
         "path": &*r.path,
         "route": r.route,
         "status": status,
@@ -327,9 +327,9 @@ mod tests {
         let now = Instant::now();
         Record {
             started: now,
-            method: "POST".into(),
+            method: "POST",
             path: "/v1/chat/completions".into(),
-            id: "req-1".into(),
+            id: crate::conn::client::record::RequestId::Given("req-1".into()),
             route: "passthrough",
             upstream: Some(0),
             reused: Some(true),
