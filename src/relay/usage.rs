@@ -26,20 +26,24 @@
 //! # Why it is built this way
 //!
 //! This runs on the relay's hot path, once per upstream read, so its cost must stay flat per byte and its
-//! memory bounded, whatever the stream. It has two phases:
+//! memory bounded, whatever the stream. Two mechanisms, one per question:
 //!
-//! - **Until the first token** (a few small events), each event's data is kept (at most [`EVENT_CAP`]
-//!   bytes) and parsed with `serde_json` to see whether it carries content; Anthropic and the Responses
-//!   API name their events, and the name decides without parsing. A larger opening event is not parsed:
-//!   in OpenAI's and Gemini's streams it counts as content (no header event is that large), in the named
-//!   dialects its name decides.
-//! - **After it**, no event is parsed. The data of the events that can hold the usage (all of them where
-//!   events have no names; `message_start`/`message_delta` and `response.created`/`.completed`/... where
-//!   they do) is searched with `memchr::memmem` for the usage key (`"usage"`, `"usageMetadata"`) and, until
-//!   the model is known, the model key. Only the value after a key is kept, and only while it is an object
-//!   (a string, for the model) of at most [`VALUE_CAP`] bytes: OpenAI's `"usage":null` is passed over at
-//!   once, and a `response.completed` that repeats a long answer costs a search, not a copy. The value is
-//!   then parsed alone; one without a token count (a tool's parameter named `usage`) is not a usage.
+//! - **The first token**: until it has gone by (a few small events), each event's data is kept (at most
+//!   [`EVENT_CAP`] bytes) and parsed with `serde_json` to see whether it carries content; Anthropic and
+//!   the Responses API name their events, and the name decides without parsing. A larger opening event
+//!   is not parsed: in OpenAI's and Gemini's streams it counts as content (no header event is that
+//!   large), in the named dialects its name decides. After the first token, no event is parsed.
+//! - **The usage and the model**, in every event that can hold them (all of them where events have no
+//!   names; `message_start`/`message_delta` and `response.created`/`.completed`/... where they do): the
+//!   data is searched with `memchr::memmem` for the usage key (`"usage"`, `"usageMetadata"`) and, until
+//!   the model is known, the model key, and only the value after a key is read: an object of at most
+//!   [`VALUE_CAP`] bytes for the usage (read where it lies when the piece fed holds it whole, else
+//!   followed and kept), a string for the model. OpenAI's `"usage":null` is passed over at once, and a
+//!   `response.completed` that repeats a long answer costs a search, not a copy. An object without a
+//!   token count (a tool's parameter named `usage`) is not a usage.
+//!
+//! Measured (`benches/usage.rs`): about 40 ns per OpenAI event after the first token, 65 ns per event
+//! over a whole 50-event stream; Gemini, whose every chunk carries `usageMetadata`, about 120 ns.
 //!
 //! Lines end as the SSE specification says (CRLF, LF or CR); comments (`: ping`) and other fields are
 //! passed over; the lines of a multi-line `data` are joined with LF. The stream may be split anywhere
