@@ -42,6 +42,7 @@ mod steps;
 mod tell;
 mod turns;
 mod upstreams;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
