@@ -149,11 +149,11 @@ pub struct Ended<'a> {
 
 /// The answer to client `c`'s request of `record` is out, or `c` is closing: count the request and log it.
 /// `closing`: the connection closes under it (the client left, or was dropped).
-pub fn finished<W>(
+pub fn finished(
     o: &Observe,
     metrics: &RelayMetrics,
     worker: &str,
-    c: &ClientConn<W>,
+    c: &ClientConn<Box<super::exchange::Exchange>>,
     record: &mut Record,
     now: Instant,
 ) {
@@ -167,6 +167,9 @@ pub fn finished<W>(
             false => Departure::MidStream,
         });
         record.cut.get_or_insert("client_gone");
+        if let ClientState::Serving(x) = &c.state {
+            x.seen.usage_into(Some(record));
+        }
     }
     // A status queued but never taken was not sent.
     let sent = c.out.taken() > record.taken_before;
