@@ -199,7 +199,10 @@ pub(super) fn read_head(
     x.event_stream = event_stream;
     if event_stream {
         x.seen.sse = Some(SseWatch::default());
-        x.seen.usage = Some(Box::new(UsageWatch::new(x.dialect)));
+        // The usage and the first token are read on a side path that `--no-metrics` turns off too.
+        if client.metrics.enabled {
+            x.seen.usage = Some(Box::new(UsageWatch::new(x.dialect)));
+        }
     }
     x.start_streaming();
     if !has_body && kind == Kind::Generate {
