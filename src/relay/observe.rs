@@ -170,6 +170,9 @@ pub fn finished(
         if let ClientState::Serving(x) = &c.state {
             x.seen.usage_into(Some(record));
         }
+    } else if !c.out.is_empty() {
+        // A whole answer was queued, but the connection closed before the client took all of it.
+        record.cut.get_or_insert("client_gone");
     }
     // A status queued but never taken was not sent.
     let sent = c.out.taken() > record.taken_before;
