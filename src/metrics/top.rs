@@ -1,0 +1,15 @@
+//! `tokenpipe top`: watch a running relay through its `GET /metrics`.
+//!
+//! - [`expo`]: the Prometheus text format, read leniently (garbage is skipped, never a panic);
+//! - [`figures`]: two scrapes and the wall time between them in, one row of figures out: a pure function.
+
+pub mod expo;
+pub mod figures;
+
+#[cfg(test)]
+mod tests_figures;
+#[cfg(test)]
+mod tests_props;
+
+pub use expo::Exposition;
+pub use figures::Figures;
