@@ -1,5 +1,5 @@
-//! Property tests: no exposition text, however broken, makes parsing or computing panic, and whatever
-//! is computed stays in its range.
+//! Property tests: no exposition text, however broken, makes parsing, computing or rendering panic, and
+//! whatever is computed stays in its range.
 
 use std::time::Duration;
 
@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use super::expo::Exposition;
 use super::figures::{Figures, names};
+use super::render;
 
 /// A value as a relay, a broken relay or a hostile one may write it.
 fn value() -> impl Strategy<Value = String> {
@@ -81,6 +82,15 @@ proptest! {
         if let (Some(p50), Some(p99)) = (f.ttft.p50, f.ttft.p99) {
             prop_assert!(p50 <= p99, "p50 {} > p99 {}", p50, p99);
         }
+        let _ = render::row("00:00:00", &f);
+        let frame = render::Frame {
+            url: "http://127.0.0.1:1/metrics",
+            interval: Duration::from_secs(1),
+            time: "00:00:00",
+            latest: Ok(&f),
+            history: &[],
+        };
+        let _ = render::screen(&frame);
         let _ = Figures::between(None, &later, Duration::from_millis(ms));
     }
 
