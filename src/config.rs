@@ -37,6 +37,7 @@ pub mod precedence;
 pub mod resilience;
 pub mod resolved;
 pub mod timeouts;
+pub mod top;
 
 pub use duration::parse_duration;
 pub use precedence::Given;
@@ -77,6 +78,14 @@ pub enum Command {
     /// `FILE: ok (N upstreams, M routes)` and exits with status 0, or prints every error as
     /// `FILE:LINE: message` on stderr and exits with status 1.
     CheckConfig(CheckArgs),
+    /// Watch a running relay through its /metrics, refreshed every interval.
+    ///
+    /// Shows streams, chunks/s, time to first token (p50/p99), loop busy % per worker, system calls
+    /// per chunk, descriptors, requests/s by status, slow iterations, bytes/s, the event gap and
+    /// memory. On a terminal the screen is redrawn in place; with --plain, or when stdout is not a terminal,
+    /// one line per refresh is printed after a legend. A relay that does not answer is reported and
+    /// asked again at the next interval. Exits with status 1 if the relay never answered.
+    Top(top::TopArgs),
 }
 
 /// Options of `tokenpipe check-config`.

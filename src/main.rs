@@ -2,7 +2,7 @@
 //! drains (`server::signals`) and the process exits with status 0 once the drain is over. Everything else
 //! lives in the library.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use tokenpipe::Server;
@@ -25,6 +25,9 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             };
+        }
+        Some(Command::Top(args)) => {
+            return tokenpipe::metrics::top::main(&args.options(std::io::stdout().is_terminal()));
         }
         Some(Command::MockUpstream(args)) => Server::start_mock(args.config()),
         Some(Command::Serve(args)) => args

@@ -22,6 +22,7 @@ pub mod exposition;
 pub mod process;
 pub mod relay;
 mod snapshot;
+pub mod top;
 
 use std::sync::{Arc, OnceLock};
 
