@@ -265,7 +265,7 @@ pub fn snapshot(buckets: &[Bucket]) -> Option<HistogramSnapshot> {
 
 /// The most bound sets [`intern`] keeps, and the longest one.
 const MAX_INTERNED: usize = 16;
-const MAX_INTERNED_LEN: usize = 64;
+const MAX_INTERNED_LEN: usize = crate::reactor::instrument::histogram::MAX_BOUNDS;
 
 /// `bounds` with the `'static` lifetime that [`HistogramSnapshot`] wants: the relay's own bound sets as
 /// they are; any other set is leaked once and kept (a relay of another version may have other bounds),

@@ -15,36 +15,31 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The most bounds a histogram may have.
-pub const MAX_BOUNDS: usize = 28;
+pub const MAX_BOUNDS: usize = 72;
 
-/// Bounds for durations, in nanoseconds: 5 µs to 5 min in 1-2.5-5 steps. They cover a loop iteration
-/// (microseconds), a first token (hundreds of milliseconds to seconds) and a whole answer (minutes).
-pub const DURATION_BOUNDS: &[u64] = &[
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-    10_000_000_000,
-    30_000_000_000,
-    60_000_000_000,
-    120_000_000_000,
-    300_000_000_000,
-];
+/// The steps of one decade of [`DURATION_BOUNDS`], in tenths: 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8.
+const DECADE: [u64; 9] = [10, 15, 20, 25, 30, 40, 50, 60, 80];
+
+/// Bounds for durations, in nanoseconds: 10 µs to 800 s, nine steps per decade (at most 50 % apart).
+/// They cover a loop iteration (microseconds), a first token (hundreds of milliseconds to seconds) and a
+/// whole answer (minutes). Steps this fine matter when values crowd one bucket: an interpolated
+/// percentile (`HistogramSnapshot::quantile`) can only say where in its bucket a value might be, so a
+/// 50 ms gap between events must not read as 99 ms.
+pub const DURATION_BOUNDS: &[u64] = &duration_bounds();
+
+const fn duration_bounds() -> [u64; 72] {
+    let mut out = [0; 72];
+    let mut decade = 1_000; // 10 µs = 10 tenths of 1 µs
+    let mut i = 0;
+    while i < 72 {
+        out[i] = DECADE[i % 9] * decade;
+        i += 1;
+        if i % 9 == 0 {
+            decade *= 10;
+        }
+    }
+    out
+}
 
 /// Bounds for small counts (events per wakeup): powers of two up to 1024.
 pub const COUNT_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
@@ -209,10 +204,29 @@ mod tests {
         assert_eq!(recent.count(), 2);
         assert_eq!(recent.count_above(50_000_000), 2);
         assert_eq!(after.count_above(50_000_000), 2);
+        assert_eq!(
+            after.count_above(60_000_000),
+            0,
+            "60 ms is a bound, inclusive"
+        );
         let mut total = HistogramSnapshot::empty(DURATION_BOUNDS);
         total.add(&after);
         total.add(&after);
         assert_eq!(total.count(), 6);
+    }
+
+    #[test]
+    fn the_duration_bounds_ascend_from_10us_to_800s() {
+        assert_eq!(DURATION_BOUNDS.len(), MAX_BOUNDS);
+        assert_eq!(DURATION_BOUNDS[0], 10_000);
+        assert_eq!(DURATION_BOUNDS[8], 80_000);
+        assert_eq!(DURATION_BOUNDS[9], 100_000);
+        assert_eq!(*DURATION_BOUNDS.last().unwrap(), 800_000_000_000);
+        assert!(
+            DURATION_BOUNDS
+                .windows(2)
+                .all(|w| w[0] < w[1] && w[1] * 2 <= w[0] * 3)
+        );
     }
 
     #[test]
