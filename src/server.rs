@@ -101,7 +101,11 @@ impl Server {
                     },
                     tokens,
                     interval,
-                    common: config.common.clone(),
+                    // The relay reaches its embedded mock in the clear, whatever its own listener speaks.
+                    common: LoopConfig {
+                        tls: None,
+                        ..config.common.clone()
+                    },
                 };
                 let stats = Arc::new(MockStats::default());
                 // Behind the relay: stopped once the relay's workers have drained, not drained itself.

@@ -134,6 +134,33 @@ fn an_https_client_gets_a_correct_stream() {
     upstream.stop();
 }
 
+/// An HTTPS listener in front of the embedded mock: the relay reaches its mock in the clear (the mock
+/// once took the listener's TLS settings too, and every stream got a 502).
+#[test]
+fn an_https_relay_streams_from_its_embedded_mock() {
+    let pki = TestPki::new(&["localhost"]);
+    let relay = InProcess::relay("http://127.0.0.1:1", |c| {
+        c.common.tls = Some((pki.cert.clone(), pki.key.clone()));
+        c.upstream = tokenpipe::config::UpstreamConfig::EmbeddedMock {
+            provider: Provider::OpenAi,
+            model: MODEL.into(),
+            tokens: 3,
+            interval: Duration::from_millis(1),
+        };
+    });
+    let body = prompt_body("embedded", None, Some(3));
+    let raw = format!(
+        "POST /api/v1/generate-stream HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = https_exchange(relay.addr, &pki.ca, "localhost", raw.as_bytes());
+    let (head, body) = split_head(&response);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (payload, complete) = dechunk(body);
+    assert!(complete, "no last chunk: {:?}", lossy(body));
+    assert!(lossy(&payload).contains("[DONE]"), "{:?}", lossy(&payload));
+}
+
 /// A relay in front of `upstream` (a mock) with `provider`'s shape, trusting `ca` if given.
 fn relay_to(upstream: &str, provider: Provider, ca: Option<&std::path::Path>) -> InProcess {
     InProcess::relay(upstream, |c| {

@@ -70,7 +70,7 @@ pub(super) fn log_client_keys(keys: &ClientKeys, listen: SocketAddr) {
             "no client keys: anyone who reaches {listen} is served (--allow-unauthenticated)"
         );
     } else if keys.is_empty() {
-        log::info!("no client keys: every client is served (listening on loopback only)");
+        log::info!("no client keys: every client is served (the listener is on loopback only)");
     } else {
         log::info!("clients need a key: {} configured ({keys:?})", keys.len());
     }
