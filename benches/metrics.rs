@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tokenpipe::metrics::RelayMetrics;
+use tokenpipe::relay::metrics::RelayMetrics;
 use tokenpipe::reactor::instrument::{DURATION_BOUNDS, Histogram};
 use tokenpipe::relay::usage::{Dialect, UsageWatch};
 

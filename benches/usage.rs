@@ -28,7 +28,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tokenpipe::relay::sse::SseWatch;
+use tokenpipe::http::sse::SseWatch;
 use tokenpipe::relay::usage::{Dialect, Usage, UsageWatch};
 
 const EVENTS: usize = 50;

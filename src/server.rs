@@ -185,9 +185,11 @@ impl Server {
                 settings.upstreams.push((target.clone(), tls));
             }
             let (stats, resolver) = (stats.clone(), resolver.clone());
+            let scrape = registry.clone();
             let observe = Observe {
-                registry: registry.clone(),
-                worker: i,
+                metrics: registry.workers[i].clone(),
+                scrape: Arc::new(move || scrape.render()),
+                upstreams: crew.upstreams.iter().map(|t| t.name.clone()).collect(),
                 access_log: config.observe.access_log,
                 debug_stall: config.observe.debug_stall,
             };

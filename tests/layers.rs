@@ -64,6 +64,35 @@ fn the_reactor_knows_only_mio() {
 }
 
 #[test]
+fn the_applications_use_no_layer_above_them() {
+    // (application, what it must not name): the relay and the mock never see the metrics that read
+    // them, the assembly or the load generator; the load generator sees neither application.
+    let rules = [
+        ("src/relay", &["metrics", "server", "loadgen"][..]),
+        ("src/mock", &["metrics", "server", "loadgen"][..]),
+        (
+            "src/loadgen",
+            &["relay", "mock", "metrics", "server", "config"][..],
+        ),
+    ];
+    for (dir, above) in rules {
+        let files = sources(dir);
+        assert!(!files.is_empty(), "{dir}");
+        for path in files {
+            let text = product_text(&path);
+            for layer in above {
+                let needle = format!("crate::{layer}");
+                assert!(
+                    !text.contains(&needle),
+                    "{} uses {needle}: an arrow that points up (docs/05-the-map.md)",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn the_examples_use_only_the_reactor() {
     let mut files = Vec::new();
     rust_files(&root().join("examples"), &mut files);

@@ -42,6 +42,7 @@ pub mod headers;
 pub mod request;
 pub mod response;
 pub mod route;
+pub mod sse;
 
 pub use body::{BodyDecoder, Framing, Truncated};
 pub use chunked::{ChunkError, ChunkedDecoder, Decoded};

@@ -15,7 +15,7 @@
 //!
 //! Memory is the watch's few bytes; nothing grows with the stream, and nothing is allocated per event.
 
-use crate::relay::sse::SseWatch;
+use crate::http::sse::SseWatch;
 
 /// The events seen so far in one stream (see the module docs).
 #[derive(Debug, Clone, Default)]

@@ -10,7 +10,7 @@
 //! It is an application of the reactor, like the relay and the mock (docs/15): each worker thread turns
 //! its own [`Worker`] whose handler is a [`Generator`], and each stream is an entry of that worker's slab,
 //! a [`LoadStream`] built on the relay's upstream client (`conn::upstream::UpstreamConn`, its transport,
-//! TLS and body decoder) and on the relay's SSE watch (`relay::sse::SseWatch`, through
+//! TLS and body decoder) and on the relay's SSE watch (`http::sse::SseWatch`, through
 //! [`events::EventCounter`]).
 //!
 //! ```text

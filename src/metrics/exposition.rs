@@ -16,9 +16,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
 use super::Registry;
-use super::relay::{HISTOGRAMS, RequestKey, Tokens};
 use super::snapshot::Snapshot;
 use crate::reactor::instrument::{HistogramSnapshot, Level, Syscall};
+use crate::relay::metrics::{HISTOGRAMS, RequestKey, Tokens};
 
 /// Renders `registry` as Prometheus text.
 pub fn render(registry: &Registry) -> String {

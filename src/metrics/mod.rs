@@ -9,7 +9,7 @@
 //!
 //! Nothing on the hot path takes a lock or allocates: the loop's system-call counts and levels are
 //! thread-local cells that the worker publishes once per iteration (`reactor::instrument`), and the relay's
-//! per-chunk figures are relaxed atomics only their worker writes ([`relay::RelayMetrics`]). A scrape,
+//! per-chunk figures are relaxed atomics only their worker writes (`relay::metrics::RelayMetrics`). A scrape,
 //! served by whichever worker accepted it, reads every worker's copy and adds them up: there is no
 //! aggregation thread and no shared counter that workers fight over.
 //!
@@ -20,16 +20,14 @@
 
 pub mod exposition;
 pub mod process;
-pub mod relay;
 mod snapshot;
 pub mod top;
 
 use std::sync::{Arc, OnceLock};
 
 use crate::reactor::instrument::WorkerStats;
+use crate::relay::metrics::RelayMetrics;
 use crate::relay::{RelayStats, UpstreamTarget};
-
-pub use relay::{Departure, Expiry, RelayMetrics, RequestKey, Tokens};
 
 /// Everything a scrape reads: the relay workers' figures, shared by those workers.
 #[derive(Debug)]
@@ -89,4 +87,4 @@ impl Registry {
 }
 
 /// The `Content-Type` of [`Registry::render`]'s text.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub use crate::relay::observe::METRICS_CONTENT_TYPE as CONTENT_TYPE;

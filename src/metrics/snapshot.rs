@@ -3,8 +3,8 @@
 
 use super::Registry;
 use super::process::Process;
-use super::relay::{Departure, Expiry, HISTOGRAMS, LabeledCounts, Tokens};
 use crate::reactor::instrument::{DURATION_BOUNDS, HistogramSnapshot, Level, Syscall};
+use crate::relay::metrics::{Departure, Expiry, HISTOGRAMS, LabeledCounts, Tokens};
 
 /// Everything a scrape shows, read at once (the reading is the only part that touches shared state).
 #[derive(Debug)]

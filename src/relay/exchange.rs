@@ -30,10 +30,10 @@ use super::admission::{Permit, Ticket};
 use super::auth::Identity;
 use super::deadlines::{ExchangeTimers, StepFacts, UpstreamTimeouts, wanted};
 use super::health::Probe;
-use super::sse::SseWatch;
 use super::usage::{Dialect, UsageWatch};
 use crate::conn::client::{Record, StreamFraming};
 use crate::conn::upstream::{UpstreamConn, UpstreamState};
+use crate::http::sse::SseWatch;
 use crate::reactor::{ConnId, Conns, Timers};
 
 /// What a relayed request is waiting for.

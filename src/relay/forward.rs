@@ -12,10 +12,10 @@ use std::ops::Range;
 use std::time::Instant;
 
 use super::exchange::{BodySeen, Exchange, Failure};
+use super::metrics::RelayMetrics;
 use crate::conn::client::{ClientConn, ClientState, Record, StreamFraming, send_body};
 use crate::conn::{OutBuf, Transport};
 use crate::http::body::BodyDecoder;
-use crate::metrics::RelayMetrics;
 
 /// What one step of an exchange's upstream side came to.
 #[derive(Debug)]

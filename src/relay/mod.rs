@@ -25,6 +25,7 @@ pub mod dns;
 pub mod exchange;
 pub mod forward;
 pub mod health;
+pub mod metrics;
 pub mod observe;
 mod own;
 pub mod passthrough;
@@ -36,7 +37,6 @@ pub mod rebuild;
 pub mod retry;
 pub mod routes;
 mod settings;
-pub mod sse;
 pub mod stats;
 mod steps;
 mod tell;
@@ -147,7 +147,7 @@ pub struct Relay {
     overloaded: Vec<u8>,
     /// What it measures and logs, and where every worker's figures are (`observe`).
     observe: observe::Observe,
-    metrics: Arc<crate::metrics::RelayMetrics>,
+    metrics: Arc<metrics::RelayMetrics>,
     /// The last request answered (taken from its record, not copied), to name it if its handler call
     /// turns out to have been an iteration's slowest (`Handler::describe`).
     last_answered: observe::LastAnswered,
@@ -163,7 +163,7 @@ impl Relay {
         remote: crate::reactor::Remote,
         observe: observe::Observe,
     ) -> Relay {
-        let metrics = observe.metrics();
+        let metrics = observe.metrics.clone();
         let targets: Vec<Arc<UpstreamTarget>> =
             settings.upstreams.iter().map(|(t, _)| t.clone()).collect();
         let turns = turns::Turns::new(&targets, settings.retry, &remote);
@@ -396,7 +396,7 @@ impl ClientApp for Relay {
 
     fn count_timeout(&mut self, wait: ClientWait) {
         RelayStats::count(&self.stats.client_timeouts);
-        if let Some(what) = crate::metrics::Expiry::of_client(wait) {
+        if let Some(what) = metrics::Expiry::of_client(wait) {
             self.metrics.expired(what);
         }
     }

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::metrics::{Departure, RelayMetrics, RequestKey, Tokens};
 use crate::conn::client::{ClientConn, ClientState, Record};
-use crate::metrics::{Departure, Registry, RelayMetrics, RequestKey, Tokens};
 
 /// The status logged and counted for a request whose client left before any status was sent (nginx's
 /// "client closed request").
@@ -43,38 +43,53 @@ impl AccessLog {
     }
 }
 
+/// The `Content-Type` of the metrics exposition (the Prometheus text format, version 0.0.4).
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What answers `GET /metrics`: every worker's figures written out now. The assembly (`server`) gives
+/// it (`metrics::Registry::render`), so that the relay needs nothing of the layer that reads it.
+pub type Scrape = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// What a relay worker needs to observe itself.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Observe {
-    /// Every worker's figures, for `/metrics`.
-    pub registry: Arc<Registry>,
-    /// This worker's index in the registry.
-    pub worker: usize,
+    /// This worker's figures (a scrape reads them with every other worker's).
+    pub metrics: Arc<RelayMetrics>,
+    /// The exposition, for `GET /metrics`.
+    pub scrape: Scrape,
+    /// The upstreams' names, by index, for the access log.
+    pub upstreams: Arc<[String]>,
     pub access_log: AccessLog,
     /// Serve `/debug/stall` (`--debug-stall-route`).
     pub debug_stall: bool,
 }
 
+impl std::fmt::Debug for Observe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observe")
+            .field("upstreams", &self.upstreams)
+            .field("access_log", &self.access_log)
+            .field("debug_stall", &self.debug_stall)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Observe {
-    /// A registry of one worker in front of `upstreams`, with the default access log: for a relay worker
-    /// built on its own (tests, examples).
-    pub fn standalone(upstreams: Vec<Arc<super::UpstreamTarget>>) -> Observe {
-        let registry = Registry::new(Arc::default(), upstreams, 1, true, None);
+    /// Figures of its own and an empty exposition, in front of `upstreams`, with the default access log:
+    /// for a relay worker built on its own (tests).
+    pub fn standalone(upstreams: &[Arc<super::UpstreamTarget>]) -> Observe {
         Observe {
-            registry: Arc::new(registry),
-            worker: 0,
+            metrics: Arc::new(RelayMetrics::new(true)),
+            scrape: Arc::new(String::new),
+            upstreams: upstreams.iter().map(|t| t.name.clone()).collect(),
             access_log: AccessLog::Text,
             debug_stall: false,
         }
     }
 
-    /// This worker's relay figures.
-    pub fn metrics(&self) -> Arc<RelayMetrics> {
-        self.registry
-            .workers
-            .get(self.worker)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(RelayMetrics::new(false)))
+    /// The name of upstream `i`, for a log line.
+    fn upstream_name(&self, i: usize) -> &str {
+        self.upstreams.get(i).map_or("unknown", String::as_str)
     }
 }
 
@@ -219,7 +234,7 @@ pub fn ended(o: &Observe, metrics: &RelayMetrics, worker: &str, e: Ended<'_>) {
     {
         return;
     }
-    let upstream = r.upstream.map(|i| o.registry.upstream_name(i));
+    let upstream = r.upstream.map(|i| o.upstream_name(i));
     let line = match o.access_log {
         AccessLog::Json => json_line(r, status, e.bytes, took, upstream),
         _ => text_line(r, status, e.bytes, took, upstream),

@@ -6,7 +6,6 @@ use super::routes::Route;
 use crate::conn::client::{AfterReply, ClientConn};
 use crate::http::request::Request;
 use crate::http::response::write_head;
-use crate::metrics::CONTENT_TYPE;
 
 /// Answers `req`, routed to `route` (one of [`Route::is_own`]), on `c`. `draining`: the process drains.
 pub fn answer<W>(
@@ -47,10 +46,10 @@ pub fn answer<W>(
 
 /// `GET /metrics`: every worker's figures, added up now.
 fn metrics<W>(c: &mut ClientConn<W>, req: &Request, then: AfterReply, o: &Observe) {
-    let body = o.registry.render();
+    let body = (o.scrape)();
     let len = body.len().to_string();
     let mut headers = vec![
-        ("Content-Type", CONTENT_TYPE),
+        ("Content-Type", observe::METRICS_CONTENT_TYPE),
         ("Content-Length", len.as_str()),
     ];
     if then == AfterReply::Close {

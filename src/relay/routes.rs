@@ -27,7 +27,7 @@ pub enum Route {
     Generate,
     /// One of an upstream provider's own API paths: passed through (`relay::passthrough`).
     PassThrough,
-    /// `GET /metrics`: the Prometheus exposition (`crate::metrics`).
+    /// `GET /metrics`: the Prometheus exposition (`observe::Scrape`).
     Metrics,
     /// `GET /debug/stall?ms=N`: blocks the worker's loop for N ms, to watch the metrics catch it. Only
     /// with `--debug-stall-route`.

@@ -11,13 +11,13 @@ use super::exchange::{Exchange, Failure, Kind, Phase};
 use super::forward::{self, Client, Outcome, Sink};
 use super::passthrough;
 use super::retry;
-use super::sse::SseWatch;
 use super::usage::UsageWatch;
 use crate::conn::client::{send_body, stream_head};
 use crate::conn::tls::Handshake;
 use crate::conn::transport::ReadOutcome;
 use crate::conn::upstream::{HeadProgress, SendProgress, UpstreamConn, UpstreamState};
 use crate::http::body::BodyDecoder;
+use crate::http::sse::SseWatch;
 
 /// The client's two write-side parts, borrowed while its exchange is borrowed too.
 /// How a handshake that finished went, for the counters.

@@ -35,7 +35,7 @@ fn relay_to(origin: &TcpListener, cap: usize, https: bool) -> (Worker<Relay>, So
         health: health::Health::new(health::BreakerPolicy::default()),
         fallback: None,
     });
-    let observe = observe::Observe::standalone(vec![target.clone()]);
+    let observe = observe::Observe::standalone(std::slice::from_ref(&target));
     let settings = RelaySettings {
         limits: Limits::default(),
         stream_buffer: cap,

@@ -30,6 +30,7 @@ use super::dns::{Answer, DnsCache, ResolverLink};
 use super::exchange::{Decision, Failure, Phase, RetryRoom, exchange_in};
 use super::forward::{Client, Flow, Outcome};
 use super::health;
+use super::metrics::{Expiry, RelayMetrics};
 use super::rebuild;
 use super::routes::Target;
 use super::steps::{self, Shaken};
@@ -39,7 +40,6 @@ use crate::conn::client::{ClientConn, ClientState, StreamFraming};
 use crate::conn::transport::IdleCheck;
 use crate::conn::upstream::UpstreamState;
 use crate::http::request::Request;
-use crate::metrics::{Expiry, RelayMetrics};
 use crate::reactor::{ConnId, Cx, TURN_BUDGET};
 
 type RelayCx = Cx<super::Relay>;

@@ -5,7 +5,7 @@
 //! about them feed the metrics and the access log:
 //!
 //! - **The first token** ([`UsageWatch::first_token`]): the first event that carries content, for the
-//!   time-to-first-token histogram. Stricter than [`super::sse::SseWatch::first_event`]: an opening event
+//!   time-to-first-token histogram. Stricter than [`crate::http::sse::SseWatch::first_event`]: an opening event
 //!   (a role-only delta, `response.created`, `message_start`) is a real event but holds no token.
 //! - **The token usage and the model** ([`UsageWatch::usage`], [`UsageWatch::model`]), from the stream's
 //!   own fields; each provider puts them in its own place:
