@@ -17,8 +17,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tokenpipe::relay::metrics::RelayMetrics;
 use tokenpipe::reactor::instrument::{DURATION_BOUNDS, Histogram};
+use tokenpipe::relay::metrics::RelayMetrics;
 use tokenpipe::relay::usage::{Dialect, UsageWatch};
 
 const EVENT: &[u8] = br#"data: {"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","object":"chat.completion.chunk","created":1741569952,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"delta":{"content":" relay"},"logprobs":null,"finish_reason":null}],"usage":null}
