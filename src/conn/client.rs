@@ -379,6 +379,10 @@ fn steps<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId) {
                     Ok(Progress::SendContinue) => c.out.push(CONTINUE),
                     Ok(Progress::NeedMore) => c.input = Input::NeedMore,
                     Err(e) => {
+                        // Refused before it was whole: still a request answered, counted and logged.
+                        if records {
+                            c.record = Some(Box::new(Record::refused(cx.now, c.out.taken())));
+                        }
                         c.reply_error(e.status, e.code, &e.message, &[], AfterReply::Close);
                         log::debug!("{}: {peer} bad request -> {e}", cx.name());
                     }

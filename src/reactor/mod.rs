@@ -339,7 +339,23 @@ impl<H: Handler> Worker<H> {
                 break;
             }
         }
+        self.close_all();
         Ok(())
+    }
+
+    /// The worker stops with entries left (a drain whose time ran out, or [`Remote::stop`]): each is
+    /// closed through [`Handler::on_close`], as the reap phase would, so that what the application does
+    /// when a connection goes (ending a request's record: its count and its access log line) happens
+    /// for these too, on this thread.
+    fn close_all(&mut self) {
+        let ids: Vec<ConnId> = self.cx.conns.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            self.cx.close(id);
+        }
+        self.cx.now = Instant::now();
+        while let Some((id, conn)) = self.cx.conns.pop_closing() {
+            self.handler.on_close(&mut self.cx, id, conn);
+        }
     }
 
     /// True once a drain has begun: the listener is closed and [`Handler::on_drain`] was called.

@@ -296,7 +296,16 @@ pub(super) fn read_body(
             // all, else when the client's queue drains (`Relay::on_drained`).
             if let Some(at) = read_at {
                 match client.out.is_empty() {
-                    true => client.metrics.residence.record_duration(at.elapsed()),
+                    true => {
+                        // The write took what was held before too (the queue drained inside `send`,
+                        // so no `on_drained` will come for it): its residence ends now as well, and
+                        // the next hold starts afresh rather than from this stale instant.
+                        let residence = &client.metrics.residence;
+                        if let Some(held) = seen.held_since.take() {
+                            residence.record_duration(held.elapsed());
+                        }
+                        residence.record_duration(at.elapsed());
+                    }
                     false => _ = seen.held_since.get_or_insert(at),
                 }
             }

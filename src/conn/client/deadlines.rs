@@ -176,6 +176,13 @@ pub fn on_deadline<A: ClientApp>(app: &mut A, cx: &mut Cx<A>, id: ConnId, wait: 
             );
             log::debug!("{name}: {peer}: {message}");
             app.count_timeout(wait);
+            // A request begun and abandoned is one answered (408), counted and logged like any other;
+            // a connection that sent nothing at all is not a request.
+            let begun = !c.inbuf.is_empty() || !c.reader.is_idle();
+            if begun && app.keeps_records() {
+                let record = super::Record::refused(cx.now, c.out.taken());
+                c.record = Some(Box::new(record));
+            }
             // The request is abandoned: no byte of it is parsed any more, and the connection closes.
             c.inbuf = Vec::new();
             c.reply_error(

@@ -74,6 +74,25 @@ impl Record {
         }
     }
 
+    /// The record of a request refused before it was complete (malformed, too large, too slow), at
+    /// `now`: nothing of it is known that could be trusted, so the method is `OTHER` and the path `-`.
+    pub fn refused(now: Instant, taken: u64) -> Record {
+        Record {
+            started: now,
+            method: "OTHER",
+            path: "-".into(),
+            id: new_id(),
+            route: "none",
+            upstream: None,
+            reused: None,
+            first_byte: None,
+            first_token: None,
+            usage: None,
+            cut: None,
+            taken_before: taken,
+        }
+    }
+
     /// From the request to `at`.
     pub fn since_start(&self, at: Option<Instant>) -> Option<Duration> {
         at.map(|t| t.saturating_duration_since(self.started))
