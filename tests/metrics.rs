@@ -126,6 +126,23 @@ fn the_counters_match_what_the_clients_received() {
 }
 
 #[test]
+fn only_event_streams_have_a_first_token() {
+    let mock = InProcess::mock(TOKENS as u32, Duration::from_millis(1));
+    let relay = InProcess::relay(&format!("http://{}", mock.addr), |_| {});
+    // A JSON answer and a model list: a first byte each, and no token.
+    let models = fetch(relay.addr, &get("/v1/models"));
+    assert_eq!(models.status(), 200, "{}", models.text());
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let whole = fetch(relay.addr, &post_json("/v1/chat/completions", body));
+    assert_eq!(whole.status(), 200, "{}", whole.text());
+    one_stream(relay.addr, 0);
+    let m = scrape(relay.addr);
+    let count = |h: &str| m.sum(&format!("{h}_count"), &[]);
+    assert_eq!(count("gen_ai_server_time_to_first_token_seconds"), 1.0);
+    assert_eq!(count("tokenpipe_time_to_first_byte_seconds"), 3.0);
+}
+
+#[test]
 fn the_descriptor_gauges_come_back_to_where_they_started() {
     // The binary with its embedded mock: `process_open_fds` is then the relay's process alone (tests run
     // in parallel threads of this one).

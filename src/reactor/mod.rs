@@ -60,6 +60,8 @@
 //! 8. **measure**: record how long the iteration was busy, warn when it passed `--loop-warn-ms`, and
 //!    publish the worker's figures ([`instrument::WorkerStats`]).
 
+mod dispatch;
+use dispatch::dispatch;
 mod door;
 pub mod fdlimit;
 pub mod instrument;
@@ -478,34 +480,6 @@ impl<H: Handler> Worker<H> {
         self.door.accept(&mut self.handler, &mut self.cx);
         if accepting {
             watch.lap(Call::Accept);
-        }
-    }
-}
-
-/// Phase 4 for one event. A free function over the worker's parts, so that the batch of events can stay
-/// borrowed while the handler runs. Returns what the call was for (for [`Stopwatch`]).
-fn dispatch<H: Handler>(event: &Event, handler: &mut H, cx: &mut Cx<H>, door: &mut Door) -> Call {
-    let ready = Ready::of(event);
-    match Target::of(event.token()) {
-        Target::Conn(id, tag) => {
-            // Closed earlier (in this batch or before): the event was for a previous occupant.
-            if cx.conns.get(id).is_some() {
-                handler.on_ready(cx, id, tag, ready);
-            }
-            Call::Event(id, tag)
-        }
-        Target::Listener => {
-            door.on_event();
-            door.accept(handler, cx);
-            Call::Accept
-        }
-        Target::Waker => {
-            if door.drain_requested() {
-                door.close(handler, cx);
-                handler.on_drain(cx);
-            }
-            handler.on_wake(cx);
-            Call::Wake
         }
     }
 }

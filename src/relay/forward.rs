@@ -145,7 +145,8 @@ pub(super) fn relay(
         return Outcome::ClientGone(e);
     }
     if !payload.is_empty() {
-        let first = !had_token && to.seen.first_content();
+        // A first *token* is an event stream's: a JSON answer or a model list has none.
+        let first = !had_token && to.seen.first_content() && to.seen.sse.is_some();
         c.noted(to.seen, payload.len(), first);
     }
     if decoded.done {

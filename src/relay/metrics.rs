@@ -126,7 +126,8 @@ pub struct Tokens {
 #[derive(Debug, Default)]
 struct Labeled {
     requests: HashMap<RequestKey, u64>,
-    /// By (upstream index, model); at most [`MAX_MODELS`] models per upstream, then `other`.
+    /// By (upstream index, model); at most [`MAX_MODELS`] (upstream, model) pairs per worker, then
+    /// `other` (a scrape adds up to that many per worker).
     tokens: HashMap<(usize, Box<str>), Tokens>,
     /// By (upstream index, failure kind).
     failures: HashMap<(usize, &'static str), u64>,

@@ -189,6 +189,15 @@ pub fn finished(
         // A whole answer was queued, but the connection closed before the client took all of it.
         record.cut.get_or_insert("client_gone");
     }
+    if let Some(held) = record.held_since.take()
+        && !serving
+        && c.out.is_empty()
+        && metrics.enabled
+    {
+        metrics
+            .residence
+            .record_duration(now.saturating_duration_since(held));
+    }
     // A status queued but never taken was not sent.
     let sent = c.out.taken() > record.taken_before;
     let status = if sent || !serving { c.status } else { 0 };
@@ -363,6 +372,7 @@ mod tests {
             }),
             cut: None,
             taken_before: 0,
+            held_since: None,
         }
     }
 

@@ -405,6 +405,10 @@ impl Upstreams {
         let Some(mut x) = c.finish(then) else {
             return;
         };
+        // Bytes still held for the client are still resident: their time ends when the answer is out.
+        if let Some(r) = c.record.as_deref_mut() {
+            r.held_since = x.seen.held_since;
+        }
         let via = x.via;
         log::debug!(
             "{}: {peer} stream complete in {:.1} ms",

@@ -45,6 +45,9 @@ pub struct Record {
     pub cut: Option<&'static str>,
     /// `out.taken()` when the request was complete: the answer's bytes are what the socket took since.
     pub taken_before: u64,
+    /// Bytes of the answer were still queued for the client when its body ended, since this instant (the
+    /// relay's residence time ends when they are all out).
+    pub held_since: Option<Instant>,
 }
 
 /// Token usage as a stream reports it.
@@ -71,6 +74,7 @@ impl Record {
             usage: None,
             cut: None,
             taken_before: taken,
+            held_since: None,
         }
     }
 
@@ -90,6 +94,7 @@ impl Record {
             usage: None,
             cut: None,
             taken_before: taken,
+            held_since: None,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Review of issue 8: requests refused before they were whole, and streams cut by a worker's stop, are
+//! Every request has its record: requests refused before they were whole, and streams cut by a worker's stop, are
 //! counted and logged like every other request.
 
 mod common;
