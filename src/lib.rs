@@ -22,6 +22,7 @@
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod loadgen;
 pub mod metrics;
 pub mod mock;
 pub mod reactor;
