@@ -32,6 +32,7 @@ pub use common::CommonArgs;
 mod listen;
 pub use listen::parse_listen;
 pub mod file;
+pub mod loadgen;
 pub mod observe;
 pub mod precedence;
 pub mod resilience;
@@ -77,6 +78,14 @@ pub enum Command {
     /// `FILE: ok (N upstreams, M routes)` and exits with status 0, or prints every error as
     /// `FILE:LINE: message` on stderr and exits with status 1.
     CheckConfig(CheckArgs),
+    /// Load a streaming HTTP endpoint and report what it did: time to first byte, to first event and to
+    /// completion, gaps between events, streams sustained, failures by reason.
+    ///
+    /// A closed loop (--streams N in flight) or an open loop (--rate R starts per second, latency from
+    /// when each was due), bounded by --total and --duration; each stream by --timeout. On the relay's
+    /// own event loop and upstream client. --json prints one JSON object (see the README). See
+    /// docs/15-a-load-generator-on-the-same-reactor.md.
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 /// Options of `tokenpipe check-config`.

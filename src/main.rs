@@ -26,6 +26,15 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some(Command::Loadgen(args)) => {
+            return match args.plan() {
+                Ok(plan) => tokenpipe::loadgen::main(&plan),
+                Err(e) => {
+                    let _ = writeln!(std::io::stderr(), "tokenpipe loadgen: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some(Command::MockUpstream(args)) => Server::start_mock(args.config()),
         Some(Command::Serve(args)) => args
             .config(|k| std::env::var(k).ok())
