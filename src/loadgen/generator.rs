@@ -112,7 +112,6 @@ impl Generator {
 
     /// Starts the run: the clock entry, the hard stop, and the first streams.
     pub fn begin(&mut self, cx: &mut Cx<Self>) {
-        cx.now = Instant::now();
         let Ok(clock) = cx.conns.insert_with(|_| Entry::Clock) else {
             self.finished = true;
             return;
