@@ -14,7 +14,9 @@
 //! Run `cargo run --example stall` (warning past `--loop-warn-ms`, default 10) and open two terminals with
 //! `nc 127.0.0.1 7002`. Type `hello` in one: it comes back at once. Type `stall 3000` in the other, then
 //! `hello` in the first: it comes back three seconds later, the log shows the warning, and the program
-//! prints the worker's figures. `cargo test --example stall` checks the same with a 100 ms stall.
+//! prints the worker's figures. The warning names the slowest handler call as the application describes it
+//! (`Handler::describe`: here, the connection that asked to stall). `cargo test --example stall` checks the
+//! same with a 100 ms stall. The relay has the same lesson as a route (`--debug-stall-route`, docs/14).
 
 use std::convert::Infallible;
 use std::io::{self, ErrorKind::WouldBlock, Read, Write};
@@ -31,6 +33,8 @@ const MAX_LINE: usize = 1024;
 struct Conn {
     sock: TcpStream,
     line: Vec<u8>,
+    /// The last stall this connection asked for, to name it when the loop reports a slow iteration.
+    stalled: Option<u64>,
 }
 
 /// What a connection asks of the loop at the end of its turn.
@@ -75,6 +79,7 @@ impl Conn {
         let text = String::from_utf8_lossy(line);
         if let Some(Ok(ms)) = text.trim().strip_prefix("stall ").map(str::parse) {
             // The bug: this thread is every connection's thread, and it sleeps.
+            self.stalled = Some(ms);
             std::thread::sleep(Duration::from_millis(ms));
         }
         Ok(())
@@ -89,7 +94,12 @@ impl Handler for Stall {
 
     fn on_accept(&mut self, cx: &mut Cx<Self>, sock: TcpStream, _peer: SocketAddr) {
         let line = Vec::new();
-        if let Ok(id) = cx.conns.insert_with(|_| Conn { sock, line }) {
+        let conn = Conn {
+            sock,
+            line,
+            stalled: None,
+        };
+        if let Ok(id) = cx.conns.insert_with(|_| conn) {
             let sock = &mut cx.conns.get_mut(id).expect("just inserted").sock;
             count(Syscall::Register);
             let token = id.token(Tag::MAIN);
@@ -119,6 +129,14 @@ impl Handler for Stall {
     fn on_timer(&mut self, _cx: &mut Cx<Self>, _id: ConnId, never: Infallible) {
         match never {}
     }
+
+    /// Named in the loop's warning when this connection's call was the slowest of a slow iteration.
+    fn describe(&self, cx: &Cx<Self>, id: ConnId, _tag: Tag) -> String {
+        match cx.conns.get(id).and_then(|c| c.stalled) {
+            Some(ms) => format!("connection {id:?}, which asked to stall {ms} ms"),
+            None => format!("connection {id:?}"),
+        }
+    }
 }
 
 /// A worker serving [`Stall`] on `listen` that warns about iterations busier than `loop_warn`, and the
@@ -141,7 +159,12 @@ fn report(stats: &WorkerStats) {
         if s.slow_iterations > seen {
             seen = s.slow_iterations;
             let (slow, all, busy) = (s.slow_iterations, s.iterations, s.max_busy);
-            println!("slow iterations: {slow} of {all}, the longest busy {busy:?}; system calls:");
+            println!("slow iterations: {slow} of {all}, the longest busy {busy:?}");
+            // The busy-time histogram: what `GET /metrics` exports as tokenpipe_loop_busy_seconds.
+            let h = stats.histograms.busy.snapshot();
+            let ms = |q| h.quantile(q).map_or(0.0, |ns| ns / 1e6);
+            println!("busy time: p50 {:.3} ms, p99 {:.3} ms", ms(0.5), ms(0.99));
+            println!("system calls:");
             for kind in Syscall::ALL.into_iter().filter(|&k| s.syscalls.get(k) > 0) {
                 println!("{:>8} {}", s.syscalls.get(kind), kind.name());
             }
@@ -209,6 +232,8 @@ mod tests {
         let s = stats.snapshot();
         assert!(s.slow_iterations >= 1, "{s:?}");
         assert!(s.max_busy >= Duration::from_millis(100), "{s:?}");
+        // The busy-time histogram has the stall in its buckets above 100 ms.
+        assert!(stats.histograms.busy.snapshot().count_above(100_000_000) >= 1);
         // The writes this worker counted itself: at least the echoes of `hello` and of the stall.
         assert!(s.syscalls.get(Syscall::Write) >= 2, "{s:?}");
         remote.stop().unwrap();

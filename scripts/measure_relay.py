@@ -13,6 +13,11 @@ Before/after a change (build the old revision first, e.g. in a `git worktree`, a
     python3 scripts/measure_relay.py --streams 200 --tokens 50 --interval-ms 20 --runs 5 \\
         --compare /tmp/tokenpipe-before
 
+One option on and off, one binary (what recording the per-chunk metrics costs):
+
+    python3 scripts/measure_relay.py --streams 200 --tokens 50 --interval-ms 20 --runs 5 \\
+        --compare target/release/tokenpipe --compare-args=--no-metrics
+
 Plain against TLS upstream, one binary:
 
     python3 scripts/measure_relay.py --upstream-tls-compare --streams 1000 --tokens 20 --interval-ms 50 --runs 5
@@ -355,12 +360,22 @@ def relay_args(mock_port, a, tls=None):
         ["--upstream-ca", tls.ca] if tls else [])
 
 
+class Binary(str):
+    """A binary's path that carries extra relay options (--relay-args, --compare-args): the same binary can then
+    be measured against itself with an option on and off, e.g. --no-metrics."""
+
+    def __new__(cls, path, extra):
+        b = super().__new__(cls, path)
+        b.extra = extra
+        return b
+
+
 def start_pair(binary, a, tls=None):
     """A fresh mock and a fresh one-worker relay in front of it, both from `binary`; with `tls` (a Pki) the
     mock serves HTTPS and the relay reaches it as https://localhost:PORT, trusting the test CA."""
     mock = Proc(binary, mock_args(a, tls))
     try:
-        relay = Proc(binary, relay_args(mock.port, a, tls))
+        relay = Proc(binary, relay_args(mock.port, a, tls) + getattr(binary, "extra", []))
     except BaseException:
         mock.stop()
         raise
@@ -1128,6 +1143,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=DEFAULT_BIN, help="tokenpipe binary measured (\"after\"); default: %(default)s")
     ap.add_argument("--compare", metavar="PATH", help="second tokenpipe binary (\"before\"), measured in the same runs")
+    ap.add_argument("--relay-args", metavar="ARGS", default="",
+                    help="extra options for the --bin relay (\"after\"), e.g. to measure one option on and off")
+    ap.add_argument("--compare-args", metavar="ARGS", default="",
+                    help="extra options for the --compare relay (\"before\"), e.g. --no-metrics")
     ap.add_argument("--upstream-tls-compare", action="store_true",
                     help="measure --bin twice per run, plain http:// upstream and TLS https://localhost upstream "
                          "(test PKI made with openssl), and report tls/plain")
@@ -1168,7 +1187,9 @@ def main():
         setups = {"plain": (binary, None), "tls": (binary, pki)}
         cmp = ("tls", "plain")
     elif a.compare:
-        setups = {"after": (binary, None), "before": (check_binary(a.compare, "--compare"), None)}
+        after = Binary(binary, a.relay_args.split())
+        before = Binary(check_binary(a.compare, "--compare"), a.compare_args.split())
+        setups = {"after": (after, None), "before": (before, None)}
         cmp = ("after", "before")
     else:
         setups = {"bin": (binary, None)}
@@ -1205,8 +1226,9 @@ def main():
             print(f"  {label:6} {' '.join(mock_args(a, tls))}  +  {' '.join(relay_args('MOCK_PORT', a, tls))}")
     else:
         for label, (path, _) in setups.items():
-            print(f"  {label:6} {path}  (sha256 {hashes[label][:12]})")
-        if a.compare and hashes["after"] == hashes["before"]:
+            extra = " ".join(getattr(path, "extra", []))
+            print(f"  {label:6} {path}  (sha256 {hashes[label][:12]})" + (f" with {extra}" if extra else ""))
+        if a.compare and hashes["after"] == hashes["before"] and a.relay_args == a.compare_args:
             print("  note: both binaries are identical; the ratios show this machine's noise, not a change")
         print(f"  per run and binary: {' '.join(mock_args(a))}  +  {' '.join(relay_args('MOCK_PORT', a))}")
     print(f"  requests: POST {RELAY_PATH} {relay_body(a.tokens).decode()}   "

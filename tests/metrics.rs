@@ -12,8 +12,26 @@ use std::time::{Duration, Instant};
 const STREAMS: usize = 6;
 const TOKENS: u64 = 5;
 
-/// Reads one stream through the relay: (chunks received, payload bytes).
-fn one_stream(relay: SocketAddr, i: usize) -> (usize, usize) {
+/// The usage the stream's own last chunk reported: (prompt tokens, completion tokens).
+fn reported_usage(payload: &[u8]) -> (u64, u64) {
+    let text = String::from_utf8_lossy(payload);
+    let usage = text
+        .lines()
+        .rev()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find_map(|v| v.get("usage").filter(|u| u.is_object()).cloned())
+        .unwrap_or_else(|| panic!("no usage in the stream: {text}"));
+    let n = |k: &str| {
+        usage[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {usage}"))
+    };
+    (n("prompt_tokens"), n("completion_tokens"))
+}
+
+/// Reads one stream through the relay: (chunks received, payload bytes, usage reported in it).
+fn one_stream(relay: SocketAddr, i: usize) -> (usize, usize, (u64, u64)) {
     let mut c = Conn::connect(relay);
     c.send(&stream_request(&prompt_body(
         &format!("count {i}"),
@@ -24,7 +42,11 @@ fn one_stream(relay: SocketAddr, i: usize) -> (usize, usize) {
     assert_eq!(head.status(), 200);
     let body = c.read_chunked_body().expect("stream body");
     assert!(body.complete, "stream {i} complete");
-    (body.chunks.len(), body.payload.len())
+    (
+        body.chunks.len(),
+        body.payload.len(),
+        reported_usage(&body.payload),
+    )
 }
 
 /// Polls the relay's metrics until `done` holds (bounded): gauges are published once per loop iteration,
@@ -47,7 +69,7 @@ fn the_counters_match_what_the_clients_received() {
     let relay = InProcess::relay(&format!("http://{}", mock.addr), |_| {});
     let before = scrape(relay.addr);
     assert_eq!(before.sum("tokenpipe_relayed_chunks_total", &[]), 0.0);
-    let results: Vec<(usize, usize)> = thread::scope(|s| {
+    let results: Vec<(usize, usize, (u64, u64))> = thread::scope(|s| {
         let handles: Vec<_> = (0..STREAMS)
             .map(|i| s.spawn(move || one_stream(relay.addr, i)))
             .collect();
@@ -55,6 +77,9 @@ fn the_counters_match_what_the_clients_received() {
     });
     let chunks: usize = results.iter().map(|r| r.0).sum();
     let bytes: usize = results.iter().map(|r| r.1).sum();
+    let input: u64 = results.iter().map(|r| r.2.0).sum();
+    let output: u64 = results.iter().map(|r| r.2.1).sum();
+    assert_eq!(output, STREAMS as u64 * TOKENS, "the mock's own count");
     let m = scrape(relay.addr);
     let ok = [
         ("route", "generate"),
@@ -64,6 +89,19 @@ fn the_counters_match_what_the_clients_received() {
     assert_eq!(m.sum("tokenpipe_http_requests_total", &ok), STREAMS as f64);
     assert_eq!(m.sum("tokenpipe_relayed_chunks_total", &[]), chunks as f64);
     assert_eq!(m.sum("tokenpipe_relayed_bytes_total", &[]), bytes as f64);
+    // Read off the streams on the side: the same as the clients found in them.
+    let tokens = |kind| {
+        let labels = [
+            ("upstream", "default"),
+            ("gen_ai_response_model", "mock"),
+            ("gen_ai_token_type", kind),
+        ];
+        m.sum("gen_ai_client_token_usage_total", &labels)
+    };
+    assert_eq!(
+        (tokens("input"), tokens("output")),
+        (input as f64, output as f64)
+    );
     let completed = [("outcome", "completed")];
     assert_eq!(m.sum("tokenpipe_streams_total", &completed), STREAMS as f64);
     let ttft = m.sum("gen_ai_server_time_to_first_token_seconds_count", &[]);

@@ -7,8 +7,9 @@ use crate::relay::observe::AccessLog;
 /// How the relay observes itself (`--no-metrics`, `--access-log`, `--debug-stall-route`).
 #[derive(Args, Debug, Clone)]
 pub struct ObserveArgs {
-    /// Do not record the per-chunk figures (chunks, bytes, event gaps, residence, first token): for
-    /// measuring what recording them costs. GET /metrics still answers, with those figures at zero.
+    /// Do not record the per-chunk figures (chunks, bytes, event gaps, residence, first token) nor read
+    /// the token usage from the streams: for measuring what that costs. GET /metrics still answers, with
+    /// those figures at zero.
     #[arg(long, env = "TOKENPIPE_NO_METRICS", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub no_metrics: bool,

@@ -68,6 +68,7 @@ fn the_file_accepts_what_the_command_line_accepts() {
             Kind::Duration(..) | Kind::DurationOrOff(_) => &durations,
             Kind::Rate(_) => &rates,
             Kind::Address(_) => &addresses,
+            Kind::Choice(..) => &["json", "text", "off", "JSON", "xml", ""],
             Kind::Number(bounds, _) => {
                 let (lo, hi) = (*bounds.start(), *bounds.end());
                 for n in [lo, hi] {

@@ -31,7 +31,8 @@ use super::auth::Identity;
 use super::deadlines::{ExchangeTimers, StepFacts, UpstreamTimeouts, wanted};
 use super::health::Probe;
 use super::sse::SseWatch;
-use crate::conn::client::StreamFraming;
+use super::usage::{Dialect, UsageWatch};
+use crate::conn::client::{Record, StreamFraming};
 use crate::conn::upstream::{UpstreamConn, UpstreamState};
 use crate::reactor::{ConnId, Conns, Timers};
 
@@ -66,6 +67,9 @@ pub struct BodySeen {
     /// When the oldest read whose bytes the client's socket has not taken yet returned (for the
     /// residence time, recorded when the queue drains).
     pub held_since: Option<Instant>,
+    /// The first event with content, and the usage, as the stream's own fields say (`relay::usage`; an
+    /// event stream only). Boxed: it is a few hundred bytes, and only streams have one.
+    pub usage: Option<Box<UsageWatch>>,
 }
 
 impl BodySeen {
@@ -77,6 +81,32 @@ impl BodySeen {
                 self.first_token = watch.first_event();
             }
             None => self.first_token |= !payload.is_empty(),
+        }
+        if let Some(usage) = &mut self.usage {
+            usage.feed(payload);
+        }
+    }
+
+    /// The first content has gone to the client: an event that carries content (not a role, a
+    /// `response.created` or a ping) in an event stream, the first payload byte of another body.
+    pub fn first_content(&self) -> bool {
+        match &self.usage {
+            Some(usage) => usage.first_token(),
+            None => self.first_token,
+        }
+    }
+
+    /// Writes the usage the stream reported so far, if any, into `record` (its end, or its cut).
+    pub fn usage_into(&self, record: Option<&mut Record>) {
+        let (Some(watch), Some(record)) = (&self.usage, record) else {
+            return;
+        };
+        if let Some(u) = watch.usage() {
+            record.usage = Some(crate::conn::client::record::Usage {
+                model: watch.model().map(Box::from),
+                input: u.input,
+                output: u.output,
+            });
         }
     }
 
@@ -99,6 +129,9 @@ pub enum Kind {
 /// One relayed request.
 pub struct Exchange {
     pub kind: Kind,
+    /// The API whose events the body carries, for its usage (`relay::usage`): the upstream's provider,
+    /// and for OpenAI, which of its APIs the path asks for.
+    pub dialect: Dialect,
     /// The client's body is an event stream, so a failure mid-way can be told in-band (an SSE `error`
     /// event); any other body can only be cut short. Known once the upstream's head is in.
     pub event_stream: bool,
@@ -166,6 +199,7 @@ impl Exchange {
             client,
             replayable: false,
             kind,
+            dialect: Dialect::OpenAi,
             event_stream: kind == Kind::Generate,
             via,
             framing,

@@ -138,15 +138,18 @@ pub(super) fn relay(
         Err(e) => return Outcome::Failed(Failure::BadBody(e)),
     };
     let payload = gather(input, ranges);
-    let had_token = to.seen.first_token;
+    let had_token = to.seen.first_content();
     to.seen.saw(payload);
     let c = &mut *to.client;
     if let Err(e) = send_body(c.out, c.io, to.framing, payload, decoded.done) {
         return Outcome::ClientGone(e);
     }
     if !payload.is_empty() {
-        let first = !had_token && to.seen.first_token;
+        let first = !had_token && to.seen.first_content();
         c.noted(to.seen, payload.len(), first);
+    }
+    if decoded.done {
+        to.seen.usage_into(c.record.as_deref_mut());
     }
     if decoded.done {
         // Reusable only if the body ended exactly where our bytes did: anything after it would be a

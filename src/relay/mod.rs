@@ -42,6 +42,7 @@ mod steps;
 mod tell;
 mod turns;
 mod upstreams;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -419,7 +420,7 @@ impl ClientApp for Relay {
         if let (Some(r), Ok(to)) = (c.record.as_deref_mut(), &route) {
             r.route = to.route.label();
             // The id goes upstream as the one `X-Request-Id` (a client's unusable one is replaced).
-            observe::carry_request_id(&mut req.headers, &r.id);
+            observe::carry_request_id(&mut req.headers, &r.id.to_string());
         }
         // Who asks, before anything is done for them: without a valid key a request learns nothing, not
         // even whether its path exists. The route only says where this path's SDK puts its key.

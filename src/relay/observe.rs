@@ -118,12 +118,12 @@ pub fn describe(e: Option<&super::Entry>, upstream_socket: bool, last: Option<&s
 /// The request a worker answered last, and on which connection: its strings moved out of its record as
 /// the record is dropped, so keeping them costs no allocation.
 #[derive(Debug, Default)]
-pub struct LastAnswered(Option<(crate::reactor::ConnId, Box<str>, Box<str>)>);
+pub struct LastAnswered(Option<(crate::reactor::ConnId, &'static str, Box<str>)>);
 
 impl LastAnswered {
     /// Keeps `record`'s method and path (it is done with them).
     pub fn keep(&mut self, id: crate::reactor::ConnId, record: &mut Record) {
-        let method = std::mem::take(&mut record.method);
+        let method = record.method;
         let path = std::mem::take(&mut record.path);
         self.0 = Some((id, method, path));
     }
@@ -149,11 +149,11 @@ pub struct Ended<'a> {
 
 /// The answer to client `c`'s request of `record` is out, or `c` is closing: count the request and log it.
 /// `closing`: the connection closes under it (the client left, or was dropped).
-pub fn finished<W>(
+pub fn finished(
     o: &Observe,
     metrics: &RelayMetrics,
     worker: &str,
-    c: &ClientConn<W>,
+    c: &ClientConn<Box<super::exchange::Exchange>>,
     record: &mut Record,
     now: Instant,
 ) {
@@ -166,6 +166,12 @@ pub fn finished<W>(
             true => Departure::BeforeHead,
             false => Departure::MidStream,
         });
+        record.cut.get_or_insert("client_gone");
+        if let ClientState::Serving(x) = &c.state {
+            x.seen.usage_into(Some(record));
+        }
+    } else if !c.out.is_empty() {
+        // A whole answer was queued, but the connection closed before the client took all of it.
         record.cut.get_or_insert("client_gone");
     }
     // A status queued but never taken was not sent.
@@ -277,8 +283,8 @@ fn json_line(
 ) -> String {
     let opt_ms = |at| r.since_start(at).map(ms);
     serde_json::json!({
-        "request_id": &*r.id,
-        "method": &*r.method,
+        "request_id": r.id.to_string(),
+        "method": r.method,
         "path": &*r.path,
         "route": r.route,
         "status": status,
@@ -327,9 +333,9 @@ mod tests {
         let now = Instant::now();
         Record {
             started: now,
-            method: "POST".into(),
+            method: "POST",
             path: "/v1/chat/completions".into(),
-            id: "req-1".into(),
+            id: crate::conn::client::record::RequestId::Given("req-1".into()),
             route: "passthrough",
             upstream: Some(0),
             reused: Some(true),

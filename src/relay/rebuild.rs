@@ -11,6 +11,7 @@ use super::api::{self, ApiError, GenerateRequest};
 use super::auth::Identity;
 use super::exchange::{Exchange, Kind};
 use super::routes::{Route, Target};
+use super::usage::Dialect;
 use super::{UpstreamTarget, passthrough, providers};
 use crate::conn::client::StreamFraming;
 use crate::http::headers::value;
@@ -43,6 +44,7 @@ pub(super) fn exchange_for(
         ),
     };
     let mut x = Exchange::new(kind, to.upstream, request?, framing, now, who);
+    x.dialect = Dialect::of(t.provider, to.path);
     x.replayable = matches!(req.method.as_str(), "GET" | "HEAD" | "OPTIONS")
         || value(&req.headers, "idempotency-key").is_some();
     if t.fallback.is_some() {
@@ -133,5 +135,10 @@ pub(super) fn fall_back(
     let request = x.rebuild.as_deref()?.remake(from, to)?;
     let names = (from.name.clone(), to.name.clone());
     x.move_to(next, request);
+    // The simple route's request was made for the fallback's provider, whose events the stream will carry
+    // (a pass-through goes only to the same provider, on the same path).
+    if x.kind == Kind::Generate {
+        x.dialect = Dialect::of(to.provider, "");
+    }
     Some(names)
 }

@@ -12,6 +12,7 @@ use super::forward::{self, Client, Outcome, Sink};
 use super::passthrough;
 use super::retry;
 use super::sse::SseWatch;
+use super::usage::UsageWatch;
 use crate::conn::client::{send_body, stream_head};
 use crate::conn::tls::Handshake;
 use crate::conn::transport::ReadOutcome;
@@ -198,6 +199,10 @@ pub(super) fn read_head(
     x.event_stream = event_stream;
     if event_stream {
         x.seen.sse = Some(SseWatch::default());
+        // The usage and the first token are read on a side path that `--no-metrics` turns off too.
+        if client.metrics.enabled {
+            x.seen.usage = Some(Box::new(UsageWatch::new(x.dialect)));
+        }
     }
     x.start_streaming();
     if !has_body && kind == Kind::Generate {

@@ -53,6 +53,8 @@ pub(super) fn failure(
         };
         if let Some(mut x) = c.finish(AfterReply::Close) {
             x.cancel_deadlines(&mut cx.timers);
+            // What it used until it broke is used all the same.
+            x.seen.usage_into(c.record.as_deref_mut());
         }
         if let Some(r) = c.record.as_deref_mut() {
             r.cut = Some(failure.code());

@@ -498,6 +498,59 @@ def check_provider(provider: str, sdk_version: str, calls, mock: Proc, relay: Pr
               "absent" if not relay_key_direct else f"present on {relay_key_direct}")
 
 
+def check_metrics(provider: str, relay: Proc, res: Results, timeout: float):
+    """The relay's GET /metrics, read by the Prometheus project's own Python parser: it parses, every family
+    says what it is, histograms are cumulative and end at their count, and the SDK calls just made show up
+    in the request counter and, read from the streams' own usage fields, in the token counter."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    tag = f"{provider} GET /metrics"
+
+    def scrape():
+        with urllib.request.urlopen(f"{relay.url}/metrics", timeout=timeout) as r:
+            ctype = r.headers.get("Content-Type", "")
+            return ctype, r.read().decode()
+
+    got = res.run(f"{tag} answers", scrape)
+    if got is None:
+        return
+    ctype, text = got
+    res.check(f"{tag} is Prometheus text 0.0.4", ctype.startswith("text/plain; version=0.0.4"), ctype)
+    try:
+        families = list(text_string_to_metric_families(text))
+    except Exception as exc:  # noqa: BLE001 - the parser's verdict is the check
+        res.fail(f"{tag} parses with prometheus_client", f"{type(exc).__name__}: {exc}")
+        return
+    res.check(f"{tag} parses with prometheus_client", len(families) > 20, f"{len(families)} families")
+    bad = [f.name for f in families if not f.documentation or f.type not in ("counter", "gauge", "histogram")]
+    res.check(f"{tag} every family has HELP and a TYPE", not bad, "all do" if not bad else f"not {bad}")
+    broken = []
+    for f in (f for f in families if f.type == "histogram"):
+        series = {}
+        for s in f.samples:
+            key = tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))
+            series.setdefault(key, {"buckets": [], "count": None})
+            if s.name.endswith("_bucket"):
+                series[key]["buckets"].append((float(s.labels["le"]), s.value))
+            elif s.name.endswith("_count"):
+                series[key]["count"] = s.value
+        for key, h in series.items():
+            values = [v for _, v in sorted(h["buckets"])]
+            if values != sorted(values) or not values or values[-1] != h["count"]:
+                broken.append(f"{f.name}{dict(key)}")
+    res.check(f"{tag} histograms are cumulative and end at their count", not broken,
+              "all are" if not broken else f"not {broken[:3]}")
+
+    def total(name, **labels):
+        return sum(s.value for f in families for s in f.samples
+                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+    served = total("tokenpipe_http_requests_total", route="passthrough", status="200")
+    res.check(f"{tag} counts the SDK calls", served >= 2, f"{served:.0f} pass-through requests answered 200")
+    out = total("gen_ai_client_token_usage_total", gen_ai_token_type="output")
+    res.check(f"{tag} counts the tokens the streams reported", out > 0, f"{out:.0f} output tokens")
+
+
 def auth_failure(call):
     """Runs an SDK call that must fail; returns (HTTP status, exception class name) of its error."""
     try:
@@ -601,6 +654,7 @@ def main() -> int:
 
         for provider, calls in (("openai", openai_calls), ("anthropic", anthropic_calls), ("gemini", gemini_calls)):
             check_provider(provider, versions[provider], calls, mock, relays[provider], res, args.timeout)
+            check_metrics(provider, relays[provider], res, args.timeout)
         res.line(gemini_default_version_note(mock, relays["gemini"], args.timeout))
 
         for p in [mock, *relays.values()]:

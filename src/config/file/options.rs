@@ -43,6 +43,8 @@ pub(crate) enum Kind {
     DurationOrOff(Field<MaybeDuration>),
     /// Requests per second, from 0 (off) to a million, read by `--rate-limit`'s parser.
     Rate(Field<f64>),
+    /// One of a few words (`--access-log`: json, text, off).
+    Choice(&'static [&'static str], Field<String>),
 }
 
 use Kind::*;
@@ -91,6 +93,10 @@ pub(crate) const OPTIONS: &[(&str, Kind)] = &[
     ("drain_timeout", Duration(parse_duration, |a| &mut a.common.drain_timeout)),
     ("drain_grace", Duration(parse_duration, |a| &mut a.common.drain_grace)),
     ("max_clients", Number(1..=i64::MAX, |a| &mut a.max_clients)),
+    // What the relay says of itself.
+    ("no_metrics", Flag(|a| &mut a.observe.no_metrics)),
+    ("access_log", Choice(&["json", "text", "off"], |a| &mut a.observe.access_log)),
+    ("debug_stall_route", Flag(|a| &mut a.observe.debug_stall_route)),
 ];
 
 /// The row of the option `key` (`None`: the file cannot set such an option).
@@ -107,6 +113,7 @@ pub(crate) enum Value {
     Duration(Duration, Field<Duration>),
     DurationOrOff(MaybeDuration, Field<MaybeDuration>),
     Rate(f64, Field<f64>),
+    Choice(&'static str, Field<String>),
 }
 
 impl Kind {
@@ -138,6 +145,24 @@ impl Kind {
                 Value::DurationOrOff(d, *field)
             }
             Rate(field) => Value::Rate(parse_rate(&text()?).map_err(parsed)?, *field),
+            Choice(words, field) => match value {
+                Toml::String(s) => match words.iter().find(|w| *w == s) {
+                    Some(word) => Value::Choice(word, *field),
+                    None => {
+                        return Err(format!(
+                            "{name}: expected one of {}, not {s:?}",
+                            words.join(", ")
+                        ));
+                    }
+                },
+                other => {
+                    return Err(wrong_type(
+                        name,
+                        other,
+                        &format!("one of {}", words.join(", ")),
+                    ));
+                }
+            },
         })
     }
 }
@@ -152,6 +177,7 @@ impl Value {
             Value::Duration(v, field) => *field(args) = v,
             Value::DurationOrOff(v, field) => *field(args) = v,
             Value::Rate(v, field) => *field(args) = v,
+            Value::Choice(v, field) => *field(args) = v.to_string(),
         }
     }
 }
@@ -166,6 +192,7 @@ impl std::fmt::Debug for Value {
             Value::Duration(d, _) => write!(f, "{d:?}"),
             Value::DurationOrOff(MaybeDuration(d), _) => write!(f, "{d:?}"),
             Value::Rate(r, _) => write!(f, "{r}"),
+            Value::Choice(w, _) => write!(f, "{w}"),
         }
     }
 }

@@ -23,11 +23,12 @@ pub const MAX_REQUEST_ID: usize = 128;
 pub struct Record {
     /// When the request was complete.
     pub started: Instant,
-    pub method: Box<str>,
+    /// The method, when it is one of RFC 9110's (others are logged as `OTHER`): no allocation.
+    pub method: &'static str,
     /// The path without its query.
     pub path: Box<str>,
     /// The client's `X-Request-Id` when it is a plain token, else one we made ([`request_id`]).
-    pub id: Box<str>,
+    pub id: RequestId,
     /// The route's label (`"none"` until routed).
     pub route: &'static str,
     /// The upstream the request went to (its index), if any.
@@ -59,9 +60,9 @@ impl Record {
     pub fn new(req: &Request, now: Instant, taken: u64) -> Record {
         Record {
             started: now,
-            method: req.method.as_str().into(),
+            method: known_method(&req.method),
             path: req.path.as_str().into(),
-            id: request_id(req).into(),
+            id: request_id(req),
             route: "none",
             upstream: None,
             reused: None,
@@ -79,14 +80,56 @@ impl Record {
     }
 }
 
+/// A request id: the client's, or one we made (kept as its number, written out only when logged or sent,
+/// so that making one costs no allocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestId {
+    Given(Box<str>),
+    Made(u128),
+}
+
+impl std::fmt::Display for RequestId {
+    /// A made id in the 8-4-4-4-12 shape of a UUID (random-looking, not a real UUIDv4).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestId::Given(id) => f.write_str(id),
+            RequestId::Made(n) => {
+                let hex = format!("{n:032x}");
+                let p = |r: std::ops::Range<usize>| &hex[r];
+                write!(
+                    f,
+                    "{}-{}-{}-{}-{}",
+                    p(0..8),
+                    p(8..12),
+                    p(12..16),
+                    p(16..20),
+                    p(20..32)
+                )
+            }
+        }
+    }
+}
+
 /// The request id of `req`: its `X-Request-Id` if that is 1 to [`MAX_REQUEST_ID`] characters of
 /// letters, digits and `-_.:`, so that it can go into a log line and an upstream request as it is;
 /// otherwise a new one.
-pub fn request_id(req: &Request) -> String {
+pub fn request_id(req: &Request) -> RequestId {
     match value(&req.headers, "x-request-id") {
-        Some(id) if is_plain_id(id.as_bytes()) => id.to_string(),
+        Some(id) if is_plain_id(id.as_bytes()) => RequestId::Given(id.into()),
         _ => new_id(),
     }
+}
+
+/// `method` as one of RFC 9110's methods, or `OTHER`.
+fn known_method(method: &str) -> &'static str {
+    const METHODS: [&str; 8] = [
+        "GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
+    ];
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("OTHER")
 }
 
 fn is_plain_id(id: &[u8]) -> bool {
@@ -101,23 +144,15 @@ thread_local! {
     static NEXT: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()));
 }
 
-/// A new id: 32 hex digits, in the 8-4-4-4-12 shape of a UUID (random-looking, not a real UUIDv4).
-pub fn new_id() -> String {
+/// A new id.
+pub fn new_id() -> RequestId {
     let n = NEXT.with(|c| {
         let n = c.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
         c.set(n);
         n
     });
     let (a, b) = (mix(n), mix(n ^ 0xD1B5_4A32_D192_ED03));
-    let hex = format!("{a:016x}{b:016x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    RequestId::Made((u128::from(a) << 64) | u128::from(b))
 }
 
 /// SplitMix64's finalizer: spreads a counter's bits over the whole word.
@@ -148,7 +183,8 @@ mod tests {
 
     #[test]
     fn a_plain_client_id_is_kept_and_anything_else_replaced() {
-        assert_eq!(request_id(&req(Some(b"abc-123_x.y:z"))), "abc-123_x.y:z");
+        let given = request_id(&req(Some(b"abc-123_x.y:z")));
+        assert_eq!(given.to_string(), "abc-123_x.y:z");
         for bad in [
             &b""[..],
             b"a b",
@@ -156,16 +192,28 @@ mod tests {
             b"\"quoted\"",
             &[b'a'; 129],
         ] {
-            let id = request_id(&req(Some(bad)));
+            let id = request_id(&req(Some(bad))).to_string();
             assert_eq!(id.len(), 36, "{bad:?} -> {id}");
             assert!(is_plain_id(id.as_bytes()));
         }
-        assert_eq!(request_id(&req(None)).len(), 36);
+        assert_eq!(request_id(&req(None)).to_string().len(), 36);
+        assert_eq!(
+            RequestId::Made(0x0123_4567_89ab_cdef_0011_2233_4455_6677).to_string(),
+            "01234567-89ab-cdef-0011-223344556677"
+        );
+    }
+
+    #[test]
+    fn methods_are_named_without_allocating() {
+        assert_eq!(known_method("POST"), "POST");
+        assert_eq!(known_method("post"), "OTHER");
+        assert_eq!(known_method("BREW"), "OTHER");
     }
 
     #[test]
     fn new_ids_differ() {
-        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_id()).collect();
+        let ids: std::collections::HashSet<String> =
+            (0..1000).map(|_| new_id().to_string()).collect();
         assert_eq!(ids.len(), 1000);
     }
 }
