@@ -219,20 +219,20 @@ fn compare(o: Options) -> Result<(), String> {
 
     let mut b = Bench::new(tools, plan, logs);
     let mut samples: Vec<Sample> = Vec::new();
-    if phase("ttfe") {
-        run_ttfe(&mut b, &relays, &mut samples);
-    }
-    if phase("load") {
-        run_levels(&mut b, &relays, &mut samples);
-    }
-    if phase("workers-2") {
-        run_workers_two(&mut b, &relays, &mut samples);
-    }
-    if phase("tls") {
-        run_tls(&mut b, &relays, &mut samples);
-    }
-    if phase("syscalls") {
-        run_syscalls(&mut b, &relays, &mut samples);
+    type Phase = fn(&mut Bench, &[Peer], &mut Vec<Sample>);
+    let phases: [(&str, Phase); 5] = [
+        ("ttfe", run_ttfe),
+        ("load", run_levels),
+        ("workers-2", run_workers_two),
+        ("tls", run_tls),
+        ("syscalls", run_syscalls),
+    ];
+    for (name, run) in phases {
+        if phase(name) {
+            let started = Instant::now();
+            run(&mut b, &relays, &mut samples);
+            println!("({name}: {:.0} s)", started.elapsed().as_secs_f64());
+        }
     }
 
     let summary = report::Summary::new(&samples, b.plan.largest());
@@ -537,7 +537,8 @@ fn run_syscalls(b: &mut Bench, relays: &[Peer], samples: &mut Vec<Sample>) {
         return;
     }
     let layout = b.plan.layout.clone();
-    for (level, peers) in b.plan.syscalls.clone() {
+    for runs in b.plan.syscalls.clone() {
+        let level = runs.level;
         println!("\n{} streams, system calls counted:", level.streams);
         let mock = match measure::start_mock(b, level.interval_ms, level.tokens, &layout.mock, None)
         {
@@ -547,18 +548,24 @@ fn run_syscalls(b: &mut Bench, relays: &[Peer], samples: &mut Vec<Sample>) {
                 continue;
             }
         };
-        for peer in peers.into_iter().filter(|p| relays.contains(p)) {
+        for peer in relays {
             let tools = [
-                ("syscalls", b.tools.perf.is_some()),
-                ("strace", b.tools.strace.is_some()),
+                (
+                    "syscalls",
+                    b.tools.perf.is_some() && runs.perf.contains(peer),
+                ),
+                (
+                    "strace",
+                    b.tools.strace.is_some() && runs.strace.contains(peer),
+                ),
             ];
-            for (scenario, available) in tools {
-                if !available {
+            for (scenario, wanted) in tools {
+                if !wanted {
                     continue;
                 }
                 let spec = Spec {
                     scenario,
-                    peer,
+                    peer: *peer,
                     level,
                     run: 0,
                     workers: 1,

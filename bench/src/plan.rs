@@ -127,6 +127,14 @@ impl Layout {
     }
 }
 
+/// The system call counting runs of one level.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyscallRuns {
+    pub level: Level,
+    pub perf: Vec<Peer>,
+    pub strace: Vec<Peer>,
+}
+
 /// Everything one `compare` does.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -139,9 +147,9 @@ pub struct Plan {
     pub workers_two: Vec<Level>,
     /// tokenpipe in front of the mock over TLS, against the same over plain TCP.
     pub tls: Vec<Level>,
-    /// Separate runs that count system calls (`perf stat`, then `strace -c -f`): the levels, and which
-    /// peers at each.
-    pub syscalls: Vec<(Level, Vec<Peer>)>,
+    /// Separate runs that count system calls, at each level: which peers `perf stat` counts, and which
+    /// run under `strace -c -f`.
+    pub syscalls: Vec<SyscallRuns>,
     /// Streams of each time-to-first-event probe at one stream (one after the other).
     pub ttfe_streams: u64,
     /// The open-loop probe that measures the time to first event while a level's load runs: starts per
@@ -186,16 +194,31 @@ impl Plan {
             .filter(|l| l.streams >= 1_000)
             .collect();
         let all = Peer::RELAYS.to_vec();
-        let mut syscalls = vec![];
-        for l in &high {
-            if l.streams == 1_000 {
-                syscalls.push((*l, all.clone()));
-            } else {
-                // At the largest level the slow peers would crawl under the tracer: tokenpipe (the
-                // target) and the floor (what the kernel costs) only.
-                syscalls.push((*l, vec![Peer::Tokenpipe, Peer::Floor]));
-            }
-        }
+        let syscalls = high
+            .iter()
+            .map(|&level| {
+                if level.streams == 1_000 {
+                    SyscallRuns {
+                        level,
+                        perf: all.clone(),
+                        strace: all.clone(),
+                    }
+                } else {
+                    // At the largest level the Python peer cannot keep up at all (its streams time
+                    // out), and the others would crawl under the tracer: strace only tokenpipe (the
+                    // target) and the floor (what the kernel costs).
+                    SyscallRuns {
+                        level,
+                        perf: all
+                            .iter()
+                            .copied()
+                            .filter(|&p| p != Peer::PythonFastapi)
+                            .collect(),
+                        strace: vec![Peer::Tokenpipe, Peer::Floor],
+                    }
+                }
+            })
+            .collect();
         Plan {
             quick,
             runs: runs.unwrap_or(3),
@@ -203,7 +226,7 @@ impl Plan {
             workers_two: high.clone(),
             tls: high,
             syscalls,
-            ttfe_streams: 1_000,
+            ttfe_streams: 500,
             probe_rate: 100.0,
             layout,
             fd_limit,
@@ -227,7 +250,7 @@ impl Plan {
         let syscalls: f64 = self
             .syscalls
             .iter()
-            .map(|(l, p)| 2.0 * p.len() as f64 * run(l))
+            .map(|r| (r.perf.len() + r.strace.len()) as f64 * run(&r.level))
             .sum();
         ttfe + levels + two + tls + syscalls
     }
