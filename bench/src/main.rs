@@ -229,9 +229,11 @@ fn compare(o: Options) -> Result<(), String> {
     ];
     for (name, run) in phases {
         if phase(name) {
-            let started = Instant::now();
+            let (started, before) = (Instant::now(), samples.len());
             run(&mut b, &relays, &mut samples);
-            println!("({name}: {:.0} s)", started.elapsed().as_secs_f64());
+            if samples.len() > before {
+                println!("({name}: {:.0} s)", started.elapsed().as_secs_f64());
+            }
         }
     }
 
