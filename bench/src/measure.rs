@@ -338,12 +338,8 @@ fn load_run_into(b: &mut Bench, s: &Spec, sample: &mut Sample) -> Result<(), Str
     let load = main_load(s, &relay);
     let load_json = b.logs.join(format!("{tag}-load.json"));
     let tokenpipe = b.tools.tokenpipe();
-    let mut load_proc = Some(load.start(
-        &tokenpipe,
-        "loadgen",
-        &load_json,
-        &b.logs.join(format!("{tag}-load.log")),
-    )?);
+    let load_log = b.logs.join(format!("{tag}-load.log"));
+    let mut load_proc = load.start(&tokenpipe, "loadgen", &load_json, &load_log)?;
 
     // The probe runs in the steady part of the load, when all the streams are in flight (2 s at most).
     // At one stream there is no load to probe under: the one-stream runs measure that.
@@ -371,13 +367,12 @@ fn load_run_into(b: &mut Bench, s: &Spec, sample: &mut Sample) -> Result<(), Str
             let log = b.logs.join(format!("{tag}-probe.log"));
             probe_proc = Some(probe.start(&tokenpipe, "loadgen (probe)", &probe_json, &log)?);
         }
-        let done = load_proc.as_mut().is_some_and(|p| p.exited().is_some());
-        if done || started.elapsed() > bound {
+        if load_proc.exited().is_some() || started.elapsed() > bound {
             break;
         }
         std::thread::sleep(SAMPLE_EVERY);
     }
-    let report = loadgen::finish(load_proc.take().expect("started above"), &load, &load_json)?;
+    let report = loadgen::finish(load_proc, &load, &load_json)?;
     sample.note_load(&report);
     if let (Some(proc), Some((_, probe))) = (probe_proc, &probe) {
         let p = loadgen::finish(proc, probe, &probe_json)?;
