@@ -194,9 +194,14 @@ impl Plan {
             .filter(|l| l.streams >= 1_000)
             .collect();
         let all = Peer::RELAYS.to_vec();
+        // Counting runs are shorter: the same streams at the same pace, with a steady part of 0.5 s.
         let syscalls = high
             .iter()
-            .map(|&level| {
+            .map(|&l| Level {
+                steady_ms: 500,
+                ..l
+            })
+            .map(|level| {
                 if level.streams == 1_000 {
                     SyscallRuns {
                         level,
