@@ -13,22 +13,10 @@ const CLIENT_KEY: &str = "client-key-for-the-access-log-1";
 const PROMPT: &str = "the secret prompt PROMPT-MARKER-7731";
 
 fn relay(mock: &Proc, format: &str) -> (Proc, Logs) {
-    let args = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--workers",
-        "1",
-        "--upstream",
-        &mock.url(),
-        "--provider",
-        "gemini",
-        "--client-key",
-        CLIENT_KEY,
-        "--access-log",
-        format,
-    ];
-    Proc::spawn_logged(&args, "info")
+    let upstream = mock.url();
+    let args = ["--upstream", &upstream, "--provider", "gemini"];
+    let keys = ["--client-key", CLIENT_KEY, "--access-log", format];
+    spawn_relay_logged(&[&args[..], &keys[..]].concat(), "info")
 }
 
 fn access_line(logs: &mut Logs, id: &str) -> String {
@@ -133,16 +121,7 @@ fn the_access_log_says_what_happened_and_holds_no_secret() {
 #[test]
 fn the_request_id_reaches_the_upstream_and_the_log() {
     let mock = spawn_mock(&["--tokens", "2", "--interval-ms", "1"]);
-    let args = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--workers",
-        "1",
-        "--upstream",
-        &mock.url(),
-    ];
-    let (relay, mut logs) = Proc::spawn_logged(&args, "info");
+    let (relay, mut logs) = spawn_relay_logged(&["--upstream", &mock.url()], "info");
     let body = prompt_body("hello", None, Some(2));
     let with_id = format!(
         "POST /api/v1/generate-stream HTTP/1.1\r\nHost: x\r\nX-Request-Id: client-id-42\r\n\

@@ -185,19 +185,15 @@ fn the_descriptor_gauges_come_back_to_where_they_started() {
 #[test]
 fn the_stall_route_is_caught_and_its_culprit_named() {
     let mock = spawn_mock(&["--tokens", "2", "--interval-ms", "1"]);
+    let upstream = mock.url();
     let args = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--workers",
-        "1",
         "--upstream",
-        &mock.url(),
+        &upstream,
         "--loop-warn-ms",
         "20",
         "--debug-stall-route",
     ];
-    let (relay, mut logs) = Proc::spawn_logged(&args, "warn");
+    let (relay, mut logs) = spawn_relay_logged(&args, "warn");
     let slow = |s: &Scrape| {
         let total = s.sum("tokenpipe_loop_busy_seconds_count", &[]);
         total - s.sum("tokenpipe_loop_busy_seconds_bucket", &[("le", "0.025")])

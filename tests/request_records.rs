@@ -3,26 +3,21 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
 
 fn relay(extra: &[&str]) -> (Proc, Logs) {
-    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--workers", "1"];
-    args.extend_from_slice(extra);
-    Proc::spawn_logged(&args, "info")
+    spawn_relay_logged(extra, "info")
 }
 
-/// Sends `raw` and reads until the relay closes (bounded).
+/// Sends `raw` and reads until the relay closes (bounded by the connection's read timeout).
 fn exchange(relay: &Proc, raw: &[u8]) -> String {
-    let mut s = TcpStream::connect(relay.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(raw).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    let mut c = Conn::connect(relay.addr);
+    c.send(raw);
+    // To the end, or to a reset: what arrived before it is the answer.
+    while matches!(c.fill(), Ok(n) if n > 0) {}
+    String::from_utf8_lossy(c.buffered()).into_owned()
 }
 
 #[test]

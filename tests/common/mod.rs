@@ -316,6 +316,14 @@ pub fn spawn_relay(upstream_url: &str, provider: &str, extra: &[&str]) -> Proc {
     Proc::spawn(&all)
 }
 
+/// A one-worker relay (`serve --listen 127.0.0.1:0 --workers 1` and `extra`) with `RUST_LOG=rust_log`
+/// and its log lines captured ([`Proc::spawn_logged`]).
+pub fn spawn_relay_logged(extra: &[&str], rust_log: &str) -> (Proc, Logs) {
+    let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--workers", "1"];
+    all.extend_from_slice(extra);
+    Proc::spawn_logged(&all, rust_log)
+}
+
 /// An address on which nothing listens: bound to an ephemeral port, then closed. A connection to it is
 /// refused, which is how a refusing upstream is tested: a listener cannot refuse one request and accept
 /// the next, so the mock's faults have no "refuse".
