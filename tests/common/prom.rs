@@ -1,78 +1,29 @@
-//! Reading `GET /metrics` in tests: a small reader of the Prometheus text format, enough for the series
-//! tokenpipe writes (an independent parser checks the format itself: tests/sdk/test_metrics.py).
+//! Reading `GET /metrics` in tests, with the same reader `tokenpipe top` uses
+//! (`metrics::top::expo`); an independent parser checks the format itself (tests/sdk/check_sdks.py).
 
 use super::*;
+use tokenpipe::metrics::top::expo::Exposition;
 
-/// One series: its name, its labels, its value.
-pub type Series = (String, Vec<(String, String)>, f64);
-
-/// One scrape: every series.
-#[derive(Debug, Clone)]
+/// One scrape: its text, and its series.
 pub struct Scrape {
-    pub series: Vec<Series>,
     pub text: String,
+    exposition: Exposition,
 }
 
 impl Scrape {
-    /// Parses exposition `text`. Panics on a line it cannot read.
     pub fn parse(text: &str) -> Scrape {
-        let mut series = Vec::new();
-        for line in text.lines() {
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (head, value) = line
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("line {line:?}"));
-            let value: f64 = match value {
-                "+Inf" => f64::INFINITY,
-                v => v
-                    .parse()
-                    .unwrap_or_else(|e| panic!("value of {line:?}: {e}")),
-            };
-            let (name, labels) = match head.split_once('{') {
-                None => (head.to_string(), Vec::new()),
-                Some((name, rest)) => {
-                    let rest = rest
-                        .strip_suffix('}')
-                        .unwrap_or_else(|| panic!("labels of {line:?}"));
-                    let labels = rest
-                        .split("\",")
-                        .filter(|p| !p.is_empty())
-                        .map(|p| {
-                            let (k, v) =
-                                p.split_once("=\"").unwrap_or_else(|| panic!("label {p:?}"));
-                            (k.to_string(), v.trim_end_matches('"').to_string())
-                        })
-                        .collect();
-                    (name.to_string(), labels)
-                }
-            };
-            series.push((name, labels, value));
-        }
         Scrape {
-            series,
             text: text.to_string(),
+            exposition: Exposition::parse(text),
         }
     }
 
-    /// The sum of the series `name` whose labels include `labels`.
+    /// The sum of the series `name` whose labels include `labels` (0 when there is none).
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.series
-            .iter()
-            .filter(|(n, l, _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
-            })
-            .map(|(_, _, v)| v)
-            .sum()
-    }
-
-    /// Whether any series is called `name`.
-    pub fn has(&self, name: &str) -> bool {
-        self.series.iter().any(|(n, _, _)| n == name)
+        let keep = |s: &tokenpipe::metrics::top::expo::Series| {
+            labels.iter().all(|(k, v)| s.label(k) == Some(*v))
+        };
+        self.exposition.total(name, keep).unwrap_or(0.0)
     }
 }
 
