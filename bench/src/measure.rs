@@ -196,6 +196,14 @@ impl Sample {
         }
     }
 
+    /// Calls by name from a tracer, and per chunk from their `total`; `None` when there is no total.
+    fn set_syscalls(&mut self, calls: BTreeMap<String, u64>) -> Option<()> {
+        let total = *calls.get("total")?;
+        self.syscalls = calls;
+        self.syscalls_per_chunk = Some(total as f64 / self.chunks.max(1) as f64);
+        Some(())
+    }
+
     fn note_load(&mut self, r: &Report) {
         self.started = r.started;
         self.completed = r.completed;
@@ -472,28 +480,19 @@ pub fn strace_run(b: &mut Bench, s: &Spec) -> Sample {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let load = main_load(s, &relay);
-        let json = b.logs.join(format!("{tag}-load.json"));
-        let proc = load.start(
-            &b.tools.tokenpipe(),
-            "loadgen",
-            &json,
-            &b.logs.join(format!("{tag}-load.log")),
-        )?;
-        let report = loadgen::finish(proc, &load, &json);
         // SIGINT: strace detaches and writes its summary.
-        tracer.signal(libc::SIGINT);
-        tracer.wait(Duration::from_secs(20))?;
-        let report = report?;
-        sample.note_load(&report);
+        counted_load(
+            b,
+            s,
+            &relay,
+            &tag,
+            (&mut tracer, Duration::from_secs(20)),
+            &mut sample,
+        )?;
         let text = std::fs::read_to_string(&summary).map_err(|e| format!("strace summary: {e}"))?;
-        sample.syscalls = parse_strace_summary(&text);
-        let total = sample
-            .syscalls
-            .get("total")
-            .copied()
+        sample
+            .set_syscalls(parse_strace_summary(&text))
             .ok_or("no total in strace's summary")?;
-        sample.syscalls_per_chunk = Some(total as f64 / sample.chunks.max(1) as f64);
         drop(relay);
         Ok(())
     })();
@@ -543,28 +542,19 @@ pub fn perf_run(b: &mut Bench, s: &Spec) -> Sample {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let load = main_load(s, &relay);
-        let json = b.logs.join(format!("{tag}-load.json"));
-        let proc = load.start(
-            &b.tools.tokenpipe(),
-            "loadgen",
-            &json,
-            &b.logs.join(format!("{tag}-load.log")),
-        )?;
-        let report = loadgen::finish(proc, &load, &json);
         // SIGINT: perf stat stops and writes its last interval.
-        counter.signal(libc::SIGINT);
-        counter.wait(Duration::from_secs(10))?;
-        let report = report?;
-        sample.note_load(&report);
+        counted_load(
+            b,
+            s,
+            &relay,
+            &tag,
+            (&mut counter, Duration::from_secs(10)),
+            &mut sample,
+        )?;
         let text = std::fs::read_to_string(&counts).map_err(|e| format!("perf's counts: {e}"))?;
-        sample.syscalls = parse_perf_intervals(&text);
-        let total = sample
-            .syscalls
-            .get("total")
-            .copied()
+        sample
+            .set_syscalls(parse_perf_intervals(&text))
             .ok_or("no count in perf's output")?;
-        sample.syscalls_per_chunk = Some(total as f64 / sample.chunks.max(1) as f64);
         drop(relay);
         Ok(())
     })();
@@ -572,6 +562,27 @@ pub fn perf_run(b: &mut Bench, s: &Spec) -> Sample {
         sample.error = Some(e);
     }
     sample
+}
+
+/// The main load of `s` through `relay` while `tracer` counts its calls; then SIGINT to the tracer, which
+/// writes its figures, waited for at most the given time. The load's figures go into `sample`.
+fn counted_load(
+    b: &mut Bench,
+    s: &Spec,
+    relay: &Relay,
+    tag: &str,
+    (tracer, within): (&mut Proc, Duration),
+    sample: &mut Sample,
+) -> Result<(), String> {
+    let load = main_load(s, relay);
+    let json = b.logs.join(format!("{tag}-load.json"));
+    let log = b.logs.join(format!("{tag}-load.log"));
+    let proc = load.start(&b.tools.tokenpipe(), "loadgen", &json, &log)?;
+    let report = loadgen::finish(proc, &load, &json);
+    tracer.signal(libc::SIGINT);
+    tracer.wait(within)?;
+    sample.note_load(&report?);
+    Ok(())
 }
 
 /// Calls by system call name (and `total`, from `raw_syscalls:sys_enter`) from `perf stat -x , -I`'s
