@@ -24,7 +24,10 @@ mod pki;
 mod plan;
 mod procs;
 mod report;
+mod rows;
 mod sys;
+mod syscalls;
+mod targets;
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -576,9 +579,9 @@ fn run_syscalls(b: &mut Bench, relays: &[Peer], samples: &mut Vec<Sample>) {
                     upstream: &mock.upstream,
                 };
                 let s = if scenario == "syscalls" {
-                    measure::perf_run(b, &spec)
+                    syscalls::perf_run(b, &spec)
                 } else {
-                    measure::strace_run(b, &spec)
+                    syscalls::strace_run(b, &spec)
                 };
                 keep(samples, s);
             }
